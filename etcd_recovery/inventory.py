@@ -1,0 +1,291 @@
+"""The inventory: one YAML file per cluster, read into frozen values with precise errors.
+
+Example (the lab writes one like it; README documents every field)::
+
+    cluster:
+      name: prod-east
+      runtime: static-pod            # static-pod | systemd
+    tls:                             # client TLS for etcd's API, on the operator's machine
+      ca: pki/ca.crt
+      cert: pki/client.crt
+      key: pki/client.key
+    ssh:                             # defaults for every member; each member may override
+      user: root
+      identity_file: ssh/id_ed25519  # or leave out to use the ssh-agent / ~/.ssh/config
+      known_hosts: known_hosts
+      sudo: false
+    members:
+      - name: etcd-1
+        ssh: {host: 10.0.0.11}
+        peer_url: https://10.0.0.11:2380
+        client_url: https://10.0.0.11:2379
+
+Relative paths are taken relative to the inventory file. Every value that ends up in a
+command on a host is validated here against a strict pattern, so no shell metacharacter from
+an inventory can reach a remote shell.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from .errors import InventoryError
+
+RUNTIMES = ("static-pod", "systemd")
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?$|^\[?[0-9a-fA-F:]+\]?$")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
+
+DEFAULTS = {
+    "static-pod": {"data_dir": "/var/lib/etcd",
+                   "manifest": "/etc/kubernetes/manifests/etcd.yaml"},
+    "systemd": {"data_dir": "/var/lib/etcd", "env_file": "/etc/etcd/etcd.env",
+                "unit": "etcd.service"},
+}
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    host: str
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    jump: str | None = None
+    sudo: bool = False
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    ssh: SshTarget
+    peer_url: str
+    client_url: str
+    data_dir: str
+    manifest: str | None = None  # static-pod
+    env_file: str | None = None  # systemd
+    unit: str | None = None      # systemd
+
+    @property
+    def client_hostport(self) -> tuple[str, int]:
+        return _hostport(self.client_url)
+
+    @property
+    def peer_hostport(self) -> tuple[str, int]:
+        return _hostport(self.peer_url)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: str | None
+    cert: str | None
+    key: str | None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: str
+    name: str
+    runtime: str
+    tls: TlsFiles
+    members: tuple[Member, ...]
+
+    def member(self, name: str) -> Member:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise InventoryError(self.path, f"no member named {name!r}; members are "
+                             + ", ".join(m.name for m in self.members))
+
+
+def _hostport(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+class _Reader:
+    """Walks the YAML tree, remembering where it is for error messages."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.base = Path(path).resolve().parent
+
+    def err(self, msg: str, member: str | None = None, field: str | None = None) -> InventoryError:
+        return InventoryError(self.path, msg, member=member, field=field)
+
+    def mapping(self, value: Any, field: str, member: str | None = None,
+                allowed: tuple[str, ...] = ()) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.err(f"must be a mapping, got {type(value).__name__}", member, field)
+        for key in value:
+            if not isinstance(key, str) or (allowed and key not in allowed):
+                raise self.err(f"unknown field {key!r}; expected one of: {', '.join(allowed)}",
+                               member, field)
+        return value
+
+    def string(self, m: Mapping[str, Any], key: str, field: str, member: str | None = None,
+               required: bool = True, pattern: re.Pattern[str] | None = None,
+               what: str = "") -> str | None:
+        if key not in m or m[key] is None:
+            if required:
+                raise self.err("is required", member, field)
+            return None
+        value = m[key]
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise self.err(f"must be a string, got {type(value).__name__}", member, field)
+        value = str(value)
+        if pattern is not None and not pattern.match(value):
+            raise self.err(f"{value!r} is not a valid {what or 'value'}"
+                           " (letters, digits and . - _ / only; no shell metacharacters)",
+                           member, field)
+        return value
+
+    def local_path(self, m: Mapping[str, Any], key: str, field: str,
+                   member: str | None = None) -> str | None:
+        value = self.string(m, key, field, member, required=False)
+        if value is None:
+            return None
+        p = Path(os.path.expanduser(value))
+        return str(p if p.is_absolute() else (self.base / p))
+
+    def url(self, m: Mapping[str, Any], key: str, field: str, member: str) -> str:
+        value = self.string(m, key, field, member)
+        assert value is not None
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if (parts.scheme not in ("http", "https") or not parts.hostname or port is None
+                or parts.path not in ("", "/") or parts.query or parts.fragment
+                or parts.username or not HOST_RE.match(parts.hostname)):
+            raise self.err(f"{value!r} is not a URL of the form https://HOST:PORT", member, field)
+        return value.rstrip("/")
+
+
+def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
+    """Turn the YAML tree into an Inventory, or raise InventoryError naming the bad field."""
+    r = _Reader(path)
+    top = r.mapping(data, "(top level)", allowed=("cluster", "tls", "ssh", "members"))
+    cluster = r.mapping(top.get("cluster"), "cluster", allowed=("name", "runtime",
+                                                                "etcd_version"))
+    name = r.string(cluster, "name", "cluster.name", pattern=NAME_RE, what="cluster name")
+    runtime = r.string(cluster, "runtime", "cluster.runtime")
+    if runtime not in RUNTIMES:
+        raise r.err(f"{runtime!r} is not one of {', '.join(RUNTIMES)}", field="cluster.runtime")
+    tls_map = r.mapping(top.get("tls") or {}, "tls", allowed=("ca", "cert", "key"))
+    tls = TlsFiles(*(r.local_path(tls_map, k, f"tls.{k}") for k in ("ca", "cert", "key")))
+    if (tls.cert is None) != (tls.key is None):
+        raise r.err("cert and key must be given together", field="tls")
+    ssh_keys = ("host", "port", "user", "identity_file", "known_hosts", "jump", "sudo")
+    ssh_defaults = r.mapping(top.get("ssh") or {}, "ssh", allowed=ssh_keys)
+
+    members_raw = top.get("members")
+    if not isinstance(members_raw, list) or not members_raw:
+        raise r.err("must be a non-empty list of members", field="members")
+    members: list[Member] = []
+    member_keys = ("name", "ssh", "peer_url", "client_url", "data_dir", "manifest",
+                   "env_file", "unit")
+    for i, raw in enumerate(members_raw):
+        label = f"#{i + 1}"
+        m = r.mapping(raw, f"members[{i}]", allowed=member_keys)
+        mname = r.string(m, "name", "name", label, pattern=NAME_RE, what="member name")
+        assert mname is not None
+        ssh_map = {**ssh_defaults, **r.mapping(m.get("ssh") or {}, "ssh", mname,
+                                               allowed=ssh_keys)}
+        host = r.string(ssh_map, "host", "ssh.host", mname, pattern=HOST_RE, what="host name")
+        port_raw = ssh_map.get("port")
+        if port_raw is not None and (not isinstance(port_raw, int) or isinstance(port_raw, bool)
+                                     or not 0 < port_raw < 65536):
+            raise r.err(f"{port_raw!r} is not a port number", mname, "ssh.port")
+        sudo = ssh_map.get("sudo", False)
+        if not isinstance(sudo, bool):
+            raise r.err("must be true or false", mname, "ssh.sudo")
+        jump = r.string(ssh_map, "jump", "ssh.jump", mname, required=False,
+                        pattern=re.compile(r"^([a-z_][a-z0-9_.-]*@)?[A-Za-z0-9.-]+(:\d+)?$"),
+                        what="jump host ([user@]host[:port])")
+        target = SshTarget(
+            host=host or "", port=port_raw,
+            user=r.string(ssh_map, "user", "ssh.user", mname, required=False, pattern=USER_RE,
+                          what="user name"),
+            identity_file=r.local_path(ssh_map, "identity_file", "ssh.identity_file", mname),
+            known_hosts=r.local_path(ssh_map, "known_hosts", "ssh.known_hosts", mname),
+            jump=jump, sudo=sudo)
+        defaults = DEFAULTS[runtime]
+        paths: dict[str, str | None] = {}
+        for key in ("data_dir", "manifest", "env_file", "unit"):
+            value = r.string(m, key, key, mname, required=False,
+                             pattern=PATH_RE if key != "unit" else
+                             re.compile(r"^[A-Za-z0-9@._-]+\.service$"),
+                             what="absolute path" if key != "unit" else "unit name")
+            paths[key] = value if value is not None else defaults.get(key)
+        if runtime == "static-pod" and (m.get("env_file") or m.get("unit")):
+            raise r.err("env_file/unit apply to the systemd runtime only", mname, "env_file")
+        if runtime == "systemd" and m.get("manifest"):
+            raise r.err("manifest applies to the static-pod runtime only", mname, "manifest")
+        members.append(Member(
+            name=mname, ssh=target,
+            peer_url=r.url(m, "peer_url", "peer_url", mname),
+            client_url=r.url(m, "client_url", "client_url", mname),
+            data_dir=paths["data_dir"] or "/var/lib/etcd",
+            manifest=paths["manifest"], env_file=paths["env_file"], unit=paths["unit"]))
+
+    seen: dict[str, str] = {}
+    for mem in members:
+        for key, value in (("name", mem.name), ("peer_url", mem.peer_url),
+                           ("client_url", mem.client_url)):
+            tag = f"{key}={value}"
+            if tag in seen:
+                raise r.err(f"{value!r} is used by member {seen[tag]!r} too", mem.name, key)
+            seen[tag] = mem.name
+    assert name is not None
+    return Inventory(path=path, name=name, runtime=runtime, tls=tls, members=tuple(members))
+
+
+def load_inventory(path: str | os.PathLike[str]) -> Inventory:
+    p = os.fspath(path)
+    try:
+        with open(p, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError as exc:
+        raise InventoryError(p, "file not found") from exc
+    except OSError as exc:
+        raise InventoryError(p, f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InventoryError(p, f"not UTF-8 text (byte {exc.start})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InventoryError(p, f"not valid YAML{where}: {problem}") from exc
+    return parse_inventory(data, p)
+
+
+def dump_inventory(inv: Inventory) -> str:
+    """Render an Inventory back to YAML (paths as given)."""
+    data: dict[str, Any] = {"cluster": {"name": inv.name, "runtime": inv.runtime}}
+    tls = {k: v for k, v in (("ca", inv.tls.ca), ("cert", inv.tls.cert), ("key", inv.tls.key))
+           if v}
+    if tls:
+        data["tls"] = tls
+    members = []
+    for m in inv.members:
+        ssh = {k: v for k, v in vars(m.ssh).items() if v not in (None, False)}
+        entry: dict[str, Any] = {"name": m.name, "ssh": ssh, "peer_url": m.peer_url,
+                                 "client_url": m.client_url, "data_dir": m.data_dir}
+        for key in ("manifest", "env_file", "unit"):
+            if getattr(m, key):
+                entry[key] = getattr(m, key)
+        members.append(entry)
+    data["members"] = members
+    return yaml.safe_dump(data, sort_keys=False)

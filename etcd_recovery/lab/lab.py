@@ -1,0 +1,735 @@
+"""Lab orchestration: bring up, inspect, break and remove a lab of etcd hosts in Docker.
+
+Each lab lives in a directory (``--dir``, default ``.lab``) that holds what a user of a real
+cluster would have: ``inventory.yaml``, ``known_hosts``, an SSH key pair and client
+certificates, plus ``lab.json`` (the lab's own bookkeeping). Every Docker object a lab makes
+carries the label ``etcd-recovery.lab=<lab id>``; ``down`` removes exactly those.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import LabError
+from ..inventory import Inventory, Member, SshTarget, TlsFiles, dump_inventory
+from . import image, pki
+
+FILES = Path(__file__).parent / "files"
+LABEL = "etcd-recovery.lab"
+RUNTIMES = ("static-pod", "systemd")
+VERSIONS = ("3.4", "3.5")
+ETCD_ROOT = Path(os.environ.get("ETCD_RECOVERY_ETCD_DIR", "/opt"))
+KEY_PREFIX = "/lab/keys/"
+
+Log = Callable[[str], None]
+
+
+def _nolog(_: str) -> None:
+    return None
+
+
+def etcd_dir(version: str) -> Path:
+    """The newest installed /opt/etcd-<version>.* for a minor version like "3.5"."""
+    found = []
+    for p in ETCD_ROOT.glob(f"etcd-{version}.*"):
+        parts = p.name.removeprefix("etcd-").split(".")
+        if (p / "etcd").is_file() and all(x.isdigit() for x in parts):
+            found.append((tuple(int(x) for x in parts), p))
+    if not found:
+        raise LabError(f"no etcd {version} binaries under {ETCD_ROOT}; run scripts/setup")
+    return max(found)[1]
+
+
+@dataclass
+class LabHost:
+    name: str
+    container: str
+    mgmt_ip: str
+    peer_ip: str
+
+    @property
+    def client_url(self) -> str:
+        return f"https://{self.mgmt_ip}:2379"
+
+    @property
+    def peer_url(self) -> str:
+        return f"https://{self.peer_ip}:2380"
+
+
+@dataclass
+class LabState:
+    id: str
+    dir: str
+    runtime: str
+    etcd_version: str          # full version, e.g. "3.5.16"
+    image: str
+    mgmt_network: str
+    peer_network: str
+    mgmt_subnet: str
+    peer_subnet: str
+    hosts: list[LabHost] = field(default_factory=list)
+    keys: int = 0
+
+    @property
+    def etcd_bin(self) -> Path:
+        return ETCD_ROOT / f"etcd-{self.etcd_version}"
+
+    def host(self, name: str) -> LabHost:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise LabError(f"no lab host named {name!r}; hosts are "
+                       + ", ".join(h.name for h in self.hosts))
+
+    def save(self) -> None:
+        path = Path(self.dir) / "lab.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, lab_dir: str | Path) -> LabState:
+        path = Path(lab_dir) / "lab.json"
+        try:
+            data = json.loads(path.read_text())
+            data["hosts"] = [LabHost(**h) for h in data["hosts"]]
+            return cls(**data)
+        except FileNotFoundError as exc:
+            raise LabError(f"no lab in {lab_dir} (no lab.json); run `etcd-recovery lab up`"
+                           f" first") from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LabError(f"{path}: unreadable lab state: {exc}") from exc
+
+
+def lab_id(lab_dir: Path) -> str:
+    return "erl" + hashlib.sha256(str(lab_dir.resolve()).encode()).hexdigest()[:8]
+
+
+def docker_client() -> Any:
+    try:
+        import docker
+
+        client = docker.from_env(version="auto", timeout=120)
+        client.ping()
+        return client
+    except Exception as exc:  # docker raises many types; one message for all
+        raise LabError("cannot reach the Docker engine (is it running? scripts/dockerd-up "
+                       f"starts one): {exc}") from exc
+
+
+# ---------------------------------------------------------------------------- files per host
+
+OPS_UID = 1000  # the image's `ops` account (first user made by useradd)
+
+
+def _tar(files: dict[str, tuple[bytes, int]], links: dict[str, str],
+         dirs: dict[str, int]) -> bytes:
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        if info.name.startswith("home/ops"):
+            info.uid = info.gid = OPS_UID
+        return info
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, mode in dirs.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(owned(info))
+        for path, (data, mode) in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            tar.addfile(owned(info), io.BytesIO(data))
+        for path, target in links.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def initial_cluster(hosts: list[LabHost]) -> str:
+    return ",".join(f"{h.name}={h.peer_url}" for h in hosts)
+
+
+def etcd_flags(h: LabHost, hosts: list[LabHost], pki_dir: str, token: str) -> dict[str, str]:
+    """etcd's settings for one member, as kubeadm writes them (flag name -> value)."""
+    return {
+        "advertise-client-urls": h.client_url,
+        "cert-file": f"{pki_dir}/server.crt",
+        "client-cert-auth": "true",
+        "data-dir": "/var/lib/etcd",
+        "initial-advertise-peer-urls": h.peer_url,
+        "initial-cluster": initial_cluster(hosts),
+        "initial-cluster-state": "new",
+        "initial-cluster-token": token,
+        "key-file": f"{pki_dir}/server.key",
+        "listen-client-urls": f"https://127.0.0.1:2379,{h.client_url}",
+        "listen-metrics-urls": "http://127.0.0.1:2381",
+        "listen-peer-urls": h.peer_url,
+        "name": h.name,
+        "peer-cert-file": f"{pki_dir}/peer.crt",
+        "peer-client-cert-auth": "true",
+        "peer-key-file": f"{pki_dir}/peer.key",
+        "peer-trusted-ca-file": f"{pki_dir}/ca.crt",
+        "snapshot-count": "10000",
+        "trusted-ca-file": f"{pki_dir}/ca.crt",
+    }
+
+
+def static_pod_manifest(flags: dict[str, str], version: str) -> str:
+    lines = [
+        "apiVersion: v1",
+        "kind: Pod",
+        "metadata:",
+        "  annotations:",
+        f"    kubeadm.kubernetes.io/etcd.advertise-client-urls: {flags['advertise-client-urls']}",
+        "  labels:",
+        "    component: etcd",
+        "    tier: control-plane",
+        "  name: etcd",
+        "  namespace: kube-system",
+        "spec:",
+        "  containers:",
+        "  - command:",
+        "    - etcd",
+        *[f"    - --{k}={v}" for k, v in flags.items()],
+        f"    image: registry.k8s.io/etcd:{version}-0",
+        "    imagePullPolicy: IfNotPresent",
+        "    name: etcd",
+        "    volumeMounts:",
+        "    - mountPath: /var/lib/etcd",
+        "      name: etcd-data",
+        "    - mountPath: /etc/kubernetes/pki/etcd",
+        "      name: etcd-certs",
+        "  hostNetwork: true",
+        "  priorityClassName: system-node-critical",
+        "  volumes:",
+        "  - hostPath:",
+        "      path: /etc/kubernetes/pki/etcd",
+        "      type: DirectoryOrCreate",
+        "    name: etcd-certs",
+        "  - hostPath:",
+        "      path: /var/lib/etcd",
+        "      type: DirectoryOrCreate",
+        "    name: etcd-data",
+        "status: {}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def systemd_env(flags: dict[str, str]) -> str:
+    lines = ["# etcd settings, read by etcd.service (EnvironmentFile=)"]
+    for k, v in flags.items():
+        lines.append(f"ETCD_{k.upper().replace('-', '_')}={v}")
+    return "\n".join(lines) + "\n"
+
+
+def host_files(state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKey,
+               user_key: pki.SshKey) -> bytes:
+    ips = [h.mgmt_ip, h.peer_ip, "127.0.0.1"]
+    server = pki.issue(ca, h.name, dns=[h.name, "localhost"], ips=ips, server=True, client=True)
+    peer = pki.issue(ca, h.name, dns=[h.name, "localhost"], ips=ips, server=True, client=True)
+    pki_dir = "/etc/kubernetes/pki/etcd" if state.runtime == "static-pod" else "/etc/etcd/pki"
+    flags = etcd_flags(h, state.hosts, pki_dir, f"{state.id}-token")
+    files: dict[str, tuple[bytes, int]] = {
+        f"{pki_dir}/ca.crt": (ca.cert_pem, 0o644),
+        f"{pki_dir}/server.crt": (server.cert_pem, 0o644),
+        f"{pki_dir}/server.key": (server.key_pem, 0o600),
+        f"{pki_dir}/peer.crt": (peer.cert_pem, 0o644),
+        f"{pki_dir}/peer.key": (peer.key_pem, 0o600),
+        "/etc/ssh/ssh_host_ed25519_key": (host_key.private_openssh, 0o600),
+        "/etc/ssh/ssh_host_ed25519_key.pub": (host_key.public_line.encode() + b"\n", 0o644),
+        "/etc/ssh/sshd_config.d/lab.conf": (
+            b"HostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\n"
+            b"PermitRootLogin prohibit-password\n", 0o644),
+        "/root/.ssh/authorized_keys": (user_key.public_line.encode() + b"\n", 0o600),
+        "/home/ops/.ssh/authorized_keys": (user_key.public_line.encode() + b"\n", 0o600),
+    }
+    dirs = {"/var/lib/etcd": 0o700, "/root/.ssh": 0o700, "/home/ops/.ssh": 0o700}
+    links: dict[str, str] = {}
+    if state.runtime == "static-pod":
+        files["/etc/kubernetes/manifests/etcd.yaml"] = (
+            static_pod_manifest(flags, state.etcd_version).encode(), 0o600)
+        files["/usr/local/bin/kubelet-lite"] = ((FILES / "kubelet-lite.py").read_bytes(), 0o755)
+        files["/etc/systemd/system/kubelet-lite.service"] = (
+            (FILES / "kubelet-lite.service").read_bytes(), 0o644)
+        links["/etc/systemd/system/multi-user.target.wants/kubelet-lite.service"] = \
+            "/etc/systemd/system/kubelet-lite.service"
+    else:
+        files["/etc/etcd/etcd.env"] = (systemd_env(flags).encode(), 0o640)
+        files["/etc/systemd/system/etcd.service"] = ((FILES / "etcd.service").read_bytes(),
+                                                     0o644)
+        links["/etc/systemd/system/multi-user.target.wants/etcd.service"] = \
+            "/etc/systemd/system/etcd.service"
+        links["/usr/local/bin/etcd"] = f"{state.etcd_bin}/etcd"
+        links["/usr/local/bin/etcdctl"] = f"{state.etcd_bin}/etcdctl"
+    return _tar(files, links, dirs)
+
+
+# ------------------------------------------------------------------------------- the lab
+
+class Lab:
+    """One lab, identified by its directory."""
+
+    def __init__(self, lab_dir: str | Path = ".lab", log: Log = _nolog) -> None:
+        self.dir = Path(lab_dir).resolve()
+        self.id = lab_id(self.dir)
+        self.log = log
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    def state(self) -> LabState:
+        return LabState.load(self.dir)
+
+    def exists(self) -> bool:
+        return (self.dir / "lab.json").exists()
+
+    # -- paths of the files a user gets
+    @property
+    def inventory_path(self) -> Path:
+        return self.dir / "inventory.yaml"
+
+    def _tls(self) -> TlsFiles:
+        p = self.dir / "pki"
+        return TlsFiles(str(p / "ca.crt"), str(p / "client.crt"), str(p / "client.key"))
+
+    # ---------------------------------------------------------------- up
+    def up(self, members: int = 3, runtime: str = "static-pod", version: str = "3.5",
+           keys: int = 1000) -> LabState:
+        if runtime not in RUNTIMES:
+            raise LabError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+        if version not in VERSIONS:
+            raise LabError(f"unsupported etcd version {version!r}; use 3.4 or 3.5")
+        if members < 1 or members > 9:
+            raise LabError("a lab has 1 to 9 members")
+        if self.exists():
+            return self._up_again(members, runtime, version)
+        t0 = time.monotonic()
+        client = self.client
+        tag = image.ensure_image(client, self.log)
+        bindir = etcd_dir(version)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        mgmt_net, peer_net, mgmt_subnet, peer_subnet = self._create_networks()
+        mgmt = ipaddress.ip_network(mgmt_subnet)
+        peer = ipaddress.ip_network(peer_subnet)
+        hosts = [LabHost(name=f"etcd-{i}", container=f"{self.id}-etcd-{i}",
+                         mgmt_ip=str(mgmt.network_address + 10 + i),
+                         peer_ip=str(peer.network_address + 10 + i))
+                 for i in range(1, members + 1)]
+        state = LabState(id=self.id, dir=str(self.dir), runtime=runtime,
+                         etcd_version=bindir.name.removeprefix("etcd-"), image=tag,
+                         mgmt_network=mgmt_net, peer_network=peer_net,
+                         mgmt_subnet=mgmt_subnet, peer_subnet=peer_subnet, hosts=hosts)
+        state.save()  # from here on, `lab down` can clean up whatever follows
+        ca = pki.make_ca(f"{self.id}-etcd-ca")
+        user_key = pki.make_ssh_key(f"{self.id}-operator")
+        client_cert = pki.issue(ca, "etcd-recovery-operator", dns=[], ips=[], server=False,
+                                client=True)
+        self._write_user_files(state, ca, client_cert, user_key)
+        host_keys = {h.name: pki.make_ssh_key(h.name) for h in hosts}
+        self.log(f"starting {members} hosts ({runtime}, etcd {state.etcd_version})")
+        with ThreadPoolExecutor(max_workers=min(4, members)) as pool:
+            list(pool.map(lambda h: self._start_host(state, h, ca, host_keys[h.name], user_key),
+                          hosts))
+        self._write_known_hosts(state, host_keys)
+        (self.dir / "inventory.yaml").write_text(self._inventory_text(state))
+        self.wait_ssh(state, [h.name for h in hosts], timeout=60)
+        self.wait_healthy(state, timeout=90)
+        if keys:
+            self.load_keys(state, keys)
+        state.keys = keys
+        state.save()
+        self.log(f"lab up in {time.monotonic() - t0:.1f} s")
+        return state
+
+    def _up_again(self, members: int, runtime: str, version: str) -> LabState:
+        state = self.state()
+        if (len(state.hosts), state.runtime) != (members, runtime) or \
+                not state.etcd_version.startswith(version + "."):
+            raise LabError(
+                f"a different lab already exists in {self.dir} ({len(state.hosts)} members, "
+                f"{state.runtime}, etcd {state.etcd_version}); run `etcd-recovery lab down "
+                f"--dir {self.dir}` first")
+        status = self.status(state)
+        if status["healthy"]:
+            self.log("the lab is already up and healthy; nothing changed")
+            return state
+        raise LabError(f"the lab in {self.dir} exists but is not healthy (see `etcd-recovery "
+                       f"lab status --dir {self.dir}`); repair it with start-etcd / "
+                       f"revive-host / heal, or remove it with `lab down`")
+
+    def _create_networks(self) -> tuple[str, str, str, str]:
+        """Two /24 networks per lab: management (SSH, client port) and peer traffic."""
+        import docker.errors
+
+        used: set[ipaddress.IPv4Network] = set()
+        for net in self.client.networks.list():
+            for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
+                with contextlib.suppress(ValueError, KeyError):
+                    used.add(ipaddress.ip_network(cfg["Subnet"]))
+        for line in subprocess.run(["ip", "-4", "route"], capture_output=True,
+                                   text=True).stdout.splitlines():
+            with contextlib.suppress(ValueError, IndexError):
+                used.add(ipaddress.ip_network(line.split()[0], strict=False))
+        labels = {LABEL: self.id}
+        for n in range(16, 250):
+            mgmt = ipaddress.ip_network(f"172.30.{n}.0/24")
+            peer = ipaddress.ip_network(f"172.31.{n}.0/24")
+            if any(mgmt.overlaps(u) or peer.overlaps(u) for u in used
+                   if u.prefixlen > 0):
+                continue
+            names = (f"{self.id}-mgmt", f"{self.id}-peer")
+            created = []
+            try:
+                for name, subnet in zip(names, (mgmt, peer), strict=True):
+                    ipam = docker.types.IPAMConfig(pool_configs=[
+                        docker.types.IPAMPool(subnet=str(subnet),
+                                              gateway=str(subnet.network_address + 1))])
+                    created.append(self.client.networks.create(
+                        name, driver="bridge", ipam=ipam, labels=labels,
+                        options={"com.docker.network.bridge.name": name[:15]}))
+                return names[0], names[1], str(mgmt), str(peer)
+            except docker.errors.APIError as exc:
+                for net in created:
+                    net.remove()
+                if "overlap" in str(exc).lower() or "already" in str(exc).lower():
+                    continue
+                raise LabError(f"cannot create the lab networks: {exc}") from exc
+        raise LabError("no free /24 subnet left in 172.30.16-249.0 for the lab")
+
+    def _start_host(self, state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKey,
+                    user_key: pki.SshKey) -> None:
+        client = self.client
+        net_cfg = client.api.create_networking_config({
+            state.mgmt_network: client.api.create_endpoint_config(ipv4_address=h.mgmt_ip)})
+        host_cfg = client.api.create_host_config(
+            cap_add=["SYS_ADMIN"], cap_drop=[],
+            security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+            tmpfs={"/run": "rw,exec,mode=755", "/run/lock": "rw"},
+            binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+                   str(state.etcd_bin): {"bind": str(state.etcd_bin), "mode": "ro"}},
+            cgroupns="host", network_mode=state.mgmt_network, init=False)
+        created = client.api.create_container(
+            state.image, name=h.container, hostname=h.name, detach=True,
+            labels={LABEL: state.id, "etcd-recovery.host": h.name},
+            environment={"container": "docker"}, stop_signal="SIGRTMIN+3",
+            host_config=host_cfg, networking_config=net_cfg)
+        cid = created["Id"]
+        client.networks.get(state.peer_network).connect(cid, ipv4_address=h.peer_ip)
+        client.api.put_archive(cid, "/", host_files(state, h, ca, host_key, user_key))
+        client.api.start(cid)
+
+    def _write_user_files(self, state: LabState, ca: pki.KeyPair, client_cert: pki.KeyPair,
+                          user_key: pki.SshKey) -> None:
+        p = self.dir / "pki"
+        p.mkdir(mode=0o700, exist_ok=True)
+        (self.dir / "ssh").mkdir(mode=0o700, exist_ok=True)
+        for path, data, mode in (
+                (p / "ca.crt", ca.cert_pem, 0o644),
+                (p / "client.crt", client_cert.cert_pem, 0o644),
+                (p / "client.key", client_cert.key_pem, 0o600),
+                (self.dir / "ssh" / "id_ed25519", user_key.private_openssh, 0o600),
+                (self.dir / "ssh" / "id_ed25519.pub", user_key.public_line.encode() + b"\n",
+                 0o644)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+
+    def _write_known_hosts(self, state: LabState, host_keys: dict[str, pki.SshKey]) -> None:
+        lines = []
+        for h in state.hosts:
+            key = " ".join(host_keys[h.name].public_line.split()[:2])
+            lines.append(f"{h.mgmt_ip} {key}")
+        (self.dir / "known_hosts").write_text("\n".join(lines) + "\n")
+
+    def inventory(self, state: LabState | None = None) -> Inventory:
+        state = state or self.state()
+        members = tuple(
+            Member(name=h.name,
+                   ssh=SshTarget(host=h.mgmt_ip, port=22, user="root",
+                                 identity_file=str(self.dir / "ssh" / "id_ed25519"),
+                                 known_hosts=str(self.dir / "known_hosts")),
+                   peer_url=h.peer_url, client_url=h.client_url, data_dir="/var/lib/etcd",
+                   manifest="/etc/kubernetes/manifests/etcd.yaml"
+                   if state.runtime == "static-pod" else None,
+                   env_file="/etc/etcd/etcd.env" if state.runtime == "systemd" else None,
+                   unit="etcd.service" if state.runtime == "systemd" else None)
+            for h in state.hosts)
+        return Inventory(path=str(self.inventory_path), name=state.id, runtime=state.runtime,
+                         tls=self._tls(), members=members)
+
+    def _inventory_text(self, state: LabState) -> str:
+        text = dump_inventory(self.inventory(state))
+        return (f"# Inventory of the etcd-recovery lab in {self.dir}\n"
+                f"# ({len(state.hosts)} members, {state.runtime}, etcd {state.etcd_version})\n"
+                + text)
+
+    # ---------------------------------------------------------------- observing
+    def etcdctl(self, state: LabState, args: list[str], endpoints: list[str] | None = None,
+                timeout: float = 10.0,
+                stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        tls = self._tls()
+        eps = endpoints or [h.client_url for h in state.hosts]
+        argv = [str(state.etcd_bin / "etcdctl"), f"--endpoints={','.join(eps)}",
+                f"--cacert={tls.ca}", f"--cert={tls.cert}", f"--key={tls.key}",
+                "--dial-timeout=2s", f"--command-timeout={max(1, int(timeout) - 1)}s", *args]
+        env = {**os.environ, "ETCDCTL_API": "3"}
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5,
+                                  env=env, input=stdin)
+        except subprocess.TimeoutExpired as exc:
+            raise LabError(f"etcdctl {' '.join(args)} timed out after {timeout} s") from exc
+
+    def endpoint_health(self, state: LabState, h: LabHost, timeout: float = 3.0) -> bool:
+        res = self.etcdctl(state, ["endpoint", "health"], [h.client_url], timeout=timeout)
+        return res.returncode == 0
+
+    def container(self, h: LabHost) -> Any:
+        import docker.errors
+
+        try:
+            return self.client.containers.get(h.container)
+        except docker.errors.NotFound:
+            return None
+
+    def exec(self, h: LabHost, cmd: list[str], check: bool = True) -> tuple[int, str]:
+        c = self.container(h)
+        if c is None or c.status != "running":
+            raise LabError(f"{h.name}: host is not running")
+        code, out = c.exec_run(cmd)
+        text = out.decode(errors="replace") if out else ""
+        if check and code != 0:
+            raise LabError(f"{h.name}: {' '.join(cmd)} exited {code}: {text.strip()[-400:]}")
+        return code, text
+
+    def host_up(self, h: LabHost) -> bool:
+        c = self.container(h)
+        if c is None or c.status != "running":
+            return False
+        return ssh_banner(h.mgmt_ip, 22, timeout=1.0)
+
+    def etcd_running(self, h: LabHost) -> bool:
+        c = self.container(h)
+        if c is None or c.status != "running":
+            return False
+        code, _ = c.exec_run(["pgrep", "-x", "etcd"])
+        return bool(code == 0)
+
+    def status(self, state: LabState | None = None) -> dict[str, Any]:
+        state = state or self.state()
+
+        def one(h: LabHost) -> dict[str, Any]:
+            up = self.host_up(h)
+            running = self.etcd_running(h) if up or self.container(h) is not None else False
+            healthy = self.endpoint_health(state, h) if running else False
+            return {"name": h.name, "ssh": f"root@{h.mgmt_ip}:22", "client_url": h.client_url,
+                    "peer_url": h.peer_url, "host_up": up, "etcd_running": running,
+                    "etcd_healthy": healthy, "partitioned": self.partitioned(h)}
+
+        with ThreadPoolExecutor(max_workers=len(state.hosts)) as pool:
+            hosts = list(pool.map(one, state.hosts))
+        healthy_count = sum(1 for h in hosts if h["etcd_healthy"])
+        return {"lab": state.id, "dir": state.dir, "runtime": state.runtime,
+                "etcd_version": state.etcd_version, "hosts": hosts,
+                "healthy_members": healthy_count, "members": len(hosts),
+                "quorum": healthy_count > len(hosts) // 2,
+                "healthy": healthy_count == len(hosts)}
+
+    def partitioned(self, h: LabHost) -> bool:
+        c = self.container(h)
+        if c is None:
+            return False
+        nets = (c.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        return self.state().peer_network not in nets
+
+    def wait_ssh(self, state: LabState, names: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = [state.host(n) for n in names]
+        delay = 0.05
+        while pending:
+            pending = [h for h in pending if not ssh_banner(h.mgmt_ip, 22, timeout=1.0)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise LabError("sshd did not come up on " + ", ".join(h.name for h in pending)
+                               + f" within {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def wait_healthy(self, state: LabState, timeout: float,
+                     names: list[str] | None = None) -> None:
+        hosts = [state.host(n) for n in names] if names else state.hosts
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+                ok = list(pool.map(lambda h: self.endpoint_health(state, h), hosts))
+            if all(ok):
+                return
+            if time.monotonic() > deadline:
+                bad = [h.name for h, good in zip(hosts, ok, strict=True) if not good]
+                raise LabError(f"etcd did not become healthy on {', '.join(bad)} within "
+                               f"{timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def load_keys(self, state: LabState, count: int, prefix: str = KEY_PREFIX,
+                  batch: int = 100) -> None:
+        """Put ``count`` keys ``<prefix><n>`` = ``value-<n>`` in transactions of ``batch``."""
+        for start in range(0, count, batch):
+            ops = "".join(f'put {prefix}{n:06d} "value-{n:06d}"\n'
+                          for n in range(start, min(count, start + batch)))
+            res = self.etcdctl(state, ["txn"], stdin="\n" + ops + "\n\n", timeout=20)
+            if res.returncode != 0 or "SUCCESS" not in res.stdout:
+                raise LabError(f"loading keys failed: {res.stderr.strip() or res.stdout}")
+
+    def count_keys(self, state: LabState, prefix: str = KEY_PREFIX,
+                   endpoint: str | None = None) -> int:
+        res = self.etcdctl(state, ["get", prefix, "--prefix", "--keys-only", "-w", "json"],
+                           [endpoint] if endpoint else None)
+        if res.returncode != 0:
+            raise LabError(f"counting keys failed: {res.stderr.strip()}")
+        return int(json.loads(res.stdout).get("count", 0))
+
+    # ---------------------------------------------------------------- faults
+    def stop_etcd(self, name: str) -> None:
+        """SIGKILL etcd and keep it down (as a crash loop would); the data dir is untouched."""
+        state = self.state()
+        h = state.host(name)
+        if state.runtime == "static-pod":
+            self.exec(h, ["sh", "-c",
+                          "mkdir -p /run/kubelet-lite/hold && "
+                          "sha256sum /etc/kubernetes/manifests/etcd.yaml | cut -d' ' -f1 "
+                          "> /run/kubelet-lite/hold/etcd; pkill -KILL -x etcd; true"])
+        else:
+            self.exec(h, ["sh", "-c", "systemctl kill --signal=SIGKILL etcd.service; "
+                                      "systemctl stop etcd.service; true"])
+        self._wait(lambda: not self.etcd_running(h), 15, f"{name}: etcd still runs")
+
+    def start_etcd(self, name: str) -> None:
+        state = self.state()
+        h = state.host(name)
+        if state.runtime == "static-pod":
+            self.exec(h, ["rm", "-f", "/run/kubelet-lite/hold/etcd"])
+        else:
+            self.exec(h, ["systemctl", "start", "--no-block", "etcd.service"])
+        self._wait(lambda: self.etcd_running(h), 15, f"{name}: etcd did not start")
+
+    def kill_host(self, name: str) -> None:
+        h = self.state().host(name)
+        c = self.container(h)
+        if c is None:
+            raise LabError(f"{name}: no such container {h.container}")
+        if c.status == "running":
+            c.kill()
+        self._wait(lambda: not self.host_up(h), 15, f"{name}: host still answers")
+
+    def revive_host(self, name: str) -> None:
+        state = self.state()
+        h = state.host(name)
+        c = self.container(h)
+        if c is None:
+            raise LabError(f"{name}: no such container {h.container}")
+        if c.status != "running":
+            c.start()
+        self.wait_ssh(state, [name], timeout=60)
+
+    def partition(self, name: str) -> None:
+        """Cut the host from its peers; it stays reachable over SSH and on its client port."""
+        state = self.state()
+        h = state.host(name)
+        if not self.partitioned(h):
+            self.client.networks.get(state.peer_network).disconnect(h.container)
+
+    def heal(self, name: str) -> None:
+        state = self.state()
+        h = state.host(name)
+        if self.partitioned(h):
+            self.client.networks.get(state.peer_network).connect(h.container,
+                                                                 ipv4_address=h.peer_ip)
+
+    @staticmethod
+    def _wait(cond: Callable[[], bool], timeout: float, message: str) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while not cond():
+            if time.monotonic() > deadline:
+                raise LabError(f"{message} after {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # ---------------------------------------------------------------- down
+    def down(self) -> list[str]:
+        """Remove every container and network labelled with this lab's id, and its files."""
+        removed: list[str] = []
+        client = self.client
+        for c in client.containers.list(all=True, filters={"label": f"{LABEL}={self.id}"}):
+            c.remove(force=True, v=True)
+            removed.append(f"container {c.name}")
+        for net in client.networks.list(filters={"label": f"{LABEL}={self.id}"}):
+            net.remove()
+            removed.append(f"network {net.name}")
+        for name in ("lab.json", "inventory.yaml", "known_hosts", "lab.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / name).unlink()
+        for sub in ("pki", "ssh"):
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()  # only if nothing else (the user's own files) is left in it
+        return removed
+
+    def env_lines(self, state: LabState | None = None) -> list[str]:
+        state = state or self.state()
+        tls = self._tls()
+        import shlex
+
+        return [
+            "export ETCDCTL_API=3",
+            f"export ETCDCTL_ENDPOINTS={shlex.quote(','.join(h.client_url for h in state.hosts))}",
+            f"export ETCDCTL_CACERT={shlex.quote(str(tls.ca))}",
+            f"export ETCDCTL_CERT={shlex.quote(str(tls.cert))}",
+            f"export ETCDCTL_KEY={shlex.quote(str(tls.key))}",
+            f"export PATH={shlex.quote(str(state.etcd_bin))}:\"$PATH\"",
+        ]
+
+
+def ssh_banner(host: str, port: int, timeout: float) -> bool:
+    """True when something answers on host:port with an SSH banner."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def timed(log: Log, what: str) -> Iterator[None]:
+    t0 = time.monotonic()
+    yield
+    log(f"{what}: {time.monotonic() - t0:.1f} s")
+
+
+def fingerprint(public_line: str) -> str:
+    blob = base64.b64decode(public_line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")

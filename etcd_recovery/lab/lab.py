@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError
+from ..errors import LabError, UsageError
 from ..inventory import Inventory, Member, SshTarget, TlsFiles, dump_inventory
 from . import image, pki
 
@@ -94,7 +94,7 @@ class LabState:
         for h in self.hosts:
             if h.name == name:
                 return h
-        raise LabError(f"no lab host named {name!r}; hosts are "
+        raise UsageError(f"no lab host named {name!r}; hosts are "
                        + ", ".join(h.name for h in self.hosts))
 
     def save(self) -> None:
@@ -382,7 +382,7 @@ class Lab:
         """Two /24 networks per lab: management (SSH, client port) and peer traffic."""
         import docker.errors
 
-        used: set[ipaddress.IPv4Network] = set()
+        used: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
         for net in self.client.networks.list():
             for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
                 with contextlib.suppress(ValueError, KeyError):
@@ -423,7 +423,7 @@ class Lab:
         net_cfg = client.api.create_networking_config({
             state.mgmt_network: client.api.create_endpoint_config(ipv4_address=h.mgmt_ip)})
         host_cfg = client.api.create_host_config(
-            cap_add=["SYS_ADMIN"], cap_drop=[],
+            cap_add=["SYS_ADMIN", "NET_ADMIN"], cap_drop=[],
             security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             tmpfs={"/run": "rw,exec,mode=755", "/run/lock": "rw"},
             binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
@@ -655,15 +655,22 @@ class Lab:
         self.wait_ssh(state, [name], timeout=60)
 
     def partition(self, name: str) -> None:
-        """Cut the host from its peers; it stays reachable over SSH and on its client port."""
+        """Cut the host from its peers; it stays reachable over SSH and on its client port.
+
+        The host leaves the peer network, and a ``prohibit`` route for the peer subnet stops
+        its packets from reaching peers the long way round (through the management network's
+        gateway, which is this machine and forwards between the lab's bridges).
+        """
         state = self.state()
         h = state.host(name)
         if not self.partitioned(h):
             self.client.networks.get(state.peer_network).disconnect(h.container)
+        self.exec(h, ["ip", "route", "replace", "prohibit", state.peer_subnet])
 
     def heal(self, name: str) -> None:
         state = self.state()
         h = state.host(name)
+        self.exec(h, ["sh", "-c", f"ip route del prohibit {state.peer_subnet} 2>/dev/null; true"])
         if self.partitioned(h):
             self.client.networks.get(state.peer_network).connect(h.container,
                                                                  ipv4_address=h.peer_ip)

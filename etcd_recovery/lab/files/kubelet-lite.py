@@ -33,8 +33,11 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import yaml
+
+Spec = dict[str, Any]
 
 MANIFESTS = os.environ.get("KUBELET_LITE_MANIFESTS", "/etc/kubernetes/manifests")
 RUN = "/run/kubelet-lite"
@@ -47,7 +50,7 @@ class Pod:
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
         self.digest = ""
-        self.spec: dict | None = None
+        self.spec: Spec | None = None
         self.restarts = 0
         self.backoff = 0.5
         self.next_start = 0.0
@@ -123,14 +126,14 @@ class Pod:
         self.backoff = min(self.backoff * 2, 10.0)
 
 
-def grace_of(spec: dict | None) -> float:
+def grace_of(spec: Spec | None) -> float:
     try:
         return min(float(spec["spec"].get("terminationGracePeriodSeconds", 30)), 10.0)  # type: ignore[index]
     except (KeyError, TypeError, ValueError, AttributeError):
         return 10.0
 
 
-def load(path: str) -> tuple[str, dict | None]:
+def load(path: str) -> tuple[str, Spec | None]:
     with open(path, "rb") as fh:
         raw = fh.read()
     digest = hashlib.sha256(raw).hexdigest()

@@ -1,0 +1,127 @@
+"""What the rest of the tool needs from a host: run a command, read and write files, tunnel.
+
+Commands are argument lists, never shell strings: each argument is quoted with
+:func:`shlex.quote` before it reaches the remote shell, so values from an inventory cannot
+inject shell syntax.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from etcd_recovery.formats.source import ByteSource
+
+DEFAULT_SUDO_COMMAND: tuple[str, ...] = ("sudo", "-n")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a finished remote command left behind."""
+
+    argv: tuple[str, ...]
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def stdout_text(self) -> str:
+        return self.stdout.decode("utf-8", errors="replace")
+
+    def stderr_text(self) -> str:
+        return self.stderr.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One entry of a remote directory. ``mode`` is the full ``st_mode`` (type and bits)."""
+
+    name: str
+    size: int
+    mode: int
+    is_dir: bool
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """How to reach one host over SSH.
+
+    Values given here win over ``~/.ssh/config``; ``port`` 22 and ``user`` None mean "not
+    set", so the config's ``Port`` and ``User`` apply.  ``sudo`` says that privileged
+    operations on this host go through ``sudo -n`` (a non-root SSH user); with ``sudo``
+    False, calls that ask for privileges run as the SSH user as is (e.g. root).
+    ``ssh_config`` None means ``~/.ssh/config``; ``known_hosts`` None means the config's
+    ``UserKnownHostsFile``, else ``~/.ssh/known_hosts`` (plus ``/etc/ssh/ssh_known_hosts``).
+    ``proxy_jump`` (``[user@]host[:port]``, one hop) wins over the config's ``ProxyJump``;
+    the jump host is looked up in the config too, is checked against the same known_hosts,
+    and uses the target's identity file when the config names none for it.
+    """
+
+    host: str
+    port: int = 22
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    proxy_jump: str | None = None
+    sudo: bool = False
+    connect_timeout: float = 5.0
+    use_agent: bool = True
+    ssh_config: str | None = None
+
+
+def shell_command(argv: Sequence[str], prefix: Sequence[str] = ()) -> str:
+    """Join ``prefix + argv`` into one POSIX shell command line, every word quoted."""
+    if isinstance(argv, str):
+        raise TypeError("argv must be a sequence of arguments, not a string")
+    words = [*prefix, *argv]
+    if not words:
+        raise ValueError("empty command")
+    return " ".join(shlex.quote(str(word)) for word in words)
+
+
+class Transport(Protocol):
+    """A connection to one host.
+
+    Every method raises only :class:`~etcd_recovery.errors.TransportError` and its
+    subclasses: ``HostUnreachable`` (cannot connect or authenticate), ``HostKeyError``
+    (unknown or changed host key), ``RemoteCommandError`` (non-zero exit with ``check``).
+    """
+
+    @property
+    def host(self) -> str:
+        """The member or host label used in messages."""
+        ...
+
+    def run(self, argv: Sequence[str], *, sudo: bool = False, timeout: float = 30.0,
+            stdin: bytes | None = None, check: bool = True) -> CommandResult:
+        """Run ``argv`` on the host; with ``check``, a non-zero exit raises."""
+        ...
+
+    def open_file(self, path: str, *, sudo: bool = False) -> ByteSource:
+        """A random-access reader over a remote file (it counts ``bytes_read``)."""
+        ...
+
+    def list_dir(self, path: str, *, sudo: bool = False) -> list[FileInfo]:
+        """The entries of a remote directory, sorted by name, without ``.`` and ``..``."""
+        ...
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o600,
+                   sudo: bool = False) -> None:
+        """Replace ``path`` atomically (temporary file in the same directory, then rename)."""
+        ...
+
+    def tunnel(self, remote_host: str,
+               remote_port: int) -> AbstractContextManager[tuple[str, int]]:
+        """Forward a local loopback port to ``remote_host:remote_port`` as seen by the host."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection; later calls may reconnect."""
+        ...

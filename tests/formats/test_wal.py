@@ -1,0 +1,635 @@
+"""WAL reader tests on WALs written by real etcd 3.4 and 3.5 (made in the test, on loopback)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from etcd_recovery.errors import FormatError
+from etcd_recovery.formats import pb
+from etcd_recovery.formats.source import BytesSource, FileSource
+from etcd_recovery.formats.wal import (
+    CRC_TYPE,
+    ENTRY_TYPE,
+    METADATA_TYPE,
+    SEGMENT_SIZE_BYTES,
+    STATE_TYPE,
+    WalState,
+    crc32c,
+    crc32c_update,
+    parse_wal_name,
+    read_wal,
+    wal_file_names,
+)
+from tests.formats.realetcd import EtcdRun, make_data_dir
+
+VERSIONS = ["/opt/etcd-3.4.23", "/opt/etcd-3.5.16"]
+KEYS = 500
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures: real data dirs
+
+
+@pytest.fixture(scope="module", params=[
+    (v, s) for v in VERSIONS for s in (signal.SIGTERM, signal.SIGKILL)
+], ids=lambda p: f"{os.path.basename(p[0])}-{signal.Signals(p[1]).name}")
+def etcd_run(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> EtcdRun:
+    version, sig = request.param
+    base = tmp_path_factory.mktemp(f"wal-{os.path.basename(version)}-{sig}")
+    return make_data_dir(version, base / "data", keys=KEYS, per_txn=1, sig=sig)
+
+
+@pytest.fixture(scope="module", params=VERSIONS, ids=os.path.basename)
+def killed_run(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> EtcdRun:
+    """A data dir whose etcd was SIGKILLed (what a crashed member leaves)."""
+    base = tmp_path_factory.mktemp(f"walk-{os.path.basename(request.param)}")
+    return make_data_dir(request.param, base / "data", keys=300, per_txn=1, sig=signal.SIGKILL)
+
+
+def wal_sources(wal_dir: Path) -> list[FileSource]:
+    return [FileSource(wal_dir / n, name=n) for n in wal_file_names(os.listdir(wal_dir))]
+
+
+def single_wal(run: EtcdRun) -> Path:
+    names = wal_file_names(os.listdir(run.wal_dir))
+    assert len(names) == 1
+    return run.wal_dir / names[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# An independent frame walker and encoder used to build test inputs
+
+
+@dataclass(frozen=True)
+class Frame:
+    offset: int
+    rec_bytes: int
+    pad: int
+
+    @property
+    def body_offset(self) -> int:
+        return self.offset + 8
+
+    @property
+    def end(self) -> int:
+        return self.offset + 8 + self.rec_bytes + self.pad
+
+
+def walk_frames(data: bytes) -> list[Frame]:
+    frames = []
+    off = 0
+    while off + 8 <= len(data):
+        word = int.from_bytes(data[off:off + 8], "little")
+        if word == 0:
+            break
+        rec = word & ((1 << 56) - 1)
+        pad = (word >> 56) & 7 if word >> 63 else 0
+        frames.append(Frame(off, rec, pad))
+        off += 8 + rec + pad
+    return frames
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def f_varint(num: int, value: int) -> bytes:
+    return varint(num << 3) + varint(value)
+
+
+def f_bytes(num: int, value: bytes) -> bytes:
+    return varint(num << 3 | 2) + varint(len(value)) + value
+
+
+def frame(rtype: int, crc: int, data: bytes) -> bytes:
+    body = f_varint(1, rtype) + f_varint(2, crc) + (f_bytes(3, data) if data else b"")
+    pad = (8 - len(body) % 8) % 8
+    word = len(body) | ((0x80 | pad) << 56 if pad else 0)
+    return word.to_bytes(8, "little") + body + bytes(pad)
+
+
+def records_of(data: bytes) -> list[pb.Record]:
+    return [pb.decode_record(data[f.body_offset:f.body_offset + f.rec_bytes])
+            for f in walk_frames(data)]
+
+
+def comparable(ws: WalState) -> WalState:
+    """The state with the fields that depend on how it was read blanked out."""
+    return replace(ws, files=(), bytes_read=0, end_file="", end_offset=0, torn_tail=False,
+                   torn_reason=None)
+
+
+# ----------------------------------------------------------------------------------------------
+# CRC and protobuf basics
+
+
+def test_crc32c_known_vectors() -> None:
+    # RFC 3720 B.4 and the usual check value.
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c(bytes(32)) == 0x8A9136AA
+    assert crc32c(b"\xff" * 32) == 0x62A8AB43
+    assert crc32c(bytes(range(32))) == 0x46DD794E
+    assert crc32c(bytes(range(31, -1, -1))) == 0x113FDB5C
+    data = bytes(random.Random(1).randrange(256) for _ in range(1000))
+    for cut in (0, 1, 7, 8, 15, 16, 500, 999, 1000):
+        assert crc32c_update(crc32c(data[:cut]), data[cut:]) == crc32c(data)
+
+
+def test_pb_varints_and_fields() -> None:
+    assert pb.read_varint(b"\x96\x01", 0) == (150, 2)
+    assert pb.read_varint(b"\xff" * 9 + b"\x01", 0) == ((1 << 64) - 1, 10)
+    with pytest.raises(ValueError, match="truncated"):
+        pb.read_varint(b"\x80\x80", 0)
+    with pytest.raises(ValueError, match="10 bytes"):
+        pb.read_varint(b"\xff" * 11, 0)
+    msg = f_varint(1, 5) + f_bytes(3, b"abc") + b"\x11" + (7).to_bytes(8, "little")
+    assert list(pb.iter_fields(msg)) == [(1, 0, 5), (3, 2, b"abc"), (2, 1, 7)]
+    with pytest.raises(ValueError, match="past the end"):
+        list(pb.iter_fields(f_bytes(3, b"abc")[:-1]))
+    with pytest.raises(ValueError, match="wire type"):
+        list(pb.iter_fields(b"\x0b"))  # start group
+    with pytest.raises(ValueError, match="field number"):
+        list(pb.iter_fields(b"\x00\x01"))
+
+
+def test_pb_messages() -> None:
+    rec = pb.decode_record(f_varint(1, 2) + f_varint(2, 0x1_0000_0005) + f_bytes(3, b"x"))
+    assert rec == pb.Record(type=2, crc=5, data=b"x")
+    assert pb.decode_record(f_varint(1, (1 << 64) - 1)).type == -1
+    with pytest.raises(ValueError, match="wrong wire type"):
+        pb.decode_record(f_bytes(1, b"x"))
+    ent = pb.decode_entry(f_varint(2, 7) + f_varint(3, 99) + f_bytes(4, b"payload"))
+    assert (ent.term, ent.index, ent.type, ent.data_size) == (7, 99, 0, 7)
+    assert pb.decode_hardstate(f_varint(1, 3) + f_varint(2, 4) + f_varint(3, 5)) == \
+        pb.HardState(term=3, vote=4, commit=5)
+    # repeated uint64, unpacked (as gogo writes proto2) and packed
+    unpacked = f_varint(1, 10) + f_varint(1, 11) + f_varint(2, 12)
+    packed = f_bytes(1, varint(10) + varint(11)) + f_bytes(2, varint(12))
+    for conf in (unpacked, packed):
+        assert pb.decode_conf_state(conf).voters == (10, 11)
+        assert pb.decode_conf_state(conf).learners == (12,)
+    snap = pb.decode_wal_snapshot(f_varint(1, 100) + f_varint(2, 3) + f_bytes(3, unpacked))
+    assert (snap.index, snap.term) == (100, 3)
+    assert snap.conf_state is not None and snap.conf_state.voters == (10, 11)
+    meta = pb.decode_snapshot_metadata(f_bytes(1, packed) + f_varint(2, 8) + f_varint(3, 2))
+    raft = pb.decode_raft_snapshot(f_bytes(1, b"store") + f_bytes(2, f_varint(2, 8)))
+    assert (meta.index, meta.term, meta.conf_state.learners) == (8, 2, (12,))
+    assert (raft.data, raft.metadata.index) == (b"store", 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# File names
+
+
+def test_wal_file_names_filters_sorts_and_checks_sequence() -> None:
+    a = "0000000000000000-0000000000000000.wal"
+    b = "0000000000000001-00000000000001f5.wal"
+    c = "0000000000000002-0000000000000400.wal"
+    names = [c, "0.tmp", a, b + ".broken", "1.tmp", b, "junk.wal", "0000000000000003.wal"]
+    assert wal_file_names(names) == [a, b, c]
+    assert parse_wal_name(b) == (1, 0x1F5)
+    assert wal_file_names([]) == []
+    with pytest.raises(FormatError) as err:
+        wal_file_names([a, c])
+    assert err.value.file == c
+    with pytest.raises(FormatError):
+        parse_wal_name("0.tmp")
+
+
+# ----------------------------------------------------------------------------------------------
+# Real etcd: the reader agrees with what etcd reported
+
+
+def test_wal_matches_etcd_status(etcd_run: EtcdRun) -> None:
+    st_ = etcd_run.status
+    srcs = wal_sources(etcd_run.wal_dir)
+    ws = read_wal(srcs)
+    assert ws.node_id == st_.member_id
+    assert ws.cluster_id == st_.cluster_id
+    assert ws.hardstate_commit >= st_.raft_index
+    assert ws.last_index >= ws.hardstate_commit
+    assert ws.hardstate_term == st_.raft_term
+    assert ws.last_term == st_.raft_term
+    assert ws.hardstate_vote == st_.member_id
+    assert ws.entry_count >= KEYS
+    assert ws.first_index == 1
+    assert not ws.torn_tail and ws.torn_reason is None
+    assert ws.files == tuple(s.name for s in srcs)
+    # Snapshot records: the initial empty one, then one per --snapshot-count=100 entries.
+    marks = [(m.index, m.term) for m in ws.snapshots]
+    assert marks[0] == (0, 0)
+    assert len(marks) >= KEYS // 101
+    assert all(b[0] - a[0] > 100 for a, b in zip(marks[1:], marks[2:], strict=False))
+    assert ws.last_index - ws.snapshot_index <= 101
+    assert (ws.snapshot_index, ws.snapshot_term) == marks[-1]
+    assert ws.snapshot_index <= ws.hardstate_commit
+    # etcd 3.5 records the membership in each snapshot record, 3.4 does not.
+    last = ws.snapshots[-1]
+    if st_.version.startswith("3.4."):
+        assert (last.voters, last.learners) == (None, None)
+    else:
+        assert (last.voters, last.learners) == ((st_.member_id,), ())
+    # Only the start of the 64 MB preallocated file was read.
+    size = sum(s.size() for s in srcs)
+    assert size >= SEGMENT_SIZE_BYTES
+    assert ws.bytes_read == sum(s.bytes_read for s in srcs)
+    assert ws.bytes_read < 2 * 1024 * 1024
+    assert ws.end_offset <= ws.bytes_read
+
+
+def test_wal_frames_agree_with_independent_walk(etcd_run: EtcdRun) -> None:
+    path = single_wal(etcd_run)
+    with open(path, "rb") as fh:
+        head = fh.read(4 * 1024 * 1024)
+    frames = walk_frames(head)
+    ws = read_wal([FileSource(path)])
+    assert ws.record_count == len(frames)
+    assert ws.end_offset == frames[-1].end
+    recs = records_of(head)
+    assert recs[0].type == CRC_TYPE and recs[0].crc == 0
+    assert recs[1].type == METADATA_TYPE
+    assert sum(r.type == ENTRY_TYPE for r in recs) == ws.entry_count
+    # each record's crc is the running CRC-32C of every non-CRC record's data
+    running = 0
+    for r in recs[1:]:
+        running = crc32c_update(running, r.data)
+        assert r.crc == running
+
+
+# ----------------------------------------------------------------------------------------------
+# Torn tails and corruption, on copies of a real WAL left by SIGKILL
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def _boundary_state(path: Path, tmp_path: Path, end: int) -> WalState:
+    """Read a copy cut exactly at ``end`` (a frame boundary): the state etcd keeps after repair."""
+    cut = _copy(path, tmp_path / "boundary.wal")
+    os.truncate(cut, end)
+    ws = read_wal([FileSource(cut)])
+    assert not ws.torn_tail
+    return ws
+
+
+def _frames_of_file(path: Path) -> list[Frame]:
+    with open(path, "rb") as fh:
+        return walk_frames(fh.read(4 * 1024 * 1024))
+
+
+def test_truncated_last_record_is_a_torn_tail(killed_run: EtcdRun, tmp_path: Path) -> None:
+    path = single_wal(killed_run)
+    frames = _frames_of_file(path)
+    full = read_wal([FileSource(path)])
+    for last in (frames[-1], frames[-2]):
+        expected = _boundary_state(path, tmp_path, last.offset)
+        broken = _copy(path, tmp_path / "00.wal")
+        os.truncate(broken, last.body_offset + last.rec_bytes // 2)
+        ws = read_wal([FileSource(broken, name="00.wal")])
+        assert ws.torn_tail and ws.torn_reason
+        assert ws.end_offset == last.offset and ws.end_file == "00.wal"
+        assert comparable(ws) == comparable(expected)
+        assert ws.record_count < full.record_count
+    # A partial length word at the very end is torn as well.
+    broken = _copy(path, tmp_path / "01.wal")
+    os.truncate(broken, frames[-1].offset + 3)
+    ws = read_wal([FileSource(broken)])
+    assert ws.torn_tail and ws.end_offset == frames[-1].offset
+
+
+def test_zeroed_sector_in_last_record_is_a_torn_tail(killed_run: EtcdRun,
+                                                     tmp_path: Path) -> None:
+    path = single_wal(killed_run)
+    frames = _frames_of_file(path)
+    full = read_wal([FileSource(path)])
+    # Make the last frame an entry large enough to cross a sector boundary.
+    recs = records_of(path.read_bytes()[:frames[-1].end])
+    last_entry = [f for f, r in zip(frames, recs, strict=True) if r.type == ENTRY_TYPE][-1]
+    data = bytearray(path.read_bytes()[:last_entry.end])
+    tail_start = len(data)
+    crc = records_of(bytes(data))[-1].crc
+    entry = f_varint(2, full.last_term) + f_varint(3, full.last_index + 1) + f_bytes(4, b"x" * 900)
+    crc = crc32c_update(crc, entry)
+    data += frame(ENTRY_TYPE, crc, entry)
+    data += bytes(4096)
+    base = tmp_path / "base.wal"
+    base.write_bytes(bytes(data))
+    grown = read_wal([FileSource(base)])
+    assert grown.last_index == full.last_index + 1 and not grown.torn_tail
+    expected = _boundary_state(base, tmp_path, tail_start)
+
+    new = walk_frames(bytes(data))[-1]
+    assert new.offset == tail_start
+    first_sector_end = (new.body_offset // 512 + 1) * 512
+    assert first_sector_end < new.end
+    for zero_from, zero_to in ((first_sector_end, new.end),            # tail sector lost
+                               (new.body_offset, first_sector_end)):   # head sector lost
+        torn = bytearray(data)
+        torn[zero_from:zero_to] = bytes(zero_to - zero_from)
+        p = tmp_path / "torn.wal"
+        p.write_bytes(bytes(torn))
+        ws = read_wal([FileSource(p, name="torn.wal")])
+        assert ws.torn_tail, (zero_from, zero_to)
+        assert ws.end_offset == tail_start
+        assert comparable(ws) == comparable(expected)
+        assert ws.last_index == full.last_index
+
+    # Zeroing the whole last frame, length word included, is the ordinary end of the log.
+    torn = bytearray(data)
+    torn[new.offset:new.end] = bytes(new.end - new.offset)
+    p.write_bytes(bytes(torn))
+    ws = read_wal([FileSource(p)])
+    assert not ws.torn_tail and ws.end_offset == tail_start
+    assert comparable(ws) == comparable(expected)
+
+
+def test_garbage_in_last_record_without_zeroed_sector_is_corruption(
+        killed_run: EtcdRun, tmp_path: Path) -> None:
+    # etcd only repairs a record that has an all-zero sector piece; other damage is a CRC error.
+    path = single_wal(killed_run)
+    frames = _frames_of_file(path)
+    target = next(f for f in reversed(frames)
+                  if f.body_offset // 512 == (f.end - 1) // 512 and f.rec_bytes > 20)
+    data = bytearray(path.read_bytes()[:target.end] + bytes(4096))
+    data[target.end - target.pad - 1] ^= 0x55
+    p = tmp_path / "bad.wal"
+    p.write_bytes(bytes(data))
+    with pytest.raises(FormatError) as err:
+        read_wal([FileSource(p, name="bad.wal")])
+    assert err.value.file == "bad.wal"
+    assert err.value.offset == target.offset
+
+
+def test_corruption_in_the_middle_is_an_error(killed_run: EtcdRun, tmp_path: Path) -> None:
+    path = single_wal(killed_run)
+    frames = _frames_of_file(path)
+    # A record inside one sector: etcd would call any damage to a record with an all-zero
+    # sector piece (even just its padding) a torn write, wherever it is in the last file.
+    target = next(f for f in frames[len(frames) // 2:]
+                  if f.body_offset // 512 == (f.end - 1) // 512)
+    broken = _copy(path, tmp_path / "mid.wal")
+    with open(broken, "r+b") as fh:
+        fh.seek(target.end - target.pad - 1)
+        b = fh.read(1)
+        fh.seek(target.end - target.pad - 1)
+        fh.write(bytes([b[0] ^ 0x01]))
+    with pytest.raises(FormatError) as err:
+        read_wal([FileSource(broken, name="member/wal/mid.wal")])
+    assert err.value.file == "member/wal/mid.wal"
+    assert err.value.offset == target.offset
+    assert "CRC mismatch" in str(err.value)
+
+
+def test_data_after_a_zero_length_word_is_ignored(killed_run: EtcdRun, tmp_path: Path) -> None:
+    path = single_wal(killed_run)
+    frames = _frames_of_file(path)
+    full = read_wal([FileSource(path)])
+    data = bytearray(path.read_bytes()[:frames[-1].end + 8 + 4096])
+    data[frames[-1].end + 8:] = random.Random(7).randbytes(4096)
+    p = tmp_path / "after.wal"
+    p.write_bytes(bytes(data))
+    ws = read_wal([FileSource(p)])
+    assert not ws.torn_tail and ws.end_offset == frames[-1].end
+    assert comparable(ws) == comparable(full)
+
+
+def test_overwritten_entries_last_record_wins(killed_run: EtcdRun, tmp_path: Path) -> None:
+    # After a leader change a follower's WAL gets entries with an index it already has.
+    path = single_wal(killed_run)
+    frames = _frames_of_file(path)
+    full = read_wal([FileSource(path)])
+    data = bytearray(path.read_bytes()[:frames[-1].end])
+    crc = [r for r in records_of(bytes(data)) if r.type != CRC_TYPE][-1].crc
+    new_term = full.last_term + 1
+    for idx in (full.last_index - 5, full.last_index - 4):
+        ent = f_varint(2, new_term) + f_varint(3, idx) + f_bytes(4, b"new")
+        crc = crc32c_update(crc, ent)
+        data += frame(ENTRY_TYPE, crc, ent)
+    hs = f_varint(1, new_term) + f_varint(3, full.last_index - 6)
+    crc = crc32c_update(crc, hs)
+    data += frame(STATE_TYPE, crc, hs)
+    p = tmp_path / "over.wal"
+    p.write_bytes(bytes(data) + bytes(1024))
+    ws = read_wal([FileSource(p)])
+    assert (ws.last_index, ws.last_term) == (full.last_index - 4, new_term)
+    assert (ws.hardstate_term, ws.hardstate_commit) == (new_term, full.last_index - 6)
+    assert ws.entry_count == full.entry_count + 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Several files: a real WAL cut in two the way etcd cuts a segment
+
+
+def _split(path: Path, at_record: int, tmp_path: Path) -> tuple[Path, Path]:
+    frames = _frames_of_file(path)
+    raw = path.read_bytes()[:frames[-1].end]
+    recs = records_of(raw)
+    crc = 0
+    metadata = b""
+    state = b""
+    for r in recs[:at_record]:
+        if r.type != CRC_TYPE:
+            crc = r.crc
+        if r.type == METADATA_TYPE:
+            metadata = r.data
+        if r.type == STATE_TYPE:
+            state = r.data
+    first = raw[:frames[at_record].offset]
+    second = bytearray(frame(CRC_TYPE, crc, b""))
+    crc = crc32c_update(crc, metadata)
+    second += frame(METADATA_TYPE, crc, metadata)
+    crc = crc32c_update(crc, state)
+    second += frame(STATE_TYPE, crc, state)
+    for r in recs[at_record:]:
+        if r.type == CRC_TYPE:
+            continue
+        crc = crc32c_update(crc, r.data)
+        second += frame(r.type, crc, r.data)
+    p1 = tmp_path / "0000000000000000-0000000000000000.wal"
+    p2 = tmp_path / "0000000000000001-0000000000000100.wal"
+    p1.write_bytes(first)
+    p2.write_bytes(bytes(second) + bytes(64 * 1024))
+    return p1, p2
+
+
+def test_two_files_chain_crc(killed_run: EtcdRun, tmp_path: Path) -> None:
+    path = single_wal(killed_run)
+    full = read_wal([FileSource(path)])
+    at = len(_frames_of_file(path)) // 2
+    p1, p2 = _split(path, at, tmp_path)
+    assert wal_file_names(os.listdir(tmp_path)) == [p1.name, p2.name]
+    ws = read_wal(wal_sources(tmp_path))
+    assert ws.files == (p1.name, p2.name) and ws.end_file == p2.name
+    assert (ws.node_id, ws.cluster_id) == (full.node_id, full.cluster_id)
+    assert (ws.hardstate_commit, ws.hardstate_term) == (full.hardstate_commit, full.hardstate_term)
+    assert (ws.last_index, ws.last_term) == (full.last_index, full.last_term)
+    assert ws.snapshots == full.snapshots and ws.entry_count == full.entry_count
+    assert not ws.torn_tail
+
+    # Older files purged (etcd keeps the last few): reading starts at a CRC record that carries
+    # the CRC of a file no longer there.
+    tail = read_wal([FileSource(p2, p2.name)])
+    assert (tail.node_id, tail.last_index, tail.hardstate_commit) == \
+        (full.node_id, full.last_index, full.hardstate_commit)
+    assert tail.entry_count < full.entry_count and tail.first_index > 1
+
+    # The second file's CRC record must carry the first file's running CRC.
+    good2 = p2.read_bytes()
+    bad = bytearray(good2)
+    rec = pb.decode_record(good2[8:8 + walk_frames(good2)[0].rec_bytes])
+    bad[:walk_frames(good2)[0].end] = frame(CRC_TYPE, rec.crc ^ 1, b"")
+    p2.write_bytes(bytes(bad))
+    with pytest.raises(FormatError) as err:
+        read_wal(wal_sources(tmp_path))
+    assert (err.value.file, err.value.offset) == (p2.name, 0)
+    assert "chain" in str(err.value)
+    p2.write_bytes(good2)
+
+    # A first file that lost its tail: caught by the chain at the start of the second file.
+    good1 = p1.read_bytes()
+    frames1 = walk_frames(good1)
+    p1.write_bytes(good1[:frames1[-3].end])
+    with pytest.raises(FormatError) as err:
+        read_wal(wal_sources(tmp_path))
+    assert (err.value.file, err.value.offset) == (p2.name, 0)
+
+    # A record cut short in a file that is not the last one is corruption, not a torn tail.
+    p1.write_bytes(good1[:frames1[-1].body_offset + 3])
+    with pytest.raises(FormatError) as err:
+        read_wal(wal_sources(tmp_path))
+    assert (err.value.file, err.value.offset) == (p1.name, frames1[-1].offset)
+    assert "not the last" in str(err.value)
+
+    # A zeroed sector in a file that is not the last one is corruption too.
+    zeroed = bytearray(good1)
+    zeroed[frames1[-1].body_offset:frames1[-1].end] = bytes(frames1[-1].end
+                                                            - frames1[-1].body_offset)
+    p1.write_bytes(bytes(zeroed))
+    with pytest.raises(FormatError) as err:
+        read_wal(wal_sources(tmp_path))
+    assert err.value.file == p1.name
+
+    # ...while the same damage at the end of the last file is a torn tail.
+    p1.write_bytes(good1)
+    frames2 = walk_frames(good2)
+    p2.write_bytes(good2[:frames2[-1].body_offset + 3])
+    ws = read_wal(wal_sources(tmp_path))
+    assert ws.torn_tail and ws.end_file == p2.name and ws.end_offset == frames2[-1].offset
+
+
+def test_metadata_conflict_and_unknown_type_are_errors() -> None:
+    meta_a = f_varint(1, 1) + f_varint(2, 2)
+    meta_b = f_varint(1, 1) + f_varint(2, 3)
+    crc = crc32c(meta_a)
+    one = frame(CRC_TYPE, 0, b"") + frame(METADATA_TYPE, crc, meta_a)
+    two = frame(CRC_TYPE, crc, b"") + frame(METADATA_TYPE, crc32c_update(crc, meta_b), meta_b)
+    with pytest.raises(FormatError, match="metadata") as err:
+        read_wal([BytesSource(one, "a.wal"), BytesSource(two, "b.wal")])
+    assert (err.value.file, err.value.offset) == ("b.wal", 16)
+    odd = one + frame(9, crc32c_update(crc, b"zz"), b"zz")
+    with pytest.raises(FormatError, match="record type 9"):
+        read_wal([BytesSource(odd, "a.wal")])
+    ws = read_wal([BytesSource(one + bytes(64), "a.wal")])
+    assert (ws.node_id, ws.cluster_id, ws.last_index, ws.record_count) == (1, 2, 0, 2)
+    with pytest.raises(FormatError):
+        read_wal([])
+
+
+# ----------------------------------------------------------------------------------------------
+# Efficiency: a 64 MB preallocated segment with a few records
+
+
+def test_preallocated_segment_reads_little(tmp_path: Path) -> None:
+    meta = f_varint(1, 0xABC) + f_varint(2, 0xDEF)
+    crc = crc32c(meta)
+    data = frame(CRC_TYPE, 0, b"") + frame(METADATA_TYPE, crc, meta)
+    ent = f_varint(2, 1) + f_varint(3, 1) + f_bytes(4, b"hello")
+    crc = crc32c_update(crc, ent)
+    data += frame(ENTRY_TYPE, crc, ent)
+    path = tmp_path / "0000000000000000-0000000000000000.wal"
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.truncate(SEGMENT_SIZE_BYTES)
+    src = FileSource(path)
+    ws = read_wal([src])
+    assert (ws.node_id, ws.cluster_id, ws.last_index) == (0xABC, 0xDEF, 1)
+    assert ws.bytes_read == src.bytes_read
+    assert ws.bytes_read <= 64 * 1024
+    assert ws.bytes_read * 100 < SEGMENT_SIZE_BYTES
+
+
+# ----------------------------------------------------------------------------------------------
+# Hypothesis: any input gives a WalState or a FormatError, quickly
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.binary(max_size=4096), st.binary(max_size=512))
+def test_arbitrary_bytes_never_crash(first: bytes, second: bytes) -> None:
+    for files in ([BytesSource(first, "a.wal")],
+                  [BytesSource(first, "a.wal"), BytesSource(second, "b.wal")]):
+        try:
+            ws = read_wal(files)
+        except FormatError as exc:
+            assert exc.file in ("a.wal", "b.wal")
+            assert exc.offset >= 0
+        else:
+            assert ws.end_offset <= len(files[-1].read(0, 1 << 20))
+
+
+@pytest.fixture(scope="module")
+def real_wal_prefix(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    base = tmp_path_factory.mktemp("walhyp")
+    run = make_data_dir(VERSIONS[-1], base / "data", keys=60, per_txn=1,
+                        sig=signal.SIGKILL)
+    raw = single_wal(run).read_bytes()
+    return raw[:walk_frames(raw[:1 << 20])[-1].end + 2048]
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.data())
+def test_mutated_real_wal_never_crashes(real_wal_prefix: bytes, data: st.DataObject) -> None:
+    raw = bytearray(real_wal_prefix)
+    n = data.draw(st.integers(min_value=1, max_value=8), label="mutations")
+    for _ in range(n):
+        kind = data.draw(st.sampled_from(["flip", "set", "zero", "truncate"]), label="kind")
+        if not raw:
+            break
+        pos = data.draw(st.integers(min_value=0, max_value=len(raw) - 1), label="pos")
+        if kind == "flip":
+            raw[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set":
+            raw[pos] = data.draw(st.integers(0, 255))
+        elif kind == "zero":
+            end = min(len(raw), pos + data.draw(st.integers(1, 1024)))
+            raw[pos:end] = bytes(end - pos)
+        else:
+            del raw[pos:]
+    try:
+        ws = read_wal([BytesSource(bytes(raw), "m.wal")])
+    except FormatError as exc:
+        assert exc.file == "m.wal"
+        assert 0 <= exc.offset <= len(raw)
+    else:
+        assert 0 <= ws.end_offset <= len(raw)
+        assert ws.last_index >= 0

@@ -1,0 +1,1 @@
+"""Tests against real etcd members started on loopback."""

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import EXIT_USAGE, EtcdRecoveryError
+from .errors import EXIT_REFUSED, EXIT_USAGE, EtcdRecoveryError
 from .inventory import load_inventory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -80,9 +80,22 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
 
 @app.command()
 def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
-    """Read every member's state over SSH and choose the member to keep."""
-    guarded(lambda: load_inventory(inventory))
-    not_built("inspect")
+    """Read every member's state over SSH and choose the member to keep.
+
+    Exit 0 with a member chosen; 3 when it refuses (quorum still there, cluster IDs differ,
+    a corrupt data dir, nothing readable).
+    """
+    from .inspect import inspect_cluster
+    from .render import inspect_table
+
+    inv = guarded(lambda: load_inventory(inventory))
+    report = guarded(lambda: inspect_cluster(inv))
+    if output is Output.json:
+        print_json(report.to_json())
+    else:
+        inspect_table(report, out)
+    if report.decision.refused:
+        raise typer.Exit(EXIT_REFUSED)
 
 
 @app.command()

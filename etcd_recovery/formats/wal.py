@@ -77,8 +77,8 @@ def _make_crc_tables() -> tuple[tuple[int, ...], ...]:
 _CRC_TABLES = _make_crc_tables()
 
 
-def crc32c_update(crc: int, data: bytes) -> int:
-    """Continue a CRC-32C over ``data`` (same meaning as Go's ``crc32.Update``)."""
+def crc32c_update_py(crc: int, data: bytes) -> int:
+    """Continue a CRC-32C over ``data`` (same meaning as Go's ``crc32.Update``), pure Python."""
     t0, t1, t2, t3, t4, t5, t6, t7 = _CRC_TABLES
     crc = (crc & 0xFFFFFFFF) ^ 0xFFFFFFFF
     n = len(data)
@@ -94,6 +94,19 @@ def crc32c_update(crc: int, data: bytes) -> int:
     for b in tail:
         crc = t0[(crc ^ b) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
+
+
+try:  # the C implementation, ~100x faster; same semantics as crc32c_update_py
+    import google_crc32c as _gcrc
+
+    if _gcrc.implementation != "c":
+        raise ImportError("google-crc32c without its C extension")
+
+    def crc32c_update(crc: int, data: bytes) -> int:
+        """Continue a CRC-32C over ``data`` (same meaning as Go's ``crc32.Update``)."""
+        return int(_gcrc.extend(crc & 0xFFFFFFFF, bytes(data)))
+except ImportError:  # pragma: no cover - the package is a dependency; this keeps readers working
+    crc32c_update = crc32c_update_py
 
 
 def crc32c(data: bytes) -> int:

@@ -633,3 +633,11 @@ def test_mutated_real_wal_never_crashes(real_wal_prefix: bytes, data: st.DataObj
     else:
         assert 0 <= ws.end_offset <= len(raw)
         assert ws.last_index >= 0
+
+
+@settings(max_examples=100, deadline=2000)
+@given(st.integers(min_value=0, max_value=0xFFFFFFFF), st.binary(max_size=5000))
+def test_fast_crc_matches_pure_python(crc: int, data: bytes) -> None:
+    from etcd_recovery.formats.wal import crc32c_update, crc32c_update_py
+
+    assert crc32c_update(crc, data) == crc32c_update_py(crc, data)

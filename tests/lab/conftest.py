@@ -57,6 +57,16 @@ def etcdctl(lab_dir: Path, args: str, endpoint: str | None = None,
                           timeout=timeout)
 
 
+def etcdctl_txn(lab_dir: Path, puts: list[tuple[str, str]], endpoint: str | None = None,
+                timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """One transaction of puts through plain etcdctl (values must not contain quotes)."""
+    ops = "".join(f'put {k} "{v}"\n' for k, v in puts)
+    ep = f"ETCDCTL_ENDPOINTS={endpoint} " if endpoint else ""
+    script = f'eval "$({CLI} lab env --dir {lab_dir})" && {ep}etcdctl txn'
+    return subprocess.run(["bash", "-c", script], input="\n" + ops + "\n\n", text=True,
+                          capture_output=True, timeout=timeout)
+
+
 class LabHandle:
     def __init__(self, lab_dir: Path) -> None:
         self.dir = lab_dir

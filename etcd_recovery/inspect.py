@@ -1,0 +1,206 @@
+"""inspect: read every inventory member's state over SSH, concurrently, and decide.
+
+Per member (the edge; the parsing and the choice are pure and live elsewhere):
+1. SSH in (strict host keys). Unreachable -> reported as such, not a crash.
+2. Is etcd running? (``pgrep -x etcd`` on the host.)
+3. Running: gRPC through an SSH tunnel to the member's client URL: Status, MemberList
+   (serializable, works without quorum), alarms, and a linearizable read to prove quorum.
+4. Stopped, or not answering: read the data dir in place with random-access reads: the last
+   WAL file(s), the newest snap file name, and the bbolt backend's meta/key/members buckets.
+   Nothing is copied whole.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from .choose import decide
+from .errors import (
+    EtcdApiError,
+    EtcdRecoveryError,
+    FormatError,
+    TransportError,
+)
+from .formats.backend import read_backend
+from .formats.snap import latest_snapshot, parse_snap_name
+from .formats.wal import read_wal, wal_file_names
+from .inventory import Inventory, Member
+from .live import EtcdClient
+from .model import InspectReport, MemberState, PeerView, Quorum
+from .transport.base import HostTarget, Transport
+
+TransportFactory = Callable[[Member], Transport]
+GRPC_TIMEOUT_S = 3.0
+QUORUM_PROBE_KEY = b"/etcd-recovery/quorum-probe"
+
+
+def ssh_transport(member: Member) -> Transport:
+    from .transport.ssh import SshTransport
+
+    s = member.ssh
+    return SshTransport(member.name, HostTarget(
+        host=s.host, port=s.port or 22, user=s.user, identity_file=s.identity_file,
+        known_hosts=s.known_hosts, proxy_jump=s.jump, sudo=s.sudo))
+
+
+def _source_bytes(src: Any) -> int:
+    return int(getattr(src, "bytes_read", 0))
+
+
+# ------------------------------------------------------------------------------- on disk
+
+def read_disk(t: Transport, member: Member) -> MemberState:
+    """The member's state from its data dir, read in place."""
+    sudo = member.ssh.sudo
+    base = MemberState(name=member.name, host=member.ssh.host, reachable=True,
+                       etcd_running=False, source="disk")
+    wal_dir = posixpath.join(member.data_dir, "member", "wal")
+    snap_dir = posixpath.join(member.data_dir, "member", "snap")
+    try:
+        wal_names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=sudo))
+    except RemoteErrorTypes as exc:
+        return replace(base, source=None, error=f"cannot list {wal_dir}: {exc}")
+    if not wal_names:
+        return replace(base, source=None, error=f"no WAL files in {wal_dir}")
+    total = 0
+    # The last WAL file starts with the metadata and the HardState (etcd writes both at every
+    # cut); read the one before it too when the last holds no entry yet.
+    wal = None
+    for count in (1, 2):
+        sources = [t.open_file(posixpath.join(wal_dir, n), sudo=sudo)
+                   for n in wal_names[-count:]]
+        wal = read_wal(sources)
+        total += sum(_source_bytes(s) for s in sources)
+        if wal.entry_count > 0 or len(wal_names) <= count:
+            break
+    assert wal is not None
+    snap_names = [f.name for f in t.list_dir(snap_dir, sudo=sudo)]
+    latest = latest_snapshot(snap_names)
+    snap_index = parse_snap_name(latest)[1] if latest else 0
+    db = None
+    if "db" in snap_names:
+        src = t.open_file(posixpath.join(snap_dir, "db"), sudo=sudo)
+        db = read_backend(src)
+        total += _source_bytes(src)
+    consistent = db.consistent_index if db else None
+    notes = []
+    if db is None:
+        notes.append(f"no backend file {snap_dir}/db")
+    if wal.torn_tail:
+        notes.append(f"WAL ends in a torn write in {wal.end_file} at offset {wal.end_offset} "
+                     f"({wal.torn_reason}); etcd repairs this on start")
+    commit = max(wal.hardstate_commit, consistent or 0)
+    return replace(
+        base, member_id=wal.node_id, cluster_id=wal.cluster_id, term=wal.hardstate_term,
+        commit_index=commit, consistent_index=consistent,
+        last_index=max(wal.last_index, wal.snapshot_index, snap_index),
+        last_term=wal.last_term or wal.snapshot_term, revision=db.revision if db else None,
+        db_size_bytes=db.data_size_bytes if db else None, hardstate_commit=wal.hardstate_commit,
+        snapshot_index=max(wal.snapshot_index, snap_index), torn_tail=wal.torn_tail,
+        membership=tuple(PeerView(m.id, m.name or "", tuple(m.peer_urls), m.is_learner)
+                         for m in (db.members if db else ())),
+        removed_ids=tuple(db.removed_member_ids) if db else (),
+        alarms=tuple(a.alarm for a in db.alarms) if db else (),
+        notes=tuple(notes), bytes_read=total)
+
+
+RemoteErrorTypes = (TransportError,)
+
+
+# ------------------------------------------------------------------------------- live
+
+def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState, Quorum]:
+    host, port = member.client_hostport
+    with t.tunnel(host, port) as (lhost, lport):
+        with EtcdClient(f"{lhost}:{lport}", ca_file=inv.tls.ca, cert_file=inv.tls.cert,
+                        key_file=inv.tls.key, server_name=host,
+                        timeout=GRPC_TIMEOUT_S) as client:
+            st = client.status()
+            notes: list[str] = []
+            try:
+                members = client.member_list(serializable=True)
+            except EtcdApiError as exc:
+                members, notes = [], [f"member list: {exc}"]
+            quorum = Quorum(False)
+            alarms: tuple[str, ...] = ()
+            if st.leader and not st.is_learner:
+                # Alarm and a linearizable read both go through raft: only worth asking
+                # when the member knows a leader. The read proves quorum.
+                try:
+                    client.get(QUORUM_PROBE_KEY, serializable=False)
+                    quorum = Quorum(True, via=member.name, leader_id=st.leader)
+                    alarms = tuple(a.alarm for a in client.alarms())
+                except EtcdApiError as exc:
+                    notes.append(f"no quorum: a linearizable read failed: {exc.args[0]}")
+            else:
+                notes.append("no leader: alarms not readable over gRPC without quorum")
+    state = MemberState(
+        name=member.name, host=member.ssh.host, reachable=True, etcd_running=True,
+        source="live", member_id=st.member_id, cluster_id=st.cluster_id, term=st.raft_term,
+        commit_index=st.raft_index, consistent_index=st.raft_applied_index,
+        last_index=st.raft_index, last_term=st.raft_term, revision=st.revision,
+        db_size_bytes=st.db_size, leader_id=st.leader or None, is_learner=st.is_learner,
+        alarms=alarms,
+        membership=tuple(PeerView(m.id, m.name, tuple(m.peer_urls), m.is_learner)
+                         for m in members),
+        notes=tuple(notes + [f"etcd reports errors: {e}" for e in st.errors]))
+    return state, quorum
+
+
+# ------------------------------------------------------------------------------- per member
+
+def inspect_member(member: Member, inv: Inventory,
+                   factory: TransportFactory = ssh_transport) -> tuple[MemberState, Quorum]:
+    t0 = time.monotonic()
+    base = MemberState(name=member.name, host=member.ssh.host, reachable=False)
+    t = factory(member)
+    try:
+        try:
+            res = t.run(["pgrep", "-x", "etcd"], check=False, timeout=10)
+        except TransportError as exc:  # unreachable, host key refused, auth failed
+            return replace(base, error=str(exc), elapsed_s=time.monotonic() - t0), Quorum(False)
+        running = res.exit_status == 0
+        live_error = None
+        if running:
+            try:
+                state, quorum = read_live(t, member, inv)
+                return replace(state, elapsed_s=time.monotonic() - t0), quorum
+            except EtcdRecoveryError as exc:
+                live_error = f"etcd runs but did not answer over gRPC: {exc}"
+        try:
+            state = read_disk(t, member)
+        except FormatError as exc:
+            state = MemberState(name=member.name, host=member.ssh.host, reachable=True,
+                                etcd_running=running, source=None, corrupt=True,
+                                error=str(exc))
+        except TransportError as exc:
+            state = MemberState(name=member.name, host=member.ssh.host, reachable=True,
+                                etcd_running=running, source=None, error=str(exc))
+        if running:
+            notes = (*state.notes, live_error) if live_error else state.notes
+            state = replace(state, etcd_running=True, notes=notes)
+        return replace(state, elapsed_s=time.monotonic() - t0), Quorum(False)
+    finally:
+        t.close()
+
+
+def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
+                    members: Sequence[Member] | None = None) -> InspectReport:
+    """Read every member concurrently, then decide which one to keep."""
+    t0 = time.monotonic()
+    todo = list(members or inv.members)
+    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+        results = list(pool.map(lambda m: inspect_member(m, inv, factory), todo))
+    states = tuple(s for s, _ in results)
+    quorum = next((q for _, q in results if q.has_quorum), Quorum(False))
+    if quorum.has_quorum and quorum.leader_id:
+        names = {s.member_id: s.name for s in states if s.member_id is not None}
+        quorum = replace(quorum, leader_name=names.get(quorum.leader_id))
+    decision = decide(states, quorum)
+    return InspectReport(cluster=inv.name, members=states, quorum=quorum, decision=decision,
+                         elapsed_s=time.monotonic() - t0)

@@ -1,0 +1,157 @@
+"""Plain values shared by inspect, the choice of member, and (later) the planner.
+
+Everything here is a frozen dataclass built from data; nothing does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def id_hex(value: int | None) -> str | None:
+    """etcd shows member and cluster IDs as unpadded lower-case hex; so do we."""
+    return None if value is None else format(value, "x")
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """One entry of the membership as a member sees it."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    is_learner: bool
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """Everything inspect learned about one inventory member.
+
+    ``source`` says where the figures come from: ``live`` (etcd answered over gRPC) or
+    ``disk`` (WAL, snap and backend files read in place). On disk, ``commit_index`` is the
+    larger of the WAL HardState commit and the backend's consistent index; live, it is the
+    raft index etcd reports (its committed index). ``last_term`` is the term of the last WAL
+    entry on disk; live, etcd does not report it and the current raft term stands in.
+    """
+
+    name: str
+    host: str
+    reachable: bool
+    etcd_running: bool | None = None
+    source: str | None = None
+    member_id: int | None = None
+    cluster_id: int | None = None
+    term: int | None = None
+    commit_index: int | None = None
+    consistent_index: int | None = None
+    last_index: int | None = None
+    last_term: int | None = None
+    revision: int | None = None
+    db_size_bytes: int | None = None
+    leader_id: int | None = None
+    is_learner: bool | None = None
+    alarms: tuple[str, ...] = ()
+    membership: tuple[PeerView, ...] = ()
+    removed_ids: tuple[int, ...] = ()
+    hardstate_commit: int | None = None
+    snapshot_index: int | None = None
+    torn_tail: bool | None = None
+    corrupt: bool = False
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+    bytes_read: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def readable(self) -> bool:
+        return self.source is not None and self.commit_index is not None
+
+    @property
+    def in_own_membership(self) -> bool | None:
+        """Is this member still a member in its own view? (False: it was removed.)"""
+        if self.member_id is None or not self.membership:
+            return None
+        if self.member_id in self.removed_ids:
+            return False
+        return any(p.id == self.member_id for p in self.membership)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON shape documented in README (IDs as hex strings)."""
+        return {
+            "name": self.name,
+            "host": self.host,
+            "reachable": self.reachable,
+            "etcd_running": self.etcd_running,
+            "source": self.source,
+            "member_id": id_hex(self.member_id),
+            "cluster_id": id_hex(self.cluster_id),
+            "term": self.term,
+            "commit_index": self.commit_index,
+            "consistent_index": self.consistent_index,
+            "last_index": self.last_index,
+            "last_term": self.last_term,
+            "revision": self.revision,
+            "db_size_bytes": self.db_size_bytes,
+            "leader_id": id_hex(self.leader_id) if self.leader_id else None,
+            "is_learner": self.is_learner,
+            "alarms": list(self.alarms),
+            "membership": [{"id": id_hex(p.id), "name": p.name, "peer_urls": list(p.peer_urls),
+                            "is_learner": p.is_learner} for p in self.membership],
+            "in_own_membership": self.in_own_membership,
+            "torn_tail": self.torn_tail,
+            "corrupt": self.corrupt,
+            "error": self.error,
+            "notes": list(self.notes),
+            "bytes_read": self.bytes_read,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """Whether the cluster still has quorum, as proven by a linearizable read."""
+
+    has_quorum: bool
+    via: str | None = None          # member whose linearizable read succeeded
+    leader_id: int | None = None
+    leader_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    chosen: str | None
+    reason: str
+    tie: bool = False
+    refused: str | None = None      # why the tool refuses to go on (exit 3), if it does
+    ranking: tuple[str, ...] = ()   # readable members, best first
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    cluster: str
+    members: tuple[MemberState, ...]
+    quorum: Quorum
+    decision: Decision
+    elapsed_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "cluster_id": id_hex(next((m.cluster_id for m in self.members
+                                       if m.cluster_id is not None), None)),
+            "members": [m.to_json() for m in self.members],
+            "quorum": self.quorum.has_quorum,
+            "leader": self.quorum.leader_name or id_hex(self.quorum.leader_id),
+            "chosen": self.decision.chosen,
+            "reason": self.decision.reason,
+            "tie": self.decision.tie,
+            "refused": self.decision.refused,
+            "ranking": list(self.decision.ranking),
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    return asdict(obj)

@@ -1,0 +1,57 @@
+"""Rendering reports for people (rich tables) and for automation (JSON)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .model import InspectReport, id_hex
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def inspect_table(report: InspectReport, console: Console) -> None:
+    table = Table(title=f"cluster {report.cluster}: what each member holds")
+    for col, justify in (("member", "left"), ("host", "left"), ("reachable", "left"),
+                         ("etcd", "left"), ("source", "left"), ("member ID", "left"),
+                         ("term", "right"), ("commit", "right"), ("applied/cindex", "right"),
+                         ("last index", "right"), ("revision", "right"), ("DB", "right"),
+                         ("read", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for m in report.members:
+        etcd = "-" if m.etcd_running is None else ("running" if m.etcd_running else "stopped")
+        style = "bold green" if m.name == report.decision.chosen else None
+        table.add_row(m.name, m.host, _fmt(m.reachable), etcd, _fmt(m.source),
+                      _fmt(id_hex(m.member_id)), _fmt(m.term), _fmt(m.commit_index),
+                      _fmt(m.consistent_index), _fmt(m.last_index), _fmt(m.revision),
+                      _size(m.db_size_bytes), _size(m.bytes_read), style=style)
+    console.print(table)
+    for m in report.members:
+        if m.error:
+            console.print(f"  {m.name}: [red]{m.error}[/]", markup=True, highlight=False)
+        for note in m.notes:
+            console.print(f"  {m.name}: {note}", markup=False)
+    if report.decision.refused:
+        console.print(f"[bold red]REFUSED[/] ({report.decision.refused}): "
+                      f"{report.decision.reason}", markup=True, highlight=False)
+    else:
+        console.print(f"member to keep: [bold]{report.decision.chosen}[/] - "
+                      f"{report.decision.reason}", markup=True, highlight=False)
+    console.print(f"inspected {len(report.members)} members in {report.elapsed_s:.2f} s",
+                  markup=False)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import EXIT_REFUSED, EXIT_USAGE, EtcdRecoveryError
+from .errors import EXIT_REFUSED, EXIT_USAGE, EtcdRecoveryError, RefusedError, UsageError
 from .inventory import load_inventory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -98,26 +98,155 @@ def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
         raise typer.Exit(EXIT_REFUSED)
 
 
+class PlanOutput(StrEnum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+def new_run_id() -> str:
+    import secrets
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def _make_plan(inventory: Path) -> Any:
+    from .inspect import inspect_cluster, read_configs
+    from .plan import make_plan
+    from .render import inspect_table
+
+    inv = guarded(lambda: load_inventory(inventory))
+    report = guarded(lambda: inspect_cluster(inv))
+    if report.decision.refused:
+        inspect_table(report, err)
+        fail(RefusedError(f"no plan: {report.decision.reason}"))
+    configs = guarded(lambda: read_configs(inv, report))
+    return inv, guarded(lambda: make_plan(inv, report, configs, new_run_id()))
+
+
+def _show_plan(plan: Any, output: PlanOutput) -> None:
+    from .render import plan_markdown, plan_table
+
+    if output is PlanOutput.json:
+        print_json(plan.to_json())
+    elif output is PlanOutput.markdown:
+        sys.stdout.write(plan_markdown(plan))
+    else:
+        plan_table(plan, out)
+
+
 @app.command()
-def plan(inventory: InventoryOpt) -> None:
-    """Lay out every step of the recovery (dry run)."""
-    guarded(lambda: load_inventory(inventory))
-    not_built("plan")
+def plan(inventory: InventoryOpt,
+         output: Annotated[PlanOutput, typer.Option("--output", "-o")] = PlanOutput.table,
+         save: Annotated[Path | None, typer.Option("--save", help="Write the plan (JSON, "
+                                                   "with its state fingerprint).")] = None
+         ) -> None:
+    """Inspect, choose the member to keep, and lay out every step (a dry run)."""
+    _, the_plan = _make_plan(inventory)
+    _show_plan(the_plan, output)
+    if save is not None:
+        save.write_text(json.dumps(the_plan.to_json(), indent=2) + "\n")
+        err.print(f"plan saved to {save}")
+
+
+def _journal_dir(inventory: Path, journal_dir: Path | None) -> Path:
+    return journal_dir or inventory.resolve().parent / ".etcd-recovery"
 
 
 @app.command()
 def execute(inventory: InventoryOpt,
-            confirm: Annotated[bool, typer.Option("--confirm")] = False) -> None:
-    """Carry out the plan step by step."""
-    guarded(lambda: load_inventory(inventory))
-    not_built("execute")
+            confirm: Annotated[bool, typer.Option("--confirm", help="Really act.")] = False,
+            plan_file: Annotated[Path | None, typer.Option("--plan", help="Run this saved "
+                                                           "plan (refused if the state "
+                                                           "drifted).")] = None,
+            resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished "
+                                                 "run from its journal.")] = False,
+            take_over_lock: Annotated[bool, typer.Option("--take-over-lock")] = False,
+            journal_dir: Annotated[Path | None, typer.Option("--journal-dir")] = None,
+            output: OutputOpt = Output.table) -> None:
+    """Carry out the plan step by step (needs --confirm), journaled and resumable."""
+    from .executor import Executor
+    from .journal import Journal
+    from .plan import Plan
+    from .render import plan_table, summary_table
+
+    jdir = _journal_dir(inventory, journal_dir)
+    inv = guarded(lambda: load_inventory(inventory))
+    current = guarded(lambda: Journal.current(jdir))
+    if resume:
+        if current is None:
+            fail(UsageError(f"nothing to resume: no unfinished run in {jdir}"))
+        the_plan = guarded(current.load_plan)
+        journal = current
+        plan_table(the_plan, err)
+        if not confirm:
+            err.print("resume: add --confirm to act")
+            raise typer.Exit(EXIT_REFUSED)
+    else:
+        if current is not None:
+            fail(RefusedError(f"run {current.run_id} is unfinished (journal in {jdir}): "
+                              "continue it with --resume"))
+        if plan_file is not None:
+            try:
+                the_plan = Plan.from_json(json.loads(plan_file.read_text()), str(plan_file))
+            except (OSError, ValueError) as exc:
+                fail(UsageError(f"{plan_file}: cannot read the plan: {exc}"))
+            except EtcdRecoveryError as exc:
+                fail(exc)
+        else:
+            _, the_plan = _make_plan(inventory)
+        plan_table(the_plan, err)
+        if not confirm:
+            err.print("dry run: nothing was changed. Add --confirm to carry out this plan.")
+            raise typer.Exit(EXIT_REFUSED)
+        journal = guarded(lambda: Journal.create(jdir, the_plan))
+    ex = Executor(inv, the_plan, journal, log=lambda msg: err.print(msg, markup=False),
+                  take_over_lock=take_over_lock, check_fingerprint=not resume)
+    summary = guarded(ex.run)
+    later = {name: f"etcd-recovery rejoin {name} -i {inventory}"
+             for name in the_plan.rejoin_later}
+    if output is Output.json:
+        print_json({**summary.to_json(), "rejoin_later": later})
+    else:
+        summary_table(summary, out)
+    for name, command in later.items():
+        err.print(f"{name} was unreachable: once it is back, run `{command}`", markup=False)
 
 
 @app.command()
-def verify(inventory: InventoryOpt) -> None:
-    """Check that the cluster is whole and consistent."""
-    guarded(lambda: load_inventory(inventory))
-    not_built("verify")
+def verify(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
+    """Check that the cluster is whole and consistent: expected voting members only, all
+    healthy, same revision, equal HashKV, no alarms, no --force-new-cluster left."""
+    from .executor import reachable_members, verifier, verify_cluster
+
+    inv = guarded(lambda: load_inventory(inventory))
+    names, unreachable = guarded(lambda: reachable_members(inv))
+
+    def run() -> list[str]:
+        if not names:
+            return ["no member is reachable over SSH"]
+        with verifier(inv) as ex:
+            return verify_cluster(ex, names, None)
+
+    problems = guarded(run)
+    if output is Output.json:
+        print_json({"ok": not problems, "problems": problems, "checked": names,
+                    "unreachable": unreachable})
+    else:
+        for name, why in unreachable.items():
+            out.print(f"not checked (unreachable, bring it back with `etcd-recovery rejoin "
+                      f"{name}`): {why}", markup=False)
+    if output is Output.json:
+        pass
+    elif problems:
+        for p in problems:
+            out.print(f"FAIL: {p}", markup=False)
+    else:
+        out.print(f"cluster {inv.name}: all {len(inv.members)} members healthy and "
+                  "consistent", markup=False)
+    if problems:
+        raise typer.Exit(1)
 
 
 @inventory_app.command("check")
@@ -242,6 +371,12 @@ def lab_down(lab_dir: LabDirOpt = Path(".lab")) -> None:
 
 
 def main() -> None:
+    import logging
+
+    # Library chatter (paramiko's channel messages) would bury what the tool itself says;
+    # failures reach the operator through the tool's own errors.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    logging.getLogger("etcd_recovery.transport").setLevel(logging.CRITICAL)
     app()
 
 

@@ -204,3 +204,28 @@ def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
     decision = decide(states, quorum)
     return InspectReport(cluster=inv.name, members=states, quorum=quorum, decision=decision,
                          elapsed_s=time.monotonic() - t0)
+
+
+def read_configs(inv: Inventory, report: InspectReport,
+                 factory: TransportFactory = ssh_transport) -> dict[str, str]:
+    """Each reachable member's etcd configuration (static pod manifest or env file) text."""
+    def one(member: Member) -> tuple[str, str | None]:
+        path = member.manifest if inv.runtime == "static-pod" else member.env_file
+        assert path
+        t = factory(member)
+        try:
+            src = t.open_file(path, sudo=member.ssh.sudo)
+            size = src.size()
+            if size > 1024 * 1024:
+                raise FormatError(src.name, 0, "configuration file larger than 1 MiB")
+            return member.name, src.read(0, size).decode("utf-8")
+        except (TransportError, UnicodeDecodeError):
+            return member.name, None
+        finally:
+            t.close()
+
+    reachable = [m for m in inv.members
+                 if any(s.name == m.name and s.reachable for s in report.members)]
+    with ThreadPoolExecutor(max_workers=max(1, len(reachable))) as pool:
+        results = list(pool.map(one, reachable))
+    return {name: text for name, text in results if text is not None}

@@ -199,6 +199,7 @@ class WalState:
     end_offset: int
     torn_tail: bool
     torn_reason: str | None
+    last_crc: int = 0  # running CRC after the last valid record (exact without a torn tail)
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,6 +395,7 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
         end_offset=end_offset,
         torn_tail=torn is not None,
         torn_reason=torn.reason if torn is not None else None,
+        last_crc=crc,
     )
 
 

@@ -641,3 +641,23 @@ def test_fast_crc_matches_pure_python(crc: int, data: bytes) -> None:
     from etcd_recovery.formats.wal import crc32c_update, crc32c_update_py
 
     assert crc32c_update(crc, data) == crc32c_update_py(crc, data)
+
+
+def test_appended_hardstate_is_read_back(killed_run: EtcdRun, tmp_path: Path) -> None:
+    """A HardState frame appended at the WAL's end extends the CRC chain and sets commit."""
+    from etcd_recovery.formats.walwrite import hardstate_frame
+
+    last = _copy(single_wal(killed_run), tmp_path / "append.wal")
+    before = read_wal([FileSource(last)])
+    assert not before.torn_tail
+    data, _ = hardstate_frame(before.last_crc, before.hardstate_term, before.hardstate_vote,
+                              before.hardstate_commit + 7)
+    with open(last, "r+b") as fh:
+        fh.seek(before.end_offset)
+        fh.write(data)
+    after = read_wal([FileSource(last)])
+    assert after.hardstate_commit == before.hardstate_commit + 7
+    assert after.hardstate_term == before.hardstate_term
+    assert after.last_index == before.last_index
+    assert after.end_offset == before.end_offset + len(data)
+    assert after.record_count == before.record_count + 1

@@ -1,4 +1,4 @@
-"""inspect on a real lab: the member to keep is the one with the newest data, not the running one."""
+"""inspect on a real lab: keep the member with the newest data, not the running one."""
 
 from __future__ import annotations
 

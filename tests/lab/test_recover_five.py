@@ -1,0 +1,18 @@
+"""Recovery of 5-member labs with 3 members lost: static-pod on etcd 3.4, systemd on 3.5."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from .conftest import LabHandle
+from .recovery_scenario import run_recovery
+
+
+@pytest.mark.parametrize(("runtime", "version"), [("static-pod", "3.4"), ("systemd", "3.5")])
+def test_recovery_five_members_three_lost(make_lab: Callable[..., LabHandle], runtime: str,
+                                          version: str) -> None:
+    lab = make_lab(members=5, runtime=runtime, version=version, keys=500)
+    summary = run_recovery(lab, members=5, keys=500)
+    assert summary["total_s"] < 180

@@ -657,20 +657,31 @@ class Lab:
     def partition(self, name: str) -> None:
         """Cut the host from its peers; it stays reachable over SSH and on its client port.
 
-        The host leaves the peer network, and a ``prohibit`` route for the peer subnet stops
-        its packets from reaching peers the long way round (through the management network's
-        gateway, which is this machine and forwards between the lab's bridges).
+        Three things, so that no packet of etcd's peer traffic finds another way round (this
+        machine is the gateway of the lab networks and forwards between them): the host
+        refuses to send to the peer subnet (a ``prohibit`` route), every other host refuses to
+        send to the host's peer address, and the host leaves the peer network.
         """
         state = self.state()
         h = state.host(name)
+        self.exec(h, ["ip", "route", "replace", "prohibit", state.peer_subnet])
+        for other in state.hosts:
+            if other.name != name:
+                with contextlib.suppress(LabError):  # a host that is down sends nothing
+                    self.exec(other, ["ip", "route", "replace", "prohibit",
+                                      f"{h.peer_ip}/32"])
         if not self.partitioned(h):
             self.client.networks.get(state.peer_network).disconnect(h.container)
-        self.exec(h, ["ip", "route", "replace", "prohibit", state.peer_subnet])
 
     def heal(self, name: str) -> None:
         state = self.state()
         h = state.host(name)
         self.exec(h, ["sh", "-c", f"ip route del prohibit {state.peer_subnet} 2>/dev/null; true"])
+        for other in state.hosts:
+            if other.name != name:
+                with contextlib.suppress(LabError):
+                    self.exec(other, ["sh", "-c", f"ip route del prohibit {h.peer_ip}/32 "
+                                                  "2>/dev/null; true"])
         if self.partitioned(h):
             self.client.networks.get(state.peer_network).connect(h.container,
                                                                  ipv4_address=h.peer_ip)

@@ -215,6 +215,59 @@ def execute(inventory: InventoryOpt,
 
 
 @app.command()
+def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring back.")],
+           inventory: InventoryOpt,
+           confirm: Annotated[bool, typer.Option("--confirm", help="Really act.")] = False,
+           take_over_lock: Annotated[bool, typer.Option("--take-over-lock")] = False,
+           journal_dir: Annotated[Path | None, typer.Option("--journal-dir")] = None,
+           output: OutputOpt = Output.table) -> None:
+    """Bring one member (e.g. a host that was unreachable during the recovery) back into the
+    healthy cluster: fence it, back it up, move its stale data aside, add it as a learner,
+    start it, promote it, verify."""
+    from .executor import Executor
+    from .inspect import inspect_cluster, read_configs
+    from .journal import Journal
+    from .plan import make_rejoin_plan
+    from .render import plan_table, summary_table
+
+    jdir = _journal_dir(inventory, journal_dir)
+    inv = guarded(lambda: load_inventory(inventory))
+    member = guarded(lambda: inv.member(name))
+    current = guarded(lambda: Journal.current(jdir))
+    if current is not None:
+        fail(RefusedError(f"run {current.run_id} is unfinished (journal in {jdir}): "
+                          "continue it with `execute --resume`"))
+    report = guarded(lambda: inspect_cluster(inv))
+    if not report.quorum.has_quorum or report.quorum.via is None:
+        fail(RefusedError("the cluster has no quorum: recover it first with `etcd-recovery "
+                          "execute`; rejoin adds a member to a healthy cluster"))
+    st = next(s for s in report.members if s.name == name)
+    if not st.reachable:
+        fail(RefusedError(f"{name} is not reachable: {st.error}"))
+    configs = guarded(lambda: read_configs(inv, report, members=[member]))
+    if name not in configs:
+        fail(RefusedError(f"{name}: its etcd configuration could not be read"))
+    via = report.quorum.via if report.quorum.via != name else next(
+        s.name for s in report.members if s.source == "live" and s.name != name)
+    voters = [p.name for s in report.members if s.name == via for p in s.membership
+              if not p.is_learner and p.name]
+    the_plan = make_rejoin_plan(inv, name, via, configs[name], new_run_id(),
+                                [v for v in voters if v != name])
+    plan_table(the_plan, err)
+    if not confirm:
+        err.print("dry run: nothing was changed. Add --confirm to carry out this plan.")
+        raise typer.Exit(EXIT_REFUSED)
+    journal = guarded(lambda: Journal.create(jdir, the_plan))
+    ex = Executor(inv, the_plan, journal, log=lambda msg: err.print(msg, markup=False),
+                  take_over_lock=take_over_lock, check_fingerprint=False)
+    summary = guarded(ex.run)
+    if output is Output.json:
+        print_json(summary.to_json())
+    else:
+        summary_table(summary, out)
+
+
+@app.command()
 def verify(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
     """Check that the cluster is whole and consistent: expected voting members only, all
     healthy, same revision, equal HashKV, no alarms, no --force-new-cluster left."""

@@ -250,6 +250,27 @@ class Executor:
                 raise PreconditionError(f"{name} is no longer reachable: {st.error}")
             self.check_space(name)
 
+    def step_preflight_rejoin(self, step: Step) -> None:
+        via, name = step.params["via"], step.params["name"]
+        c = self.client(via)
+        st = c.status()
+        if not st.leader:
+            raise PreconditionError(f"{via} has no leader: the cluster has no quorum; run "
+                                    "`etcd-recovery execute` first")
+        c.get(b"/etcd-recovery/probe", serializable=False)
+        me = self._find(c.member_list(serializable=False), self.m(name).peer_url)
+        if me is not None and not me.is_learner and self.etcd_pid(name) is not None:
+            try:
+                own = self.client(name).status()
+                if own.leader and own.member_id == me.id:
+                    raise RefusedError(f"{name} is already a healthy voting member; nothing "
+                                       "to do")
+            except EtcdApiError:
+                pass
+            finally:
+                self.drop_client(name)
+        self.check_space(name)
+
     def check_space(self, name: str) -> None:
         m = self.m(name)
         res = self.run_cmd(name, sh('set -e; mkdir -p -m 0700 "$1"; '
@@ -443,6 +464,17 @@ class Executor:
                     raise StepFailed(f"{what}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(1.0, delay * 1.5)
+
+    def step_remove_old(self, step: Step) -> None:
+        name = step.host
+        assert name
+        if self.etcd_pid(name) is not None:
+            raise PreconditionError(f"{name}: etcd runs although fenced")
+        c = self.client(self.plan.chosen)
+        old = self._find(c.member_list(serializable=False), step.params["peer_url"])
+        if old is not None and not old.is_learner:
+            self.log(f"removing {name}'s old entry {old.id:x} from membership")
+            self.retry_api(lambda: c.member_remove(old.id), 60, f"removing {name}'s old entry")
 
     def step_move_aside(self, step: Step) -> None:
         name = step.host

@@ -207,7 +207,8 @@ def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
 
 
 def read_configs(inv: Inventory, report: InspectReport,
-                 factory: TransportFactory = ssh_transport) -> dict[str, str]:
+                 factory: TransportFactory = ssh_transport,
+                 members: Sequence[Member] | None = None) -> dict[str, str]:
     """Each reachable member's etcd configuration (static pod manifest or env file) text."""
     def one(member: Member) -> tuple[str, str | None]:
         path = member.manifest if inv.runtime == "static-pod" else member.env_file
@@ -224,7 +225,7 @@ def read_configs(inv: Inventory, report: InspectReport,
         finally:
             t.close()
 
-    reachable = [m for m in inv.members
+    reachable = [m for m in (members or inv.members)
                  if any(s.name == m.name and s.reachable for s in report.members)]
     with ThreadPoolExecutor(max_workers=max(1, len(reachable))) as pool:
         results = list(pool.map(one, reachable))

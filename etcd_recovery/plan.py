@@ -238,15 +238,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     for m in reachable:
         bdir = posixpath.join(rdir, "backup")
         cfg = fenced_config_path(runtime, m, rdir)
-        argv = sh('set -e; umask 077; mkdir -p "$3"; '
-                  'if [ ! -f "$3/SHA256SUMS" ]; then '
-                  'rm -rf "$3/data.partial"; cp -a "$1" "$3/data.partial"; '
-                  'cp -a "$2" "$3/"; mv "$3/data.partial" "$3/data"; '
-                  '(cd "$3" && find data "$(basename "$2")" -type f -print0 | sort -z '
-                  '| xargs -0 sha256sum > SHA256SUMS.partial && '
-                  'mv SHA256SUMS.partial SHA256SUMS); fi; '
-                  'cd "$3" && sha256sum --quiet -c SHA256SUMS',
-                  m.data_dir, cfg, bdir)
+        argv = _backup_argv(m.data_dir, cfg, bdir)
         add(Step(id=f"backup:{m.name}", phase="backup", kind="backup", host=m.name,
                  title=f"Back up {m.name}'s data dir and configuration to {bdir}",
                  precondition="etcd is not running on the host; free space >= data size",
@@ -310,41 +302,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     # 5. peers come back one at a time as learners
     others = [m for m in reachable if m.name != chosen.name]
     for m in others:
-        moved = posixpath.join(rdir, "member.moved")
-        member_dir = posixpath.join(m.data_dir, "member")
-        move = sh('set -e; if [ -e "$1" ]; then mv "$1" "$2"; fi; mkdir -p -m 0700 "$3"; '
-                  'test ! -e "$1"', member_dir, moved, m.data_dir)
-        add(Step(id=f"move-aside:{m.name}", phase="rejoin", kind="move_aside", host=m.name,
-                 title=f"Move {m.name}'s old data aside to {moved}",
-                 precondition=f"etcd is not running on {m.name}; its backup is verified",
-                 check=f"{member_dir} no longer exists; the old data is in {moved}",
-                 commands=(show(move),), params={"argv": move}))
-        add(Step(id=f"learner-add:{m.name}", phase="rejoin", kind="learner_add", host=m.name,
-                 title=f"Add {m.name} back as a learner ({m.peer_url})",
-                 precondition="the cluster is healthy and has no other learner",
-                 check=f"the member list holds a learner with peer URL {m.peer_url}",
-                 commands=(f"etcdctl member add {m.name} --learner --peer-urls={m.peer_url}",),
-                 params={"peer_url": m.peer_url}))
-        add(Step(id=f"start-learner:{m.name}", phase="rejoin", kind="start_learner",
-                 host=m.name,
-                 title=f"Start {m.name} with --initial-cluster-state=existing and the "
-                       "current --initial-cluster",
-                 precondition=f"{m.name} is a learner in the member list; its data dir is "
-                              "empty",
-                 check=f"etcd runs on {m.name}",
-                 commands=(f"# rewrite {config_path(runtime, m)}: initial-cluster-state="
-                           "existing, initial-cluster=<current members + itself>",
-                           show(start_argv(runtime, m, staged))),
-                 params={"original": configs[m.name], "staged": staged,
-                         "path": config_path(runtime, m),
-                         "start": start_argv(runtime, m, staged)}))
-        add(Step(id=f"promote:{m.name}", phase="rejoin", kind="promote", host=m.name,
-                 title=f"Promote {m.name} once it has caught up",
-                 precondition=f"{m.name}'s etcd runs and is a learner",
-                 check=f"{m.name} is a voting member and healthy",
-                 commands=(f"etcdctl member promote <id of {m.name}>  "
-                           "# retried while 'not in sync yet'",),
-                 params={"peer_url": m.peer_url}))
+        steps.extend(rejoin_steps(runtime, m, configs[m.name], rdir))
 
     # 6. verify and release
     expected = [chosen.name, *[m.name for m in others]]
@@ -366,6 +324,121 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     return Plan(cluster=inv.name, runtime=runtime, run_id=run_id, chosen=chosen.name,
                 reason=d.reason, fingerprint=fingerprint(report), steps=tuple(steps),
                 unreachable=unreachable, rejoin_later=unreachable, inventory=inv.path)
+
+
+def rejoin_steps(runtime: str, m: Member, config: str, rdir: str) -> list[Step]:
+    """Move a member's old data aside and bring it back as a learner, then promote it."""
+    staged = posixpath.join(rdir, "config.staged")
+    moved = posixpath.join(rdir, "member.moved")
+    member_dir = posixpath.join(m.data_dir, "member")
+    move = sh('set -e; if [ -e "$1" ]; then mv "$1" "$2"; fi; mkdir -p -m 0700 "$3"; '
+              'test ! -e "$1"', member_dir, moved, m.data_dir)
+    return [
+        Step(id=f"move-aside:{m.name}", phase="rejoin", kind="move_aside", host=m.name,
+             title=f"Move {m.name}'s old data aside to {moved}",
+             precondition=f"etcd is not running on {m.name}; its backup is verified",
+             check=f"{member_dir} no longer exists; the old data is in {moved}",
+             commands=(show(move),), params={"argv": move}),
+        Step(id=f"learner-add:{m.name}", phase="rejoin", kind="learner_add", host=m.name,
+             title=f"Add {m.name} back as a learner ({m.peer_url})",
+             precondition="the cluster is healthy and has no other learner",
+             check=f"the member list holds a learner with peer URL {m.peer_url}",
+             commands=(f"etcdctl member add {m.name} --learner --peer-urls={m.peer_url}",),
+             params={"peer_url": m.peer_url}),
+        Step(id=f"start-learner:{m.name}", phase="rejoin", kind="start_learner", host=m.name,
+             title=f"Start {m.name} with --initial-cluster-state=existing and the current "
+                   "--initial-cluster",
+             precondition=f"{m.name} is a learner in the member list; its data dir is empty",
+             check=f"etcd runs on {m.name}",
+             commands=(f"# rewrite {config_path(runtime, m)}: initial-cluster-state=existing, "
+                       "initial-cluster=<current members + itself>",
+                       show(start_argv(runtime, m, staged))),
+             params={"original": config, "staged": staged, "path": config_path(runtime, m),
+                     "start": start_argv(runtime, m, staged)}),
+        Step(id=f"promote:{m.name}", phase="rejoin", kind="promote", host=m.name,
+             title=f"Promote {m.name} once it has caught up",
+             precondition=f"{m.name}'s etcd runs and is a learner",
+             check=f"{m.name} is a voting member and healthy",
+             commands=(f"etcdctl member promote <id of {m.name}>  "
+                       "# retried while 'not in sync yet'",),
+             params={"peer_url": m.peer_url}),
+    ]
+
+
+def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: str,
+                     members_now: Sequence[str]) -> Plan:
+    """Bring one member back into a healthy cluster: fence it, back it up, move its stale
+    data aside (so it cannot split the cluster), add it as a learner, start, promote."""
+    runtime = inv.runtime
+    m = inv.member(name)
+    rdir = run_dir(run_id)
+    lock_path = posixpath.join(STATE_DIR, "lock")
+    lock = sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; set -C; echo "$2" > "$1"',
+              lock_path, run_id)
+    unlock = sh('set -e; if [ "$(cat "$1" 2>/dev/null)" = "$2" ]; then rm -f "$1"; fi',
+                lock_path, run_id)
+    fence = fence_argv(runtime, m, rdir)
+    cfg = fenced_config_path(runtime, m, rdir)
+    bdir = posixpath.join(rdir, "backup")
+    backup = _backup_argv(m.data_dir, cfg, bdir)
+    steps = [
+        Step(id="preflight-rejoin", phase="preflight", kind="preflight_rejoin", host=None,
+             mutating=False,
+             title=f"Re-check: the cluster has quorum (through {via}) and {name} is not a "
+                   "healthy voting member",
+             precondition=f"{via} and {name} answer over SSH",
+             check=f"a linearizable read through {via} succeeds",
+             commands=("etcd-recovery inspect -i INVENTORY",),
+             params={"via": via, "name": name, "members": [name]}),
+        Step(id="lock", phase="preflight", kind="lock", host=None,
+             title=f"Take the recovery lock on {name}",
+             precondition=f"no other run holds {lock_path}",
+             check=f"{lock_path} holds this run id ({run_id})",
+             commands=(f"ssh {name} {shlex.quote(show(lock))}",),
+             params={"argv": lock, "path": lock_path, "members": [name]}),
+        Step(id=f"fence:{name}", phase="fence", kind="fence", host=name,
+             title=f"Fence {name} (its old etcd must not run with its old data)",
+             precondition=f"{name} is reachable over SSH",
+             check="no etcd process on the host, and its supervisor will not start one",
+             commands=(show(fence),), params={"argv": fence}),
+        Step(id=f"backup:{name}", phase="backup", kind="backup", host=name,
+             title=f"Back up {name}'s data dir and configuration to {bdir}",
+             precondition="etcd is not running on the host; free space >= data size",
+             check="sha256sum -c SHA256SUMS passes in the backup directory",
+             commands=(show(backup),), params={"argv": backup, "dir": bdir}),
+        Step(id=f"remove-old:{name}", phase="rejoin", kind="remove_old", host=name,
+             title=f"Remove {name}'s old voting entry from membership, if the cluster still "
+                   "lists it",
+             precondition=f"{name}'s etcd is fenced",
+             check=f"no voting member has {name}'s peer URL {m.peer_url}",
+             commands=("etcdctl member list; etcdctl member remove <old id>  # if listed",),
+             params={"peer_url": m.peer_url}),
+        *rejoin_steps(runtime, m, config, rdir),
+        Step(id="verify", phase="verify", kind="verify", host=None, mutating=False,
+             title="Verify: expected voting members only, all healthy, same revision, equal "
+                   "HashKV, no alarms, no --force-new-cluster left",
+             precondition="every step before it is done", check="all of the above hold",
+             commands=("etcd-recovery verify -i INVENTORY",),
+             params={"members": sorted({*members_now, name}), "keys_before": None}),
+        Step(id="unlock", phase="verify", kind="unlock", host=None,
+             title="Release the recovery lock", precondition="verify passed",
+             check=f"{lock_path} is gone", commands=(f"ssh {name} {shlex.quote(show(unlock))}",),
+             params={"argv": unlock, "members": [name]}),
+    ]
+    return Plan(cluster=inv.name, runtime=runtime, run_id=run_id, chosen=via,
+                reason=f"rejoin {name} through {via}", fingerprint="", steps=tuple(steps),
+                unreachable=(), rejoin_later=(), inventory=inv.path)
+
+
+def _backup_argv(data_dir: str, cfg: str, bdir: str) -> list[str]:
+    return sh('set -e; umask 077; mkdir -p "$3"; '
+              'if [ ! -f "$3/SHA256SUMS" ]; then '
+              'rm -rf "$3/data.partial"; cp -a "$1" "$3/data.partial"; '
+              'cp -a "$2" "$3/"; mv "$3/data.partial" "$3/data"; '
+              '(cd "$3" && find data "$(basename "$2")" -type f -print0 | sort -z '
+              '| xargs -0 sha256sum > SHA256SUMS.partial && '
+              'mv SHA256SUMS.partial SHA256SUMS); fi; '
+              'cd "$3" && sha256sum --quiet -c SHA256SUMS', data_dir, cfg, bdir)
 
 
 def member_state(report: InspectReport, name: str) -> MemberState:

@@ -126,6 +126,6 @@ def run_recovery(lab: LabHandle, members: int, keys: int) -> dict[str, Any]:
     check_recovered(lab, survivors, keys, writes)
     assert set(summary["rejoin_later"]) == set(gone)
     assert all("etcd-recovery rejoin" in c for c in summary["rejoin_later"].values())
-    return summary
+    return dict(summary)
 
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import EXIT_REFUSED, EXIT_USAGE, EtcdRecoveryError, RefusedError, UsageError
+from .errors import EXIT_REFUSED, EtcdRecoveryError, RefusedError, UsageError
 from .inventory import load_inventory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -57,11 +57,6 @@ def guarded(fn: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
-
-
-def not_built(command: str) -> NoReturn:
-    err.print(f"{command}: not built yet in this version ({__version__})")
-    raise typer.Exit(EXIT_USAGE)
 
 
 def print_json(data: Any) -> None:

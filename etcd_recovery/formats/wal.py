@@ -320,13 +320,14 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
                             from exc
                     raise FormatError(name, off, f"malformed WAL record: {exc}") from exc
                 if rec.type != CRC_TYPE:
-                    crc = crc32c_update(crc, rec.data)
-                    if rec.crc != crc:
+                    next_crc = crc32c_update(crc, rec.data)
+                    if rec.crc != next_crc:
                         if is_last and _is_torn(body, off + FRAME_SIZE_BYTES):
                             raise _Torn(off, "CRC mismatch in a record with a zeroed sector")
                         raise FormatError(
-                            name, off,
-                            f"CRC mismatch: record says {rec.crc:#010x}, data gives {crc:#010x}")
+                            name, off, f"CRC mismatch: record says {rec.crc:#010x}, data "
+                                       f"gives {next_crc:#010x}")
+                    crc = next_crc
                 rec_off = off
                 off += FRAME_SIZE_BYTES + rec_bytes + pad
                 record_count += 1

@@ -182,7 +182,11 @@ class Executor:
                     self.log(f"[{i}/{total}] {step.id}: already done (journal)")
                     continue
                 s0 = time.monotonic()
-                self.log(f"[{i}/{total}] {step.id}: {step.title}")
+                self.log(f"[{i}/{total}] {step.id} on {step.host or 'all members'}: "
+                         f"{step.title}")
+                for command in step.commands:  # the dry run of this step, as planned
+                    for line in command.splitlines():
+                        self.log(f"      {line}")
                 self.journal.append("step-start", step.id)
                 if step.host:
                     self.host_journal(step.host, "step-start", step.id)
@@ -214,6 +218,10 @@ class Executor:
         except RefusedError as exc:
             sid = current.id if current else None
             self.journal.append("step-refused", sid, error=str(exc))
+            changed = any(s.mutating for s in self.plan.steps
+                          if s.id in done_steps(self.journal.events()))
+            if not changed:  # nothing was touched: close the run instead of leaving it open
+                self.journal.abandon()
             summary.stopped_at, summary.message = sid, str(exc)
             summary.total_s = time.monotonic() - t0
             raise
@@ -287,20 +295,33 @@ class Executor:
 
     def step_lock(self, step: Step) -> None:
         path = step.params["path"]
-        for name in step.params["members"]:
-            res = self.run_cmd(name, step.params["argv"], check=False)
-            if res.exit_status == 0:
-                continue
-            holder = self.run_cmd(name, ["cat", path], check=False).stdout.decode().strip()
-            if holder == self.plan.run_id:
-                continue
-            if self.take_over_lock:
-                self.log(f"{name}: taking over the lock of run {holder!r}")
-                self.run_cmd(name, sh('umask 077; echo "$2" > "$1"', path, self.plan.run_id))
-                continue
-            raise RefusedError(f"{name}: another recovery holds the lock {path} (run "
-                               f"{holder!r}); if that run is dead, take the lock over with "
-                               "--take-over-lock")
+        taken: list[str] = []
+        try:
+            for name in step.params["members"]:
+                self._lock_one(name, step, path)
+                taken.append(name)
+        except RefusedError:
+            release = sh('if [ "$(cat "$1" 2>/dev/null)" = "$2" ]; then rm -f "$1"; fi',
+                         path, self.plan.run_id)
+            for name in taken:  # leave no half-taken lock behind
+                with contextlib.suppress(TransportError):
+                    self.run_cmd(name, release, check=False)
+            raise
+
+    def _lock_one(self, name: str, step: Step, path: str) -> None:
+        res = self.run_cmd(name, step.params["argv"], check=False)
+        if res.exit_status == 0:
+            return
+        holder = self.run_cmd(name, ["cat", path], check=False).stdout.decode().strip()
+        if holder == self.plan.run_id:
+            return
+        if self.take_over_lock:
+            self.log(f"{name}: taking over the lock of run {holder!r}")
+            self.run_cmd(name, sh('umask 077; echo "$2" > "$1"', path, self.plan.run_id))
+            return
+        raise RefusedError(f"{name}: another recovery holds the lock {path} (run "
+                           f"{holder!r}); if that run is dead, take the lock over with "
+                           "--take-over-lock")
 
     def step_fence(self, step: Step) -> None:
         name = step.host

@@ -125,6 +125,14 @@ class Journal:
         except FileNotFoundError:
             pass
 
+    def abandon(self) -> None:
+        """Close a run that changed nothing (refused in its preflight)."""
+        self.append("run-abandoned")
+        try:
+            (self.dir / "current").unlink()
+        except FileNotFoundError:
+            pass
+
     def __iter__(self) -> Iterator[Event]:
         return iter(self.events())
 

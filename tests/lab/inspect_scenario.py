@@ -78,3 +78,28 @@ def run_scenario(lab: LabHandle) -> None:
     assert again["etcd-1"]["etcd_running"] is True and again["etcd-1"]["source"] == "disk"
     assert any("did not answer over gRPC" in n for n in again["etcd-1"]["notes"])
     assert again["etcd-1"]["commit_index"] >= on_disk["commit_index"]
+
+
+def inspect_as_ops_with_sudo(lab: LabHandle) -> None:
+    """A non-root SSH user reads the root-only (0700) data dir in place through `sudo -n`."""
+    import yaml
+
+    inv = yaml.safe_load((lab.dir / "inventory.yaml").read_text())
+    for m in inv["members"]:
+        m["ssh"]["user"] = "ops"
+        m["ssh"]["sudo"] = True
+    path = lab.dir / "inventory-ops.yaml"
+    path.write_text(yaml.safe_dump(inv))
+    res = cli("inspect", "-i", str(path), "-o", "json", check=False)
+    report = json.loads(res.stdout)
+    disk = [m for m in report["members"] if m["source"] == "disk"]
+    assert disk, report
+    for m in disk:
+        assert m["commit_index"] and m["member_id"] and not m["error"], m
+    # Without sudo the same user cannot read the data dir, and says so.
+    for m in inv["members"]:
+        m["ssh"]["sudo"] = False
+    path.write_text(yaml.safe_dump(inv))
+    report = json.loads(cli("inspect", "-i", str(path), "-o", "json", check=False).stdout)
+    failed = [m for m in report["members"] if m["etcd_running"] is False]
+    assert failed and all(m["source"] is None and m["error"] for m in failed), report

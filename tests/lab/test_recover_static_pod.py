@@ -20,6 +20,16 @@ def test_recovery_survives_kills_between_steps_and_mid_learner_add(
         make_lab: Callable[..., LabHandle]) -> None:
     lab = make_lab(members=3, runtime="static-pod", version="3.5", keys=1000)
     lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=150)
+    # A saved plan is refused once the state it was made from has changed.
+    saved = lab.dir / "plan.json"
+    cli("plan", "-i", inventory(lab), "--save", str(saved), "-o", "json")
+    cli("lab", "stop-etcd", "etcd-3", "--dir", str(lab.dir))
+    drift = cli("execute", "-i", inventory(lab), "--confirm", "--plan", str(saved), check=False)
+    assert drift.returncode == 3 and "differs from the one the plan was made from" in \
+        drift.stderr, drift.stderr
+    # Refused before anything changed: the run is closed, not left for --resume.
+    assert not (lab.dir / ".etcd-recovery" / "current").exists()
+    cli("lab", "start-etcd", "etcd-3", "--dir", str(lab.dir))
     # Killed right after a step finished (between steps)...
     execute_until(lab, "step-done", "fence:etcd-1")
     # ...a second run is refused while the first is unfinished...

@@ -23,16 +23,15 @@ def rank_key(m: MemberState) -> tuple[int, int, int, int]:
     return (m.commit_index or 0, m.last_term or 0, m.last_index or 0, m.revision or 0)
 
 
-def decide(members: Sequence[MemberState], quorum: Quorum) -> Decision:
+OVERRIDE_QUORUM_FLAG = "--allow-quorum"
+
+
+def decide(members: Sequence[MemberState], quorum: Quorum,
+           allow_quorum: bool = False) -> Decision:
     readable = [m for m in members if m.readable and not m.corrupt]
     ranked = sorted(readable, key=lambda m: (rank_key(m), _name_order(m.name)), reverse=True)
     ranking = tuple(m.name for m in ranked)
 
-    if quorum.has_quorum:
-        leader = quorum.leader_name or id_hex(quorum.leader_id) or "unknown"
-        return Decision(None, f"the cluster still has quorum (a linearizable read through "
-                              f"{quorum.via} succeeded; leader {leader}): nothing to recover",
-                        refused="quorum", ranking=ranking)
     corrupt = [m for m in members if m.corrupt]
     if corrupt:
         detail = "; ".join(f"{m.name}: {m.error}" for m in corrupt)
@@ -44,6 +43,12 @@ def decide(members: Sequence[MemberState], quorum: Quorum) -> Decision:
                            if m.cluster_id is not None)
         return Decision(None, f"members disagree on the cluster ID ({detail}): they are not "
                               "one cluster", refused="cluster-id", ranking=ranking)
+    if quorum.has_quorum and not allow_quorum:
+        leader = quorum.leader_name or id_hex(quorum.leader_id) or "unknown"
+        return Decision(None, f"the cluster still has quorum (a linearizable read through "
+                              f"{quorum.via} succeeded; leader {leader}): nothing to recover "
+                              f"(to rebuild it anyway from its most up-to-date member, pass "
+                              f"{OVERRIDE_QUORUM_FLAG})", refused="quorum", ranking=ranking)
     if not ranked:
         detail = "; ".join(f"{m.name}: {m.error or 'no data'}" for m in members)
         return Decision(None, f"no member could be read ({detail})", refused="unreadable")

@@ -106,18 +106,24 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
-def _make_plan(inventory: Path) -> Any:
+AllowQuorumOpt = Annotated[bool, typer.Option(
+    "--allow-quorum", help="Rebuild the cluster from its most up-to-date member even though "
+    "it still has quorum (every member is fenced and re-added).")]
+
+
+def _make_plan(inventory: Path, allow_quorum: bool = False) -> Any:
     from .inspect import inspect_cluster, read_configs
     from .plan import make_plan
     from .render import inspect_table
 
     inv = guarded(lambda: load_inventory(inventory))
-    report = guarded(lambda: inspect_cluster(inv))
+    report = guarded(lambda: inspect_cluster(inv, allow_quorum=allow_quorum))
     if report.decision.refused:
         inspect_table(report, err)
         fail(RefusedError(f"no plan: {report.decision.reason}"))
     configs = guarded(lambda: read_configs(inv, report))
-    return inv, guarded(lambda: make_plan(inv, report, configs, new_run_id()))
+    return inv, guarded(lambda: make_plan(inv, report, configs, new_run_id(),
+                                          allow_quorum=allow_quorum))
 
 
 def _show_plan(plan: Any, output: PlanOutput) -> None:
@@ -135,10 +141,10 @@ def _show_plan(plan: Any, output: PlanOutput) -> None:
 def plan(inventory: InventoryOpt,
          output: Annotated[PlanOutput, typer.Option("--output", "-o")] = PlanOutput.table,
          save: Annotated[Path | None, typer.Option("--save", help="Write the plan (JSON, "
-                                                   "with its state fingerprint).")] = None
-         ) -> None:
+                                                   "with its state fingerprint).")] = None,
+         allow_quorum: AllowQuorumOpt = False) -> None:
     """Inspect, choose the member to keep, and lay out every step (a dry run)."""
-    _, the_plan = _make_plan(inventory)
+    _, the_plan = _make_plan(inventory, allow_quorum)
     _show_plan(the_plan, output)
     if save is not None:
         save.write_text(json.dumps(the_plan.to_json(), indent=2) + "\n")
@@ -159,6 +165,7 @@ def execute(inventory: InventoryOpt,
                                                  "run from its journal.")] = False,
             take_over_lock: Annotated[bool, typer.Option("--take-over-lock")] = False,
             journal_dir: Annotated[Path | None, typer.Option("--journal-dir")] = None,
+            allow_quorum: AllowQuorumOpt = False,
             output: OutputOpt = Output.table) -> None:
     """Carry out the plan step by step (needs --confirm), journaled and resumable."""
     from .executor import Executor
@@ -190,7 +197,7 @@ def execute(inventory: InventoryOpt,
             except EtcdRecoveryError as exc:
                 fail(exc)
         else:
-            _, the_plan = _make_plan(inventory)
+            _, the_plan = _make_plan(inventory, allow_quorum)
         plan_table(the_plan, err)
         if not confirm:
             err.print("dry run: nothing was changed. Add --confirm to carry out this plan.")

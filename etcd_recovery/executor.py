@@ -239,10 +239,10 @@ class Executor:
 
     # ------------------------------------------------------------------ steps
     def step_preflight(self, step: Step) -> None:
-        report = inspect_cluster(self.inv)
-        if report.quorum.has_quorum:
-            raise PreconditionError(f"the cluster has quorum again ({report.decision.reason}); "
-                                    "nothing to recover")
+        allow = bool(step.params.get("allow_quorum"))
+        report = inspect_cluster(self.inv, allow_quorum=allow)
+        if report.quorum.has_quorum and not allow:
+            raise PreconditionError(f"the cluster has quorum again ({report.decision.reason})")
         if report.decision.refused:
             raise PreconditionError(report.decision.reason)
         if self.check_fingerprint and fingerprint(report) != self.plan.fingerprint:
@@ -359,32 +359,38 @@ class Executor:
         paths = [posixpath.join(wal_dir, n) for n in names[-2:]]
         wal = read_wal([t.open_file(p, sudo=True) for p in paths])
         cindex = read_backend(t.open_file(step.params["db"], sudo=True)).consistent_index or 0
-        if cindex <= wal.hardstate_commit:
-            self.log(f"{name}: WAL commit {wal.hardstate_commit} already covers the consistent "
-                     f"index {cindex}; nothing to write")
+        # Commit every entry this member holds, as raft does when a member with this log is
+        # elected and commits an entry of its own term: entries acknowledged to clients are
+        # on a majority's disks, but the commit index that says so may never have been
+        # flushed anywhere. Never less than what the backend already applied.
+        target = max(cindex, wal.last_index)
+        if target <= wal.hardstate_commit:
+            self.log(f"{name}: WAL commit {wal.hardstate_commit} already covers its log "
+                     f"(last index {wal.last_index}, consistent index {cindex}); nothing to "
+                     "write")
             return
         if wal.torn_tail or wal.last_index < cindex:
             why = ("the WAL ends in a torn write" if wal.torn_tail else
                    f"the WAL's last entry ({wal.last_index}) is before the consistent index")
-            self.log(f"WARNING {name}: consistent index {cindex} > WAL commit "
-                     f"{wal.hardstate_commit} but {why}: not aligning; verify's HashKV check "
-                     "will tell whether members diverge")
+            self.log(f"WARNING {name}: WAL commit {wal.hardstate_commit} < {target} but {why}: "
+                     "not aligning; verify's HashKV check will tell whether members diverge")
             self.journal.append("align-skipped", step.id, reason=why)
             return
-        data, _ = hardstate_frame(wal.last_crc, wal.hardstate_term, wal.hardstate_vote, cindex)
+        data, _ = hardstate_frame(wal.last_crc, wal.hardstate_term, wal.hardstate_vote, target)
         size = t.open_file(last_path, sudo=True).size()
         if wal.end_offset + len(data) > size:
             raise PreconditionError(f"{name}: no room after the last record of {last_path}")
-        self.log(f"{name}: WAL commit {wal.hardstate_commit} < consistent index {cindex}: "
-                 f"appending a HardState at offset {wal.end_offset} of {last_path}")
+        self.log(f"{name}: WAL commit {wal.hardstate_commit} < {target} (last index "
+                 f"{wal.last_index}, consistent index {cindex}): appending a HardState at "
+                 f"offset {wal.end_offset} of {last_path}")
         self.t(name).run(sh('dd of="$1" bs=1M seek="$2" oflag=seek_bytes '
                             'conv=notrunc,fsync status=none', last_path,
                             str(wal.end_offset)), sudo=True, stdin=data, timeout=60)
         again = read_wal([t.open_file(p, sudo=True) for p in paths])
-        if again.hardstate_commit != cindex or again.last_index != wal.last_index:
+        if again.hardstate_commit != target or again.last_index != wal.last_index:
             raise StepFailed(f"{name}: after the write the WAL reads commit "
-                             f"{again.hardstate_commit}, expected {cindex}")
-        self.journal.append("commit-aligned", step.id, old=wal.hardstate_commit, new=cindex)
+                             f"{again.hardstate_commit}, expected {target}")
+        self.journal.append("commit-aligned", step.id, old=wal.hardstate_commit, new=target)
 
     def step_force_new_cluster(self, step: Step) -> None:
         name = step.host

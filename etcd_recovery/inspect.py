@@ -190,7 +190,8 @@ def inspect_member(member: Member, inv: Inventory,
 
 
 def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
-                    members: Sequence[Member] | None = None) -> InspectReport:
+                    members: Sequence[Member] | None = None,
+                    allow_quorum: bool = False) -> InspectReport:
     """Read every member concurrently, then decide which one to keep."""
     t0 = time.monotonic()
     todo = list(members or inv.members)
@@ -201,7 +202,7 @@ def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
     if quorum.has_quorum and quorum.leader_id:
         names = {s.member_id: s.name for s in states if s.member_id is not None}
         quorum = replace(quorum, leader_name=names.get(quorum.leader_id))
-    decision = decide(states, quorum)
+    decision = decide(states, quorum, allow_quorum=allow_quorum)
     return InspectReport(cluster=inv.name, members=states, quorum=quorum, decision=decision,
                          elapsed_s=time.monotonic() - t0)
 

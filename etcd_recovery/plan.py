@@ -177,7 +177,7 @@ def start_argv(runtime: str, m: Member, staged: str) -> list[str]:
 # --------------------------------------------------------------------------- the plan
 
 def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
-              run_id: str, keys_before: int | None = None) -> Plan:
+              run_id: str, keys_before: int | None = None, allow_quorum: bool = False) -> Plan:
     """Lay out the recovery. ``configs`` maps member name -> its manifest / env file text."""
     d = report.decision
     if d.refused or d.chosen is None:
@@ -210,9 +210,10 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                        *(f"ssh {m.name} df -B1 --output=avail /var/lib; du -sb {m.data_dir}"
                          for m in reachable)),
              params={"chosen": chosen.name, "members": [m.name for m in reachable],
-                     "fingerprint": fingerprint(report)}))
+                     "fingerprint": fingerprint(report), "allow_quorum": allow_quorum}))
     lock_path = posixpath.join(STATE_DIR, "lock")
-    lock = sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; set -C; echo "$2" > "$1"',
+    lock = sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; '
+              'set -C; echo "$2" > "$1"',
               lock_path, run_id)
     add(Step(id="lock", phase="preflight", kind="lock", host=None,
              title="Take the recovery lock on every reachable host",
@@ -251,18 +252,19 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     wal_dir = posixpath.join(chosen.data_dir, "member", "wal")
     add(Step(id=f"align-commit:{chosen.name}", phase="restore", kind="align_commit",
              host=chosen.name,
-             title=f"Make {chosen.name}'s WAL commit cover what its backend applied "
-                   f"(consistent index {st.consistent_index}, WAL commit "
+             title=f"Make {chosen.name}'s WAL commit cover every entry of its log and all its "
+                   f"backend applied (last index {st.last_index}, consistent index "
+                   f"{st.consistent_index}, WAL commit "
                    f"{st.hardstate_commit if st.hardstate_commit is not None else '?'} "
                    "when inspected)",
              precondition=f"etcd is not running on {chosen.name}; its backup is verified; "
                           "the WAL has no torn tail and holds every entry up to the consistent "
                           "index",
-             check="the WAL's last HardState commit equals the backend's consistent index "
-                   "(nothing is written when it already does)",
-             commands=(f"# only if consistent index > WAL HardState commit: append one "
-                       f"HardState record (term, vote, commit=consistent index) at the end "
-                       f"of the last file in {wal_dir} (etcd-io/etcd#14009, #20009)",),
+             check="the WAL's last HardState commit equals max(last index, consistent "
+                   "index) (nothing is written when it already does)",
+             commands=(f"# only if max(last index, consistent index) > WAL HardState commit: "
+                       f"append one HardState record (term, vote, commit=that index) at the "
+                       f"end of the last file in {wal_dir} (etcd-io/etcd#14009, #20009)",),
              params={"wal_dir": wal_dir,
                      "db": posixpath.join(chosen.data_dir, "member", "snap", "db")}))
     orig = configs[chosen.name]
@@ -373,7 +375,8 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
     m = inv.member(name)
     rdir = run_dir(run_id)
     lock_path = posixpath.join(STATE_DIR, "lock")
-    lock = sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; set -C; echo "$2" > "$1"',
+    lock = sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; '
+              'set -C; echo "$2" > "$1"',
               lock_path, run_id)
     unlock = sh('set -e; if [ "$(cat "$1" 2>/dev/null)" = "$2" ]; then rm -f "$1"; fi',
                 lock_path, run_id)

@@ -65,3 +65,14 @@ def test_refusals() -> None:
     assert d.refused == "corrupt" and "offset 4096" in d.reason
     d = decide([st("a"), st("b")], Quorum(True, via="a", leader_id=7, leader_name="b"))
     assert d.refused == "quorum" and "leader b" in d.reason and d.chosen is None
+
+
+def test_quorum_override_and_refusal_order() -> None:
+    q = Quorum(True, via="a", leader_id=7, leader_name="a")
+    d = decide([st("a", commit=5), st("b", commit=9)], q)
+    assert d.refused == "quorum" and "--allow-quorum" in d.reason
+    d = decide([st("a", commit=5), st("b", commit=9)], q, allow_quorum=True)
+    assert d.chosen == "b" and not d.refused
+    # Members of two clusters are refused as such, even when one of them has quorum.
+    d = decide([st("a"), st("b", cluster=0xC2)], q)
+    assert d.refused == "cluster-id"

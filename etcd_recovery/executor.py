@@ -337,9 +337,9 @@ class Executor:
             raise PreconditionError(f"{name}: etcd runs again although fenced; stopping")
         self.run_cmd(name, step.params["argv"], timeout=1800)
 
-    def _require_all_fenced(self) -> None:
+    def _require_all_fenced(self, except_: str | None = None) -> None:
         for name in self.plan.steps[0].params["members"]:
-            if self.etcd_pid(name) is not None:
+            if name != except_ and self.etcd_pid(name) is not None:
                 raise PreconditionError(f"{name}: etcd is running although it was fenced")
 
     def step_align_commit(self, step: Step) -> None:
@@ -392,24 +392,37 @@ class Executor:
                              f"{again.hardstate_commit}, expected {target}")
         self.journal.append("commit-aligned", step.id, old=wal.hardstate_commit, new=target)
 
+    def _runs_forced(self, name: str) -> bool:
+        """Does etcd run on ``name`` with --force-new-cluster (a resumed restore)?"""
+        pid = self.etcd_pid(name)
+        return pid is not None and self._running_without_flag(name, None) is None
+
     def step_force_new_cluster(self, step: Step) -> None:
         name = step.host
         assert name
-        self._require_all_fenced()
-        # All members are stopped now, so their disks are authoritative: is the member to
-        # keep still the one with the newest data?
-        states = []
-        for other in self.plan.steps[0].params["members"]:
-            states.append(read_disk(self.t(other), self.m(other)))
-        decision = choose.decide(states, Quorum(False))
-        kept = next(s for s in states if s.name == name)
-        best = next(s for s in states if s.name == decision.chosen) if decision.chosen else None
-        if decision.refused or best is None or \
-                choose.rank_key(best) > choose.rank_key(kept):
-            raise PreconditionError(f"{name} no longer has the newest data: "
-                                    f"{decision.reason}")
-        self.stage_and_start(step)
-        member_id = kept.member_id
+        if self._runs_forced(name):
+            # Resumed after the start: the restore is under way; only wait for it.
+            self.log(f"{name}: etcd already runs with --force-new-cluster (resumed)")
+            self._require_all_fenced(except_=name)
+            member_id: int | None = poll(lambda: self.client(name).status().member_id, 60,
+                                         f"{name} to answer")
+        else:
+            self._require_all_fenced()
+            # All members are stopped now, so their disks are authoritative: is the member
+            # to keep still the one with the newest data?
+            states = []
+            for other in self.plan.steps[0].params["members"]:
+                states.append(read_disk(self.t(other), self.m(other)))
+            decision = choose.decide(states, Quorum(False))
+            kept = next(s for s in states if s.name == name)
+            best = next(s for s in states if s.name == decision.chosen) \
+                if decision.chosen else None
+            if decision.refused or best is None or \
+                    choose.rank_key(best) > choose.rank_key(kept):
+                raise PreconditionError(f"{name} no longer has the newest data: "
+                                        f"{decision.reason}")
+            self.stage_and_start(step)
+            member_id = kept.member_id
 
         def single_member_leader() -> bool | None:
             st = self.client(name).status()
@@ -446,10 +459,13 @@ class Executor:
         name = step.host
         assert name
         old_pid = self.etcd_pid(name)
-        self.stage_and_start(step)
-        self.drop_client(name)
-        poll(lambda: self._running_without_flag(name, old_pid), 60,
-             f"{name} to run again without --force-new-cluster")
+        if old_pid is not None and self._running_without_flag(name, None):
+            self.log(f"{name}: etcd already runs without --force-new-cluster (resumed)")
+        else:
+            self.stage_and_start(step)
+            self.drop_client(name)
+            poll(lambda: self._running_without_flag(name, old_pid), 60,
+                 f"{name} to run again without --force-new-cluster")
 
         def healthy() -> bool | None:
             st = self.client(name).status()

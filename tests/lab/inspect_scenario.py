@@ -62,13 +62,16 @@ def run_scenario(lab: LabHandle) -> None:
     cli("lab", "stop-etcd", "etcd-1", "--dir", str(lab.dir))
     on_disk = by_name(inspect_json(lab))["etcd-1"]
     assert on_disk["source"] == "disk" and on_disk["etcd_running"] is False
-    for key in ("member_id", "cluster_id", "revision"):
+    for key in ("member_id", "cluster_id"):
         assert live[key] == on_disk[key], (key, live[key], on_disk[key])
+    # Once in ~10 runs the disk showed a revision a little past the live reading taken just
+    # before the SIGKILL (never behind it); the disk is what a restart would serve.
+    assert on_disk["revision"] >= live["revision"], (live, on_disk)
     # etcd writes a commit-only HardState change to the WAL without flushing it (only new
     # entries or a term/vote change force a sync), so after SIGKILL the WAL's commit can trail
     # what the live member reported by the last heartbeat's worth; the entries themselves are
     # on disk.
-    assert 0 <= live["commit_index"] - on_disk["commit_index"] <= 2, (live, on_disk)
+    assert on_disk["commit_index"] >= live["commit_index"] - 2, (live, on_disk)
     assert on_disk["last_index"] >= live["commit_index"]
 
     # Restarted without quorum, etcd never serves clients (it waits to publish itself through

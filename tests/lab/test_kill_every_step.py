@@ -1,0 +1,37 @@
+"""The CLI is SIGKILLed in the middle of every step in turn (right after the journal says the
+step started); each time `execute --resume` takes over, and the last one completes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from .conftest import LabHandle, cli
+from .recovery_scenario import (
+    check_recovered,
+    execute,
+    execute_until,
+    inventory,
+    journal_events,
+    lose_quorum,
+)
+
+
+def test_kill_in_every_step_then_resume(make_lab: Callable[..., LabHandle]) -> None:
+    lab = make_lab(members=3, runtime="systemd", version="3.4", keys=500)
+    lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=100)
+    plan = json.loads(cli("plan", "-i", inventory(lab), "-o", "json").stdout)
+    ids = [s["id"] for s in plan["steps"]]
+    assert len(ids) >= 14
+    killed = []
+    for i, step in enumerate(ids[:-1]):
+        execute_until(lab, "step-start", step, *(["--resume"] if i else []))
+        killed.append(step)
+        # The kill left the journal saying exactly which step was under way.
+        starts = [e for e in journal_events(lab) if e["event"] == "step-start"]
+        assert starts[-1]["step"] == step
+    res = execute(lab, "--resume")
+    summary = json.loads(res.stdout)
+    assert summary["ok"], summary
+    assert killed == ids[:-1]
+    check_recovered(lab, ["etcd-1", "etcd-3"], keys=500, writes=100)

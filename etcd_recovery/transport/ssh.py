@@ -398,6 +398,8 @@ class SshTransport:
                 look_for_keys=not ep.identity_files, sock=sock,
             )
         except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C and exits pass through
+                raise
             client.close()
             if isinstance(exc, TransportError):
                 raise
@@ -449,6 +451,8 @@ class SshTransport:
                         "direct-tcpip", (final.hostname, final.port), ("127.0.0.1", 0),
                         timeout=self.target.connect_timeout)
                 except BaseException as exc:
+                    if not isinstance(exc, Exception):  # Ctrl-C and exits pass through
+                        raise
                     self._teardown()
                     raise HostUnreachable(
                         self._label, f"{final.where} through jump host {jump.where}: "
@@ -513,6 +517,8 @@ class SshTransport:
         try:
             chan = transport.open_session(timeout=self.target.connect_timeout)
         except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C and exits pass through
+                raise
             raise TransportError(self._label, f"cannot open a session for {shown!r}: "
                                  f"{_describe(exc, timeout)}") from exc
         try:
@@ -704,6 +710,8 @@ class _Forwarder:
             chan = transport.open_channel("direct-tcpip", self._remote, peer,
                                           timeout=self._owner.target.connect_timeout)
         except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C and exits pass through
+                raise
             self.last_error = f"{self._remote[0]}:{self._remote[1]}: {_describe(exc, 0)}"
             _log.warning("%s: tunnel to %s", self._owner.host, self.last_error)
             _close_socket(conn)

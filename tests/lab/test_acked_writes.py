@@ -4,6 +4,8 @@ acknowledged is there with its value (etcd 3.5, systemd)."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -11,8 +13,8 @@ from collections.abc import Callable
 from etcd_recovery.errors import EtcdApiError
 from etcd_recovery.live import EtcdClient
 
-from .conftest import LabHandle, cli, etcdctl
-from .recovery_scenario import inventory
+from .conftest import CLI, LabHandle, cli, etcdctl
+from .recovery_scenario import inventory, journal_events
 
 
 def test_every_acknowledged_write_survives(make_lab: Callable[..., LabHandle]) -> None:
@@ -51,7 +53,21 @@ def test_every_acknowledged_write_survives(make_lab: Callable[..., LabHandle]) -
         t.join(10)
     assert len(acked) > n_before > 20, (n_before, len(acked))
 
-    res = cli("execute", "-i", inventory(lab), "--confirm", "-o", "json", timeout=600)
+    # Ctrl-C in the middle of the run: the journal says where it stopped; --resume finishes.
+    proc = subprocess.Popen([CLI, "execute", "-i", inventory(lab), "--confirm"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(e["event"] == "step-start" and e["step"] == "backup:etcd-1"
+                  for e in journal_events(lab)):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    stops = [e for e in journal_events(lab) if e["event"] == "interrupted"]
+    assert stops and stops[-1]["step"] in ("backup:etcd-1", "backup:etcd-3"), stops
+    res = cli("execute", "-i", inventory(lab), "--confirm", "--resume", "-o", "json",
+              timeout=600)
     assert json.loads(res.stdout)["ok"]
     for name in ("etcd-1", "etcd-3"):
         out = etcdctl(lab.dir, "get /acked/ --prefix -w json", lab.client_url(name))

@@ -28,6 +28,24 @@ def test_five_members_both_runtimes_side_by_side(make_lab: Callable[..., LabHand
     keys = (a.dir / "known_hosts").read_text().split("\n")
     assert len({line.split()[-1] for line in keys if line}) == 5
 
+    # One inventory naming members of both clusters: inspect refuses (exit 3) and says why,
+    # even though each cluster has quorum.
+    import yaml
+
+    inv_a = yaml.safe_load((a.dir / "inventory.yaml").read_text())
+    inv_b = yaml.safe_load((b.dir / "inventory.yaml").read_text())
+    mixed = dict(inv_a)
+    from_b = [{k: v for k, v in m.items() if k not in ("env_file", "unit")}
+              for m in inv_b["members"][3:]]  # runtime files play no part in inspect
+    mixed["members"] = inv_a["members"][:3] + from_b
+    path = a.dir / "mixed.yaml"
+    path.write_text(yaml.safe_dump(mixed))
+    res = cli("inspect", "-i", str(path), "-o", "json", check=False)
+    assert res.returncode == 3, res.stderr
+    report = json.loads(res.stdout)
+    assert report["refused"] == "cluster-id" and report["chosen"] is None
+    assert len({m["cluster_id"] for m in report["members"]}) == 2
+
     # `lab down` removes this lab's containers and networks and nothing of the other lab.
     client = docker.from_env(version="auto")
     ids = (a.state.id, b.state.id)

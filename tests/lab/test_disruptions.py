@@ -1,0 +1,63 @@
+"""Disruptions during a recovery (systemd, etcd 3.5): a second operator's run at the same
+time, the SSH connection dropping in the middle of a step, and a host rebooting during a
+learner add. Each ends in a refused second run or a described stop that --resume finishes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+
+from .conftest import CLI, LabHandle, cli
+from .recovery_scenario import (
+    check_recovered,
+    execute,
+    execute_until,
+    inventory,
+    journal_events,
+    lose_quorum,
+)
+
+
+def wait_event(lab: LabHandle, event: str, step: str, proc: subprocess.Popen[bytes],
+               timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(e["event"] == event and e["step"] == step for e in journal_events(lab)):
+        assert proc.poll() is None, "execute ended early"
+        assert time.monotonic() < deadline, f"no {event} {step}"
+        time.sleep(0.02)
+
+
+def test_concurrent_run_ssh_drop_and_reboot(make_lab: Callable[..., LabHandle]) -> None:
+    lab = make_lab(members=3, runtime="systemd", version="3.5", keys=500)
+    lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=100)
+    inv = inventory(lab)
+    # The first operator's run holds the lock on every host (and is killed there).
+    execute_until(lab, "step-done", "lock")
+    # Another operator, another machine (journal dir): refused by the lock on the hosts,
+    # with nothing changed.
+    other = cli("execute", "-i", inv, "--confirm", "--journal-dir",
+                str(lab.dir / "other-operator"), check=False, timeout=300)
+    assert other.returncode == 3, other.stderr
+    assert "another recovery holds the lock" in other.stderr
+    first = subprocess.Popen([CLI, "execute", "-i", inv, "--confirm", "--resume"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # The SSH connection to etcd-1 drops while its backup runs.
+        wait_event(lab, "step-start", "backup:etcd-1", first)
+        lab.lab.exec(lab.state.host("etcd-1"), ["pkill", "-f", "sshd: root@"], check=False)
+        _, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    if first.returncode != 0:  # a described stop, never a traceback
+        assert first.returncode == 1 and b"Traceback" not in err, err
+        assert b"--resume" in err, err
+    # The host of the returning member reboots in the middle of its learner add.
+    execute_until(lab, "step-start", "start-learner:etcd-3", "--resume")
+    lab.lab.client.containers.get(lab.state.host("etcd-3").container).restart(timeout=5)
+    lab.lab.wait_ssh(lab.state, ["etcd-3"], timeout=60)
+    summary = json.loads(execute(lab, "--resume").stdout)
+    assert summary["ok"], summary
+    check_recovered(lab, ["etcd-1", "etcd-3"], keys=500, writes=100)

@@ -151,6 +151,27 @@ def plan(inventory: InventoryOpt,
         err.print(f"plan saved to {save}")
 
 
+def _confirmed_journal(the_plan: Any, confirm: bool, jdir: Path) -> Any:
+    """Show the plan; without --confirm stop there (exit 3); else open its journal."""
+    from .journal import Journal
+    from .render import plan_table
+
+    plan_table(the_plan, err)
+    if not confirm:
+        err.print("dry run: nothing was changed. Add --confirm to carry out this plan.")
+        raise typer.Exit(EXIT_REFUSED)
+    return guarded(lambda: Journal.create(jdir, the_plan))
+
+
+def _run(inv: Any, the_plan: Any, journal: Any, take_over_lock: bool,
+         check_fingerprint: bool) -> Any:
+    from .executor import Executor
+
+    ex = Executor(inv, the_plan, journal, log=lambda msg: err.print(msg, markup=False),
+                  take_over_lock=take_over_lock, check_fingerprint=check_fingerprint)
+    return guarded(ex.run)
+
+
 def _journal_dir(inventory: Path, journal_dir: Path | None) -> Path:
     return journal_dir or inventory.resolve().parent / ".etcd-recovery"
 
@@ -168,7 +189,6 @@ def execute(inventory: InventoryOpt,
             allow_quorum: AllowQuorumOpt = False,
             output: OutputOpt = Output.table) -> None:
     """Carry out the plan step by step (needs --confirm), journaled and resumable."""
-    from .executor import Executor
     from .journal import Journal
     from .plan import Plan
     from .render import plan_table, summary_table
@@ -198,14 +218,8 @@ def execute(inventory: InventoryOpt,
                 fail(exc)
         else:
             _, the_plan = _make_plan(inventory, allow_quorum)
-        plan_table(the_plan, err)
-        if not confirm:
-            err.print("dry run: nothing was changed. Add --confirm to carry out this plan.")
-            raise typer.Exit(EXIT_REFUSED)
-        journal = guarded(lambda: Journal.create(jdir, the_plan))
-    ex = Executor(inv, the_plan, journal, log=lambda msg: err.print(msg, markup=False),
-                  take_over_lock=take_over_lock, check_fingerprint=not resume)
-    summary = guarded(ex.run)
+        journal = _confirmed_journal(the_plan, confirm, jdir)
+    summary = _run(inv, the_plan, journal, take_over_lock, check_fingerprint=not resume)
     later = {name: f"etcd-recovery rejoin {name} -i {inventory}"
              for name in the_plan.rejoin_later}
     if output is Output.json:
@@ -226,11 +240,10 @@ def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring b
     """Bring one member (e.g. a host that was unreachable during the recovery) back into the
     healthy cluster: fence it, back it up, move its stale data aside, add it as a learner,
     start it, promote it, verify."""
-    from .executor import Executor
     from .inspect import inspect_cluster, read_configs
     from .journal import Journal
     from .plan import make_rejoin_plan
-    from .render import plan_table, summary_table
+    from .render import summary_table
 
     jdir = _journal_dir(inventory, journal_dir)
     inv = guarded(lambda: load_inventory(inventory))
@@ -255,14 +268,8 @@ def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring b
               if not p.is_learner and p.name]
     the_plan = make_rejoin_plan(inv, name, via, configs[name], new_run_id(),
                                 [v for v in voters if v != name])
-    plan_table(the_plan, err)
-    if not confirm:
-        err.print("dry run: nothing was changed. Add --confirm to carry out this plan.")
-        raise typer.Exit(EXIT_REFUSED)
-    journal = guarded(lambda: Journal.create(jdir, the_plan))
-    ex = Executor(inv, the_plan, journal, log=lambda msg: err.print(msg, markup=False),
-                  take_over_lock=take_over_lock, check_fingerprint=False)
-    summary = guarded(ex.run)
+    journal = _confirmed_journal(the_plan, confirm, jdir)
+    summary = _run(inv, the_plan, journal, take_over_lock, check_fingerprint=False)
     if output is Output.json:
         print_json(summary.to_json())
     else:

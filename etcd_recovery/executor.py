@@ -342,14 +342,18 @@ class Executor:
             if name != except_ and self.etcd_pid(name) is not None:
                 raise PreconditionError(f"{name}: etcd is running although it was fenced")
 
-    def step_align_commit(self, step: Step) -> None:
-        name = step.host
-        assert name
+    def _require_fenced_and_backed_up(self, name: str) -> None:
+        """Precondition of every step that writes into or moves a data dir."""
         if self.etcd_pid(name) is not None:
-            raise PreconditionError(f"{name}: etcd runs although fenced")
+            raise PreconditionError(f"{name}: etcd runs although fenced; not touching its data")
         sums = posixpath.join(self.rdir, "backup", "SHA256SUMS")
         if self.run_cmd(name, ["test", "-f", sums], check=False).exit_status != 0:
             raise PreconditionError(f"{name}: no verified backup at {sums}")
+
+    def step_align_commit(self, step: Step) -> None:
+        name = step.host
+        assert name
+        self._require_fenced_and_backed_up(name)
         t = self.t(name)
         wal_dir = step.params["wal_dir"]
         names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=True))
@@ -522,11 +526,7 @@ class Executor:
     def step_move_aside(self, step: Step) -> None:
         name = step.host
         assert name
-        if self.etcd_pid(name) is not None:
-            raise PreconditionError(f"{name}: etcd runs although fenced; not moving its data")
-        sums = posixpath.join(self.rdir, "backup", "SHA256SUMS")
-        if self.run_cmd(name, ["test", "-f", sums], check=False).exit_status != 0:
-            raise PreconditionError(f"{name}: no verified backup at {sums}")
+        self._require_fenced_and_backed_up(name)
         self.run_cmd(name, step.params["argv"], timeout=600)
 
     def _find(self, members: list[MemberInfo], peer_url: str) -> MemberInfo | None:

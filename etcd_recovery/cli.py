@@ -187,6 +187,9 @@ def execute(inventory: InventoryOpt,
             take_over_lock: Annotated[bool, typer.Option("--take-over-lock")] = False,
             journal_dir: Annotated[Path | None, typer.Option("--journal-dir")] = None,
             allow_quorum: AllowQuorumOpt = False,
+            abandon: Annotated[bool, typer.Option(
+                "--abandon", help="Give up the unfinished run (its journal is kept; its host "
+                "locks then need --take-over-lock) so that a new plan can be made.")] = False,
             output: OutputOpt = Output.table) -> None:
     """Carry out the plan step by step (needs --confirm), journaled and resumable."""
     from .journal import Journal
@@ -196,6 +199,13 @@ def execute(inventory: InventoryOpt,
     jdir = _journal_dir(inventory, journal_dir)
     inv = guarded(lambda: load_inventory(inventory))
     current = guarded(lambda: Journal.current(jdir))
+    if abandon:
+        if current is None:
+            fail(UsageError(f"nothing to abandon: no unfinished run in {jdir}"))
+        current.abandon()
+        err.print(f"run {current.run_id} abandoned; its journal stays in {jdir}. Look at the "
+                  "cluster (etcd-recovery inspect) before planning again.")
+        return
     if resume:
         if current is None:
             fail(UsageError(f"nothing to resume: no unfinished run in {jdir}"))

@@ -249,7 +249,9 @@ class Executor:
             raise PreconditionError(
                 "the cluster's state differs from the one the plan was made from (fingerprint "
                 f"{fingerprint(report)} != {self.plan.fingerprint}); make a new plan")
-        if report.decision.chosen != self.plan.chosen:
+        if report.decision.chosen != self.plan.chosen and not allow:
+            # (With --allow-quorum every member runs and leads or follows by a heartbeat; the
+            # choice is made again from the disks once all are fenced.)
             raise PreconditionError(f"the member to keep is now {report.decision.chosen}, "
                                     f"not {self.plan.chosen}: {report.decision.reason}")
         for name in step.params["members"]:

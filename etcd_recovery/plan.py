@@ -115,14 +115,14 @@ def fingerprint(report: InspectReport) -> str:
 
     Commit figures of members that run are left out: a running member's figures are read live,
     and etcd flushes a commit-only HardState lazily, so live and disk readings of the same
-    member can differ by a heartbeat's worth.
+    member can differ by a heartbeat's worth. The member to keep is checked on its own (the
+    preflight step, and again from the disks once every member is fenced).
     """
     facts = []
     for m in sorted(report.members, key=lambda m: m.name):
         facts.append([m.name, m.reachable, id_hex(m.member_id), id_hex(m.cluster_id),
                       None if m.etcd_running else m.commit_index,
                       None if m.etcd_running else m.revision])
-    facts.append(["chosen", report.decision.chosen])
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
 
 

@@ -84,3 +84,28 @@ def test_damaged_real_plan(field: str, value: object) -> None:
         Plan.from_json(data, "plan.json")
     except FormatError as exc:
         assert "plan.json" in str(exc)
+
+
+def test_cli_abandon_closes_an_unfinished_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump({
+        "cluster": {"name": "c", "runtime": "systemd"},
+        "members": [{"name": "a", "ssh": {"host": "127.0.0.1"},
+                     "peer_url": "https://127.0.0.1:2380",
+                     "client_url": "https://127.0.0.1:2379"}]}))
+    jdir = tmp_path / ".etcd-recovery"
+    Journal.create(jdir, sample_plan()).append("step-done", "preflight")
+    cli = str(Path(sys.executable).parent / "etcd-recovery")
+    res = subprocess.run([cli, "execute", "-i", str(inv), "--abandon"], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    assert Journal.current(jdir) is None
+    assert any(e.event == "run-abandoned" for e in Journal(jdir, "r1").events())
+    again = subprocess.run([cli, "execute", "-i", str(inv), "--abandon"], capture_output=True,
+                           text=True)
+    assert again.returncode == 2 and "nothing to abandon" in again.stderr

@@ -364,11 +364,14 @@ def lab_up(members: Annotated[int, typer.Option(help="3 or 5 (1-9 accepted).")] 
            runtime: Annotated[Runtime, typer.Option()] = Runtime.static_pod,
            etcd_version: Annotated[EtcdVersion, typer.Option("--etcd-version")] = EtcdVersion.v35,
            keys: Annotated[int, typer.Option(help="Keys to load once healthy.")] = 1000,
+           auth: Annotated[bool, typer.Option(help="Turn on etcd user/password auth (user "
+                                               "root; password in <dir>/etcd-root-password)."
+                                               )] = False,
            lab_dir: LabDirOpt = Path(".lab")) -> None:
     """Build (or reuse) the image, start the hosts and a healthy TLS cluster, load keys."""
     lab = _lab(lab_dir)
     state = guarded(lambda: lab.up(members=members, runtime=runtime.value,
-                                   version=etcd_version.value, keys=keys))
+                                   version=etcd_version.value, keys=keys, auth=auth))
     out.print(f"lab {state.id}: {len(state.hosts)} members, {state.runtime}, "
               f"etcd {state.etcd_version}, in {lab.dir}")
     for h in state.hosts:

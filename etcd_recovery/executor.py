@@ -132,9 +132,11 @@ class Executor:
             m = self.m(name)
             host, port = m.client_hostport
             lhost, lport = self._stack.enter_context(self.t(name).tunnel(host, port))
+            user, password = self.inv.credentials()
             self._clients[name] = self._stack.enter_context(EtcdClient(
                 f"{lhost}:{lport}", ca_file=self.inv.tls.ca, cert_file=self.inv.tls.cert,
-                key_file=self.inv.tls.key, server_name=host, timeout=5.0))
+                key_file=self.inv.tls.key, server_name=host, username=user, password=password,
+                timeout=5.0))
         return self._clients[name]
 
     def drop_client(self, name: str) -> None:

@@ -117,9 +117,10 @@ RemoteErrorTypes = (TransportError,)
 def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState, Quorum]:
     host, port = member.client_hostport
     with t.tunnel(host, port) as (lhost, lport):
+        user, password = inv.credentials()
         with EtcdClient(f"{lhost}:{lport}", ca_file=inv.tls.ca, cert_file=inv.tls.cert,
-                        key_file=inv.tls.key, server_name=host,
-                        timeout=GRPC_TIMEOUT_S) as client:
+                        key_file=inv.tls.key, server_name=host, username=user,
+                        password=password, timeout=GRPC_TIMEOUT_S) as client:
             st = client.status()
             notes: list[str] = []
             try:

@@ -92,12 +92,36 @@ class TlsFiles:
 
 
 @dataclass(frozen=True)
+class EtcdAuth:
+    """etcd user/password authentication (``--auth``); the password stays in its file."""
+
+    user: str
+    password_file: str
+
+    def password(self, inventory_path: str) -> str:
+        try:
+            with open(self.password_file, encoding="utf-8") as fh:
+                return fh.read().rstrip("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InventoryError(inventory_path, f"cannot read {self.password_file}: "
+                                 f"{getattr(exc, 'strerror', None) or exc.__class__.__name__}",
+                                 field="auth.password_file") from exc
+
+
+@dataclass(frozen=True)
 class Inventory:
     path: str
     name: str
     runtime: str
     tls: TlsFiles
     members: tuple[Member, ...]
+    auth: EtcdAuth | None = None
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """(user, password) for etcd's API, or (None, None) without auth."""
+        if self.auth is None:
+            return None, None
+        return self.auth.user, self.auth.password(self.path)
 
     def member(self, name: str) -> Member:
         for m in self.members:
@@ -176,7 +200,7 @@ class _Reader:
 def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
     """Turn the YAML tree into an Inventory, or raise InventoryError naming the bad field."""
     r = _Reader(path)
-    top = r.mapping(data, "(top level)", allowed=("cluster", "tls", "ssh", "members"))
+    top = r.mapping(data, "(top level)", allowed=("cluster", "tls", "ssh", "members", "auth"))
     cluster = r.mapping(top.get("cluster"), "cluster", allowed=("name", "runtime",
                                                                 "etcd_version"))
     name = r.string(cluster, "name", "cluster.name", pattern=NAME_RE, what="cluster name")
@@ -187,6 +211,17 @@ def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
     tls = TlsFiles(*(r.local_path(tls_map, k, f"tls.{k}") for k in ("ca", "cert", "key")))
     if (tls.cert is None) != (tls.key is None):
         raise r.err("cert and key must be given together", field="tls")
+    auth = None
+    if top.get("auth") is not None:
+        auth_map = r.mapping(top.get("auth"), "auth", allowed=("user", "password_file"))
+        user = r.string(auth_map, "user", "auth.user", pattern=re.compile(r"^[A-Za-z0-9_.@-]+$"),
+                        what="etcd user name")
+        pfile = r.local_path(auth_map, "password_file", "auth.password_file")
+        if pfile is None:
+            raise r.err("is required with auth.user (the password stays in that file)",
+                        field="auth.password_file")
+        assert user is not None
+        auth = EtcdAuth(user, pfile)
     ssh_keys = ("host", "port", "user", "identity_file", "known_hosts", "jump", "sudo")
     ssh_defaults = r.mapping(top.get("ssh") or {}, "ssh", allowed=ssh_keys)
 
@@ -249,7 +284,8 @@ def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
                 raise r.err(f"{value!r} is used by member {seen[tag]!r} too", mem.name, key)
             seen[tag] = mem.name
     assert name is not None
-    return Inventory(path=path, name=name, runtime=runtime, tls=tls, members=tuple(members))
+    return Inventory(path=path, name=name, runtime=runtime, tls=tls, members=tuple(members),
+                     auth=auth)
 
 
 def load_inventory(path: str | os.PathLike[str]) -> Inventory:
@@ -278,6 +314,8 @@ def dump_inventory(inv: Inventory) -> str:
            if v}
     if tls:
         data["tls"] = tls
+    if inv.auth is not None:
+        data["auth"] = {"user": inv.auth.user, "password_file": inv.auth.password_file}
     members = []
     for m in inv.members:
         ssh = {k: v for k, v in vars(m.ssh).items() if v not in (None, False)}

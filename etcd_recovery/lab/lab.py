@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabError, UsageError
-from ..inventory import Inventory, Member, SshTarget, TlsFiles, dump_inventory
+from ..inventory import EtcdAuth, Inventory, Member, SshTarget, TlsFiles, dump_inventory
 from . import image, pki
 
 FILES = Path(__file__).parent / "files"
@@ -85,6 +85,7 @@ class LabState:
     peer_subnet: str
     hosts: list[LabHost] = field(default_factory=list)
     keys: int = 0
+    auth: bool = False  # etcd --auth on: user root, password in <dir>/etcd-root-password
 
     @property
     def etcd_bin(self) -> Path:
@@ -315,7 +316,7 @@ class Lab:
 
     # ---------------------------------------------------------------- up
     def up(self, members: int = 3, runtime: str = "static-pod", version: str = "3.5",
-           keys: int = 1000) -> LabState:
+           keys: int = 1000, auth: bool = False) -> LabState:
         if runtime not in RUNTIMES:
             raise LabError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
         if version not in VERSIONS:
@@ -358,9 +359,37 @@ class Lab:
         if keys:
             self.load_keys(state, keys)
         state.keys = keys
+        if auth:
+            self._enable_auth(state)
+            (self.dir / "inventory.yaml").write_text(self._inventory_text(state))
         state.save()
         self.log(f"lab up in {time.monotonic() - t0:.1f} s")
         return state
+
+    @property
+    def password_file(self) -> Path:
+        return self.dir / "etcd-root-password"
+
+    def _enable_auth(self, state: LabState) -> None:
+        """User ``root`` with a random password (kept in a 0600 file), then ``auth enable``.
+
+        The operator's client certificate names no etcd user, so with auth on the password is
+        what grants access.
+        """
+        import secrets
+
+        password = secrets.token_urlsafe(18)
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        for args, stdin in ((["user", "add", "root", "--interactive=false"], password + "\n"),
+                            (["user", "grant-role", "root", "root"], None),
+                            (["auth", "enable"], None)):
+            res = self.etcdctl(state, args, stdin=stdin)
+            if res.returncode != 0:
+                raise LabError(f"enabling auth: etcdctl {args[0]} {args[1]} failed: "
+                               f"{res.stderr.strip()[-300:]}")
+        state.auth = True
 
     def _up_again(self, members: int, runtime: str, version: str) -> LabState:
         state = self.state()
@@ -475,8 +504,9 @@ class Lab:
                    env_file="/etc/etcd/etcd.env" if state.runtime == "systemd" else None,
                    unit="etcd.service" if state.runtime == "systemd" else None)
             for h in state.hosts)
+        auth = EtcdAuth("root", str(self.password_file)) if state.auth else None
         return Inventory(path=str(self.inventory_path), name=state.id, runtime=state.runtime,
-                         tls=self._tls(), members=members)
+                         tls=self._tls(), members=members, auth=auth)
 
     def _inventory_text(self, state: LabState) -> str:
         text = dump_inventory(self.inventory(state))
@@ -494,6 +524,10 @@ class Lab:
                 f"--cacert={tls.ca}", f"--cert={tls.cert}", f"--key={tls.key}",
                 "--dial-timeout=2s", f"--command-timeout={max(1, int(timeout) - 1)}s", *args]
         env = {**os.environ, "ETCDCTL_API": "3"}
+        if state.auth and self.password_file.exists():
+            # Credentials through the environment, never on a command line.
+            env["ETCDCTL_USER"] = "root"
+            env["ETCDCTL_PASSWORD"] = self.password_file.read_text().strip()
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5,
                                   env=env, input=stdin)
@@ -707,7 +741,8 @@ class Lab:
         for net in client.networks.list(filters={"label": f"{LABEL}={self.id}"}):
             net.remove()
             removed.append(f"network {net.name}")
-        for name in ("lab.json", "inventory.yaml", "known_hosts", "lab.tmp"):
+        for name in ("lab.json", "inventory.yaml", "known_hosts", "lab.tmp",
+                     "etcd-root-password"):
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / name).unlink()
         for sub in ("pki", "ssh"):
@@ -728,6 +763,9 @@ class Lab:
             f"export ETCDCTL_CERT={shlex.quote(str(tls.cert))}",
             f"export ETCDCTL_KEY={shlex.quote(str(tls.key))}",
             f"export PATH={shlex.quote(str(state.etcd_bin))}:\"$PATH\"",
+            *([ "export ETCDCTL_USER=root",
+                f"export ETCDCTL_PASSWORD=\"$(cat {shlex.quote(str(self.password_file))})\""]
+              if state.auth else []),
         ]
 
 

@@ -157,3 +157,22 @@ def test_any_bytes_give_inventory_or_inventory_error(tmp_path_factory: Any, raw:
         load_inventory(path)
     except InventoryError as exc:
         assert str(exc).startswith(str(path))
+
+
+def test_auth_section(tmp_path: Path) -> None:
+    data = good()
+    data["auth"] = {"user": "root", "password_file": "secrets/etcd"}
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "etcd").write_text("s3cret\n")
+    inv = load_inventory(write(tmp_path, data))
+    assert inv.auth is not None and inv.auth.password_file == str(tmp_path / "secrets/etcd")
+    assert inv.credentials() == ("root", "s3cret")
+    assert "s3cret" not in repr(inv)
+    data["auth"] = {"user": "root"}
+    with pytest.raises(InventoryError, match="auth.password_file"):
+        load_inventory(write(tmp_path, data))
+    data["auth"] = {"user": "root", "password_file": "missing"}
+    inv = load_inventory(write(tmp_path, data))
+    with pytest.raises(InventoryError, match="cannot read") as exc:
+        inv.credentials()
+    assert "s3cret" not in str(exc.value)

@@ -1,5 +1,6 @@
 """The CLI is SIGKILLed in the middle of every step in turn (right after the journal says the
-step started); each time `execute --resume` takes over, and the last one completes."""
+step started); each time `execute --resume` takes over, and the last one completes. The
+step-boundary variant lives in test_kill_every_boundary.py (another lab, run in parallel)."""
 
 from __future__ import annotations
 
@@ -18,18 +19,24 @@ from .recovery_scenario import (
 
 
 def test_kill_in_every_step_then_resume(make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="systemd", version="3.4", keys=500)
+    kill_at_every_step(make_lab(members=3, runtime="systemd", version="3.4", keys=500),
+                       "step-start")
+
+
+def kill_at_every_step(lab: LabHandle, event: str) -> None:
+    """Kill the CLI when the journal shows ``event`` for each step in turn, resuming each
+    time; the final --resume completes and every key is there."""
     lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=100)
     plan = json.loads(cli("plan", "-i", inventory(lab), "-o", "json").stdout)
     ids = [s["id"] for s in plan["steps"]]
     assert len(ids) >= 14
     killed = []
     for i, step in enumerate(ids[:-1]):
-        execute_until(lab, "step-start", step, *(["--resume"] if i else []))
+        execute_until(lab, event, step, *(["--resume"] if i else []))
         killed.append(step)
-        # The kill left the journal saying exactly which step was under way.
-        starts = [e for e in journal_events(lab) if e["event"] == "step-start"]
-        assert starts[-1]["step"] == step
+        # The kill left the journal saying exactly where the run was.
+        seen = [e for e in journal_events(lab) if e["event"] == event]
+        assert seen[-1]["step"] == step
     res = execute(lab, "--resume")
     summary = json.loads(res.stdout)
     assert summary["ok"], summary

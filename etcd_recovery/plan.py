@@ -223,8 +223,9 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
              commands=tuple(f"ssh {m.name} {shlex.quote(show(lock))}" for m in reachable),
              params={"argv": lock, "path": lock_path, "members": [m.name for m in reachable]}))
 
-    # 2. fence every reachable member (the one to keep too)
-    for m in reachable:
+    # 2. fence every reachable member, the one to keep last: while others stop, whatever the
+    #    rest still commits (a new leader's first entry, say) reaches it too
+    for m in [*(m for m in reachable if m.name != chosen.name), chosen]:
         argv = fence_argv(runtime, m, rdir)
         how = ("manifest moved out of the kubelet's directory" if runtime == "static-pod"
                else f"{m.unit} stopped and disabled")

@@ -423,12 +423,19 @@ class Executor:
                 states.append(read_disk(self.t(other), self.m(other)))
             decision = choose.decide(states, Quorum(False))
             kept = next(s for s in states if s.name == name)
-            best = next(s for s in states if s.name == decision.chosen) \
-                if decision.chosen else None
-            if decision.refused or best is None or \
-                    choose.rank_key(best) > choose.rank_key(kept):
-                raise PreconditionError(f"{name} no longer has the newest data: "
-                                        f"{decision.reason}")
+            if decision.refused or not kept.readable:
+                raise PreconditionError(f"{name}: {decision.reason}")
+            # The kept member's whole log becomes committed (align-commit), so it must hold
+            # every entry any member knows to be committed, in the newest term seen. A commit
+            # index flushed a heartbeat later elsewhere is no reason to refuse.
+            readable = [s for s in states if s.readable and not s.corrupt]
+            top_commit = max(s.commit_index or 0 for s in readable)
+            top_term = max(s.last_term or 0 for s in readable)
+            if (kept.last_index or 0) < top_commit or (kept.last_term or 0) < top_term:
+                raise PreconditionError(
+                    f"{name} no longer has the newest data: its log ends at index "
+                    f"{kept.last_index} term {kept.last_term}, but a member knows index "
+                    f"{top_commit} committed and term {top_term} ({decision.reason})")
             self.stage_and_start(step)
             member_id = kept.member_id
 

@@ -39,7 +39,7 @@ from .live import (
     MemberInfo,
 )
 from .model import Quorum
-from .plan import Plan, Step, fingerprint, run_dir, sh
+from .plan import Plan, Step, config_path, fingerprint, run_dir, sh, unlock_argv
 from .runtimes import config as rconf
 from .transport.base import Transport
 
@@ -305,11 +305,9 @@ class Executor:
                 self._lock_one(name, step, path)
                 taken.append(name)
         except RefusedError:
-            release = sh('if [ "$(cat "$1" 2>/dev/null)" = "$2" ]; then rm -f "$1"; fi',
-                         path, self.plan.run_id)
             for name in taken:  # leave no half-taken lock behind
                 with contextlib.suppress(TransportError):
-                    self.run_cmd(name, release, check=False)
+                    self.run_cmd(name, unlock_argv(self.plan.run_id), check=False)
             raise
 
     def _lock_one(self, name: str, step: Step, path: str) -> None:
@@ -663,8 +661,7 @@ def verify_cluster(ex: Executor, expected: list[str], keys_before: int | None,
         problems.append(f"alarms raised: {[(hex(a.member_id), a.alarm) for a in alarms]}")
     for n in expected:
         m = ex.m(n)
-        path = m.manifest if ex.inv.runtime == "static-pod" else m.env_file
-        assert path
+        path = config_path(ex.inv.runtime, m)
         res = ex.run_cmd(n, ["cat", path], check=False)
         text = res.stdout.decode(errors="replace")
         if res.exit_status != 0:

@@ -63,7 +63,7 @@ def read_disk(t: Transport, member: Member) -> MemberState:
     snap_dir = posixpath.join(member.data_dir, "member", "snap")
     try:
         wal_names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=sudo))
-    except RemoteErrorTypes as exc:
+    except TransportError as exc:
         return replace(base, source=None, error=f"cannot list {wal_dir}: {exc}")
     if not wal_names:
         return replace(base, source=None, error=f"no WAL files in {wal_dir}")
@@ -108,8 +108,6 @@ def read_disk(t: Transport, member: Member) -> MemberState:
         alarms=tuple(a.alarm for a in db.alarms) if db else (),
         notes=tuple(notes), bytes_read=total)
 
-
-RemoteErrorTypes = (TransportError,)
 
 
 # ------------------------------------------------------------------------------- live

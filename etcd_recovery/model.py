@@ -5,7 +5,7 @@ Everything here is a frozen dataclass built from data; nothing does I/O.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -151,7 +151,3 @@ class InspectReport:
             "ranking": list(self.decision.ranking),
             "elapsed_s": round(self.elapsed_s, 3),
         }
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return asdict(obj)

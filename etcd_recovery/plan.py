@@ -34,7 +34,7 @@ from typing import Any
 
 from .errors import FormatError, RefusedError
 from .inventory import Inventory, Member
-from .model import InspectReport, MemberState, id_hex
+from .model import InspectReport, id_hex
 from .runtimes import config as rconf
 
 STATE_DIR = "/var/lib/etcd-recovery"
@@ -103,12 +103,6 @@ class Plan:
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise FormatError(file, 0, f"not a valid plan: {exc!r}") from exc
 
-    def step(self, step_id: str) -> Step:
-        for s in self.steps:
-            if s.id == step_id:
-                return s
-        raise KeyError(step_id)
-
 
 def fingerprint(report: InspectReport) -> str:
     """A digest of the facts the plan rests on; stable while nothing changes.
@@ -133,6 +127,21 @@ def run_dir(run_id: str) -> str:
 def sh(script: str, *args: str) -> list[str]:
     """A shell snippet with its values passed as positional parameters, never interpolated."""
     return ["sh", "-c", script, "etcd-recovery", *args]
+
+
+LOCK_PATH = posixpath.join(STATE_DIR, "lock")
+
+
+def lock_argv(run_id: str) -> list[str]:
+    """Take the host's recovery lock for ``run_id``; fails when the lock file exists."""
+    return sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; '
+              'set -C; echo "$2" > "$1"', LOCK_PATH, run_id)
+
+
+def unlock_argv(run_id: str) -> list[str]:
+    """Release the host's recovery lock if, and only if, ``run_id`` holds it."""
+    return sh('set -e; if [ "$(cat "$1" 2>/dev/null)" = "$2" ]; then rm -f "$1"; fi',
+              LOCK_PATH, run_id)
 
 
 def show(argv: Sequence[str]) -> str:
@@ -211,10 +220,8 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                          for m in reachable)),
              params={"chosen": chosen.name, "members": [m.name for m in reachable],
                      "fingerprint": fingerprint(report), "allow_quorum": allow_quorum}))
-    lock_path = posixpath.join(STATE_DIR, "lock")
-    lock = sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; '
-              'set -C; echo "$2" > "$1"',
-              lock_path, run_id)
+    lock_path = LOCK_PATH
+    lock = lock_argv(run_id)
     add(Step(id="lock", phase="preflight", kind="lock", host=None,
              title="Take the recovery lock on every reachable host",
              precondition=f"no other run holds {lock_path} (a stale lock is shown; take it "
@@ -238,14 +245,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
 
     # 3. back up every reachable member's data dir and configuration
     for m in reachable:
-        bdir = posixpath.join(rdir, "backup")
-        cfg = fenced_config_path(runtime, m, rdir)
-        argv = _backup_argv(m.data_dir, cfg, bdir)
-        add(Step(id=f"backup:{m.name}", phase="backup", kind="backup", host=m.name,
-                 title=f"Back up {m.name}'s data dir and configuration to {bdir}",
-                 precondition="etcd is not running on the host; free space >= data size",
-                 check="sha256sum -c SHA256SUMS passes in the backup directory",
-                 commands=(show(argv),), params={"argv": argv, "dir": bdir}))
+        add(backup_step(runtime, m, rdir))
 
     # 4. align the kept member's WAL commit with its backend, force a new cluster from it,
     #    then restart it without the flag
@@ -316,8 +316,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
              check="all of the above hold",
              commands=("etcd-recovery verify -i INVENTORY",),
              params={"members": expected, "keys_before": keys_before}))
-    unlock = sh('set -e; if [ "$(cat "$1" 2>/dev/null)" = "$2" ]; then rm -f "$1"; fi',
-                lock_path, run_id)
+    unlock = unlock_argv(run_id)
     add(Step(id="unlock", phase="verify", kind="unlock", host=None,
              title="Release the recovery lock", precondition="verify passed",
              check=f"{lock_path} is gone on every host",
@@ -375,16 +374,10 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
     runtime = inv.runtime
     m = inv.member(name)
     rdir = run_dir(run_id)
-    lock_path = posixpath.join(STATE_DIR, "lock")
-    lock = sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; '
-              'set -C; echo "$2" > "$1"',
-              lock_path, run_id)
-    unlock = sh('set -e; if [ "$(cat "$1" 2>/dev/null)" = "$2" ]; then rm -f "$1"; fi',
-                lock_path, run_id)
+    lock_path = LOCK_PATH
+    lock = lock_argv(run_id)
+    unlock = unlock_argv(run_id)
     fence = fence_argv(runtime, m, rdir)
-    cfg = fenced_config_path(runtime, m, rdir)
-    bdir = posixpath.join(rdir, "backup")
-    backup = _backup_argv(m.data_dir, cfg, bdir)
     steps = [
         Step(id="preflight-rejoin", phase="preflight", kind="preflight_rejoin", host=None,
              mutating=False,
@@ -405,11 +398,7 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
              precondition=f"{name} is reachable over SSH",
              check="no etcd process on the host, and its supervisor will not start one",
              commands=(show(fence),), params={"argv": fence}),
-        Step(id=f"backup:{name}", phase="backup", kind="backup", host=name,
-             title=f"Back up {name}'s data dir and configuration to {bdir}",
-             precondition="etcd is not running on the host; free space >= data size",
-             check="sha256sum -c SHA256SUMS passes in the backup directory",
-             commands=(show(backup),), params={"argv": backup, "dir": bdir}),
+        backup_step(runtime, m, rdir),
         Step(id=f"remove-old:{name}", phase="rejoin", kind="remove_old", host=name,
              title=f"Remove {name}'s old voting entry from membership, if the cluster still "
                    "lists it",
@@ -434,6 +423,17 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
                 unreachable=(), rejoin_later=(), inventory=inv.path)
 
 
+def backup_step(runtime: str, m: Member, rdir: str) -> Step:
+    """Copy the member's data dir and (fenced) configuration, with a verified SHA256SUMS."""
+    bdir = posixpath.join(rdir, "backup")
+    argv = _backup_argv(m.data_dir, fenced_config_path(runtime, m, rdir), bdir)
+    return Step(id=f"backup:{m.name}", phase="backup", kind="backup", host=m.name,
+                title=f"Back up {m.name}'s data dir and configuration to {bdir}",
+                precondition="etcd is not running on the host; free space >= data size",
+                check="sha256sum -c SHA256SUMS passes in the backup directory",
+                commands=(show(argv),), params={"argv": argv, "dir": bdir})
+
+
 def _backup_argv(data_dir: str, cfg: str, bdir: str) -> list[str]:
     return sh('set -e; umask 077; mkdir -p "$3"; '
               'if [ ! -f "$3/SHA256SUMS" ]; then '
@@ -443,10 +443,3 @@ def _backup_argv(data_dir: str, cfg: str, bdir: str) -> list[str]:
               '| xargs -0 sha256sum > SHA256SUMS.partial && '
               'mv SHA256SUMS.partial SHA256SUMS); fi; '
               'cd "$3" && sha256sum --quiet -c SHA256SUMS', data_dir, cfg, bdir)
-
-
-def member_state(report: InspectReport, name: str) -> MemberState:
-    for m in report.members:
-        if m.name == name:
-            return m
-    raise KeyError(name)

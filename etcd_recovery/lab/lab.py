@@ -8,7 +8,6 @@ carries the label ``etcd-recovery.lab=<lab id>``; ``down`` removes exactly those
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import io
@@ -20,7 +19,7 @@ import socket
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -777,15 +776,3 @@ def ssh_banner(host: str, port: int, timeout: float) -> bool:
             return s.recv(4).startswith(b"SSH-")
     except OSError:
         return False
-
-
-@contextlib.contextmanager
-def timed(log: Log, what: str) -> Iterator[None]:
-    t0 = time.monotonic()
-    yield
-    log(f"{what}: {time.monotonic() - t0:.1f} s")
-
-
-def fingerprint(public_line: str) -> str:
-    blob = base64.b64decode(public_line.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")

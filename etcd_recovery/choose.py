@@ -1,13 +1,36 @@
-"""Choosing the member to keep: pure, over the states inspect read.
+"""Choosing the member to keep: one pure function over the states inspect read.
 
-The member to keep is the one whose data is furthest ahead, whether or not its etcd runs:
-highest commit index (the larger of the WAL HardState commit and the backend's consistent
-index), then last log term, then last index, then revision. ``--force-new-cluster`` discards
-WAL entries past the member's commit index ("discarding uncommitted WAL entries"), so the
-commit index bounds what survives; the other figures only break ties.
+The rule is raft's own "up-to-date" rule, the one a voter applies before granting its vote
+(etcd raft ``raftLog.isUpToDate`` in raft/log.go at v3.5.16): the member whose log ends in the
+newest term wins, then the one whose log ends at the highest index. Commit index, then
+revision, then member name only break ties, and every tie is reported as one.
+
+Why that member holds every entry any surviving member knows to be committed:
+- Leader completeness: an entry committed in term t is in the log of the leader of every
+  term after t.
+- Let the chosen log end at index L in term T. That entry was written by the leader of term T;
+  by log matching the chosen log equals that leader's log up to L, and that leader held every
+  entry committed before T, at indexes below the first entry it appended itself, so below L.
+- A survivor that knows index i committed holds entry i and its log ends in a term <= T. If
+  it ends in T too, its index is <= L and log matching again gives the same entry i.
+So with align-commit (which makes the kept member's whole log committed) every entry of its
+log survives ``--force-new-cluster``, and with it every acknowledged write that any survivor
+holds. Ranking by commit index instead is wrong: a commit index is only what a member has
+*learned*, and learning is lazy (etcd does not fsync a commit-only HardState), so a member can
+know a higher commit while its log ends in an older term and lacks acknowledged writes of a
+later leader. ``tests/sim`` checks all of this on simulated raft histories.
+
+Live readings: etcd's Status reports neither the last log term nor the last index (raftTerm
+is the current term, raftIndex the commit index). inspect reads a running member's last term
+and index from its WAL in place; a decision that rests on a running member is *provisional*
+and the executor takes it again, with this same function, from the disks once every member
+is fenced. ``prefer`` (the member already planned) breaks a tie first, so a re-check never
+swaps one equally up-to-date log for another.
 
 Refusals (the caller exits 3): no member readable; members disagree on the cluster ID; a data
-dir is corrupt beyond a torn tail; the cluster still has quorum (nothing to recover).
+dir is corrupt beyond a torn tail; the cluster still has quorum (nothing to recover); figures
+read from disk that no single raft history can produce (a member knows an index committed
+beyond the most up-to-date log).
 """
 
 from __future__ import annotations
@@ -16,20 +39,29 @@ from collections.abc import Sequence
 
 from .model import Decision, MemberState, Quorum, id_hex
 
-RULES = ("commit index", "last log term", "last index", "revision")
-
-
-def rank_key(m: MemberState) -> tuple[int, int, int, int]:
-    return (m.commit_index or 0, m.last_term or 0, m.last_index or 0, m.revision or 0)
-
-
 OVERRIDE_QUORUM_FLAG = "--allow-quorum"
 
 
-def decide(members: Sequence[MemberState], quorum: Quorum,
-           allow_quorum: bool = False) -> Decision:
+def log_key(m: MemberState) -> tuple[int, int]:
+    """Raft's up-to-date order: last log term, then last index. Unknown logs rank lowest."""
+    return (m.last_term if m.last_term is not None else -1,
+            m.last_index if m.last_index is not None else -1)
+
+
+def _log_known(m: MemberState) -> bool:
+    return m.last_term is not None and m.last_index is not None
+
+
+def _sort_key(m: MemberState, prefer: str | None) -> tuple[object, ...]:
+    return (*log_key(m), m.name == prefer, m.commit_index or 0, m.revision or 0,
+            _name_order(m.name))
+
+
+def decide(members: Sequence[MemberState], quorum: Quorum, allow_quorum: bool = False,
+           prefer: str | None = None) -> Decision:
+    """The member to keep, and why; or a refusal. See the module docstring for the rule."""
     readable = [m for m in members if m.readable and not m.corrupt]
-    ranked = sorted(readable, key=lambda m: (rank_key(m), _name_order(m.name)), reverse=True)
+    ranked = sorted(readable, key=lambda m: _sort_key(m, prefer), reverse=True)
     ranking = tuple(m.name for m in ranked)
 
     corrupt = [m for m in members if m.corrupt]
@@ -54,26 +86,63 @@ def decide(members: Sequence[MemberState], quorum: Quorum,
         return Decision(None, f"no member could be read ({detail})", refused="unreadable")
 
     best = ranked[0]
+    live = [m for m in ranked if m.source == "live"]
+    if not live:
+        knows = max(ranked, key=lambda m: m.commit_index or 0)
+        if (best.last_index or 0) < (knows.commit_index or 0):
+            return Decision(None, f"inconsistent data dirs: {knows.name} knows index "
+                                  f"{knows.commit_index} committed, but the most up-to-date "
+                                  f"log, {best.name}'s, ends at index {best.last_index}; no "
+                                  "single raft history leaves that behind (a data dir restored "
+                                  "from an old copy?)", refused="inconsistent", ranking=ranking)
+    reason, tie = _reason(ranked, prefer)
+    provisional = len(ranked) > 1 and bool(live)
+    if provisional:
+        reason += (f"; provisional: {', '.join(m.name for m in live)} "
+                   f"{'runs' if len(live) == 1 else 'run'} and etcd does not report the last "
+                   "log term live (read from the WAL in place where possible), so the choice "
+                   "is taken again from the disks once every member is fenced")
+    return Decision(best.name, reason, tie=tie, ranking=ranking, provisional=provisional)
+
+
+def _describe(m: MemberState) -> str:
+    if not _log_known(m):
+        return f"{m.name}'s log could not be read (etcd runs; its WAL was not readable)"
+    return f"{m.name}'s log ends in term {m.last_term} at index {m.last_index}"
+
+
+def _reason(ranked: Sequence[MemberState], prefer: str | None) -> tuple[str, bool]:
+    best = ranked[0]
+    newest = f"(term {best.last_term}, index {best.last_index})"
     if len(ranked) == 1:
-        return Decision(best.name, f"{best.name} is the only member that could be read "
-                                   f"(commit index {best.commit_index})", ranking=ranking)
-    second = ranked[1]
-    kb, ks = rank_key(best), rank_key(second)
-    for i, rule in enumerate(RULES):
-        if kb[i] != ks[i]:
-            prefix = ""
-            if i > 0:
-                tied = ", ".join(f"{r} {kb[j]}" for j, r in enumerate(RULES[:i]))
-                prefix = f"tied with {second.name} on {tied}; "
-            return Decision(best.name, f"{prefix}{best.name} has the highest {rule} "
-                                       f"({kb[i]} vs {ks[i]} on {second.name})",
-                            ranking=ranking)
-    tied_names = [m.name for m in ranked if rank_key(m) == kb]
-    return Decision(best.name,
-                    f"tie: {', '.join(tied_names)} have equal commit index {kb[0]}, last log "
-                    f"term {kb[1]}, last index {kb[2]} and revision {kb[3]}; the rule that "
-                    f"broke it: first by member name ({best.name})",
-                    tie=True, ranking=ranking)
+        return (f"{best.name} is the only member that could be read; its log ends in term "
+                f"{best.last_term} at index {best.last_index}", False)
+    tied = [m for m in ranked if log_key(m) == log_key(best)]
+    if len(tied) == 1:
+        parts = [f"{best.name} has the newest log {newest}"]
+        for m in ranked[1:]:
+            if not _log_known(m):
+                parts.append(_describe(m))
+            elif (m.commit_index or 0) > (best.commit_index or 0):
+                where = (f"in term {m.last_term}" if m.last_term != best.last_term
+                         else f"at index {m.last_index}")
+                parts.append(f"{m.name} knows commit {m.commit_index} but its log ends {where}")
+            else:
+                parts.append(_describe(m))
+        return "; ".join(parts), False
+    names = ", ".join(m.name for m in tied)
+    second = tied[1]
+    if prefer == best.name:
+        rule = f"kept as planned ({best.name})"
+    elif (best.commit_index or 0) != (second.commit_index or 0):
+        rule = (f"by commit index ({best.commit_index} on {best.name} vs "
+                f"{second.commit_index} on {second.name})")
+    elif (best.revision or 0) != (second.revision or 0):
+        rule = f"by revision ({best.revision} on {best.name} vs {second.revision} on {second.name})"
+    else:
+        rule = f"by member name ({best.name})"
+    return (f"tie: {names} have equally up-to-date logs {newest}, so they hold the same "
+            f"entries; broken {rule}", True)
 
 
 def _name_order(name: str) -> tuple[int, ...]:

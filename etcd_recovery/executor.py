@@ -38,7 +38,7 @@ from .live import (
     EtcdClient,
     MemberInfo,
 )
-from .model import Quorum
+from .model import MemberState, Quorum
 from .plan import Plan, Step, config_path, fingerprint, run_dir, sh, unlock_argv
 from .runtimes import config as rconf
 from .transport.base import Transport
@@ -242,7 +242,7 @@ class Executor:
     # ------------------------------------------------------------------ steps
     def step_preflight(self, step: Step) -> None:
         allow = bool(step.params.get("allow_quorum"))
-        report = inspect_cluster(self.inv, allow_quorum=allow)
+        report = inspect_cluster(self.inv, allow_quorum=allow, prefer=self.plan.chosen)
         if report.quorum.has_quorum and not allow:
             raise PreconditionError(f"the cluster has quorum again ({report.decision.reason})")
         if report.decision.refused:
@@ -252,10 +252,12 @@ class Executor:
                 "the cluster's state differs from the one the plan was made from (fingerprint "
                 f"{fingerprint(report)} != {self.plan.fingerprint}); make a new plan")
         if report.decision.chosen != self.plan.chosen and not allow:
-            # (With --allow-quorum every member runs and leads or follows by a heartbeat; the
-            # choice is made again from the disks once all are fenced.)
+            # (With --allow-quorum every member runs and the leader's log moves ahead of the
+            # others' with every write: the choice is taken again from the disks once all are
+            # fenced, before force-new-cluster.)
             raise PreconditionError(f"the member to keep is now {report.decision.chosen}, "
-                                    f"not {self.plan.chosen}: {report.decision.reason}")
+                                    f"not {self.plan.chosen}: {report.decision.reason}; "
+                                    "make a new plan")
         for name in step.params["members"]:
             st = next(s for s in report.members if s.name == name)
             if not st.reachable:
@@ -414,26 +416,11 @@ class Executor:
                                          f"{name} to answer")
         else:
             self._require_all_fenced()
-            # All members are stopped now, so their disks are authoritative: is the member
-            # to keep still the one with the newest data?
-            states = []
-            for other in self.plan.steps[0].params["members"]:
-                states.append(read_disk(self.t(other), self.m(other)))
-            decision = choose.decide(states, Quorum(False))
-            kept = next(s for s in states if s.name == name)
-            if decision.refused or not kept.readable:
-                raise PreconditionError(f"{name}: {decision.reason}")
-            # The kept member's whole log becomes committed (align-commit), so it must hold
-            # every entry any member knows to be committed, in the newest term seen. A commit
-            # index flushed a heartbeat later elsewhere is no reason to refuse.
-            readable = [s for s in states if s.readable and not s.corrupt]
-            top_commit = max(s.commit_index or 0 for s in readable)
-            top_term = max(s.last_term or 0 for s in readable)
-            if (kept.last_index or 0) < top_commit or (kept.last_term or 0) < top_term:
-                raise PreconditionError(
-                    f"{name} no longer has the newest data: its log ends at index "
-                    f"{kept.last_index} term {kept.last_term}, but a member knows index "
-                    f"{top_commit} committed and term {top_term} ({decision.reason})")
+            # All members are stopped now, so their disks are authoritative: the member to
+            # keep is decided again, by the same function that chose it for the plan.
+            states = [read_disk(self.t(other), self.m(other))
+                      for other in self.plan.steps[0].params["members"]]
+            kept = require_kept(states, name, self.inv.path)
             self.stage_and_start(step)
             member_id = kept.member_id
 
@@ -621,6 +608,22 @@ class Executor:
     def step_unlock(self, step: Step) -> None:
         for name in step.params["members"]:
             self.run_cmd(name, step.params["argv"])
+
+
+def require_kept(states: list[MemberState], planned: str, inventory: str) -> MemberState:
+    """The force-new-cluster precondition: the disks of the fenced members, decided by
+    ``choose.decide`` (the function that made the plan's choice), must keep ``planned``.
+    Otherwise the step names the member that is now right and how to go on (exit 3)."""
+    decision = choose.decide(states, Quorum(False), prefer=planned)
+    if decision.refused:
+        raise PreconditionError(f"{planned}: {decision.reason}")
+    if decision.chosen != planned:
+        raise PreconditionError(
+            f"the member to keep is now {decision.chosen}, not {planned} as planned: "
+            f"{decision.reason}. Nothing was restored. Close this run with `etcd-recovery "
+            f"execute -i {inventory} --abandon`, then make a new plan (`etcd-recovery plan "
+            f"-i {inventory}`): it will keep {decision.chosen}")
+    return next(s for s in states if s.name == planned)
 
 
 # ---------------------------------------------------------------------------- verify

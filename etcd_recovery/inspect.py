@@ -28,7 +28,7 @@ from .errors import (
 )
 from .formats.backend import read_backend
 from .formats.snap import latest_snapshot, parse_snap_name
-from .formats.wal import read_wal, wal_file_names
+from .formats.wal import WalState, read_wal, wal_file_names
 from .inventory import Inventory, Member
 from .live import EtcdClient
 from .model import InspectReport, MemberState, PeerView, Quorum
@@ -54,19 +54,20 @@ def _source_bytes(src: Any) -> int:
 
 # ------------------------------------------------------------------------------- on disk
 
-def read_disk(t: Transport, member: Member) -> MemberState:
-    """The member's state from its data dir, read in place."""
+class _NoWal(Exception):
+    """The data dir has no WAL to read (or its directory cannot be listed)."""
+
+
+def read_wal_tail(t: Transport, member: Member) -> tuple[WalState, int]:
+    """The member's last WAL file(s), read in place; with the bytes read over SSH."""
     sudo = member.ssh.sudo
-    base = MemberState(name=member.name, host=member.ssh.host, reachable=True,
-                       etcd_running=False, source="disk")
     wal_dir = posixpath.join(member.data_dir, "member", "wal")
-    snap_dir = posixpath.join(member.data_dir, "member", "snap")
     try:
         wal_names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=sudo))
     except TransportError as exc:
-        return replace(base, source=None, error=f"cannot list {wal_dir}: {exc}")
+        raise _NoWal(f"cannot list {wal_dir}: {exc}") from exc
     if not wal_names:
-        return replace(base, source=None, error=f"no WAL files in {wal_dir}")
+        raise _NoWal(f"no WAL files in {wal_dir}")
     total = 0
     # The last WAL file starts with the metadata and the HardState (etcd writes both at every
     # cut); read the one before it too when the last holds no entry yet.
@@ -79,6 +80,19 @@ def read_disk(t: Transport, member: Member) -> MemberState:
         if wal.entry_count > 0 or len(wal_names) <= count:
             break
     assert wal is not None
+    return wal, total
+
+
+def read_disk(t: Transport, member: Member) -> MemberState:
+    """The member's state from its data dir, read in place."""
+    sudo = member.ssh.sudo
+    base = MemberState(name=member.name, host=member.ssh.host, reachable=True,
+                       etcd_running=False, source="disk")
+    snap_dir = posixpath.join(member.data_dir, "member", "snap")
+    try:
+        wal, total = read_wal_tail(t, member)
+    except _NoWal as exc:
+        return replace(base, source=None, error=str(exc))
     snap_names = [f.name for f in t.list_dir(snap_dir, sudo=sudo)]
     latest = latest_snapshot(snap_names)
     snap_index = parse_snap_name(latest)[1] if latest else 0
@@ -138,11 +152,25 @@ def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState
                     notes.append(f"no quorum: a linearizable read failed: {exc.args[0]}")
             else:
                 notes.append("no leader: alarms not readable over gRPC without quorum")
+    # etcd reports neither the last log term nor the last index live (raftIndex is the commit
+    # index, raftTerm the current term): read both from the WAL in place. Entries are fsynced
+    # before etcd acknowledges them, so what is on disk is the log raft would compare.
+    last_index: int | None = None
+    last_term: int | None = None
+    try:
+        wal, wal_bytes = read_wal_tail(t, member)
+        last_index = max(wal.last_index, wal.snapshot_index)
+        last_term = wal.last_term or wal.snapshot_term
+        notes.append("last log term and index read from the WAL while etcd runs")
+    except (_NoWal, EtcdRecoveryError) as exc:
+        wal_bytes = 0
+        notes.append(f"last log term and index unknown: the WAL could not be read while etcd "
+                     f"runs ({exc})")
     state = MemberState(
         name=member.name, host=member.ssh.host, reachable=True, etcd_running=True,
         source="live", member_id=st.member_id, cluster_id=st.cluster_id, term=st.raft_term,
         commit_index=st.raft_index, consistent_index=st.raft_applied_index,
-        last_index=st.raft_index, last_term=st.raft_term, revision=st.revision,
+        last_index=last_index, last_term=last_term, revision=st.revision, bytes_read=wal_bytes,
         db_size_bytes=st.db_size, leader_id=st.leader or None, is_learner=st.is_learner,
         alarms=alarms,
         membership=tuple(PeerView(m.id, m.name, tuple(m.peer_urls), m.is_learner)
@@ -190,7 +218,7 @@ def inspect_member(member: Member, inv: Inventory,
 
 def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
                     members: Sequence[Member] | None = None,
-                    allow_quorum: bool = False) -> InspectReport:
+                    allow_quorum: bool = False, prefer: str | None = None) -> InspectReport:
     """Read every member concurrently, then decide which one to keep."""
     t0 = time.monotonic()
     todo = list(members or inv.members)
@@ -201,7 +229,7 @@ def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
     if quorum.has_quorum and quorum.leader_id:
         names = {s.member_id: s.name for s in states if s.member_id is not None}
         quorum = replace(quorum, leader_name=names.get(quorum.leader_id))
-    decision = decide(states, quorum, allow_quorum=allow_quorum)
+    decision = decide(states, quorum, allow_quorum=allow_quorum, prefer=prefer)
     return InspectReport(cluster=inv.name, members=states, quorum=quorum, decision=decision,
                          elapsed_s=time.monotonic() - t0)
 

@@ -31,8 +31,9 @@ class MemberState:
     ``source`` says where the figures come from: ``live`` (etcd answered over gRPC) or
     ``disk`` (WAL, snap and backend files read in place). On disk, ``commit_index`` is the
     larger of the WAL HardState commit and the backend's consistent index; live, it is the
-    raft index etcd reports (its committed index). ``last_term`` is the term of the last WAL
-    entry on disk; live, etcd does not report it and the current raft term stands in.
+    raft index etcd reports (its committed index). ``last_term`` and ``last_index`` are the
+    term and index of the last WAL entry on disk; etcd reports neither live, so for a running
+    member they are read from its WAL in place too (None when that read failed).
     """
 
     name: str
@@ -125,6 +126,7 @@ class Decision:
     tie: bool = False
     refused: str | None = None      # why the tool refuses to go on (exit 3), if it does
     ranking: tuple[str, ...] = ()   # readable members, best first
+    provisional: bool = False       # rests on a running member: taken again after fencing
 
 
 @dataclass(frozen=True)
@@ -149,5 +151,6 @@ class InspectReport:
             "tie": self.decision.tie,
             "refused": self.decision.refused,
             "ranking": list(self.decision.ranking),
+            "provisional": self.decision.provisional,
             "elapsed_s": round(self.elapsed_s, 3),
         }

@@ -10,9 +10,10 @@ Why each step exists (see also README "Safety"):
   supervisor can no longer start it (manifest moved out / unit disabled).
 - back up, never delete (kubernetes/kops#16416): data dirs are copied with a checksum list and
   old data is only ever moved aside.
-- ``--force-new-cluster`` on the member with the highest commit index: etcd discards WAL entries
-  past the commit index, so that member loses least. The flag is removed and etcd restarted
-  right after, or every later restart would force a new cluster again.
+- ``--force-new-cluster`` on the member with the most up-to-date log (raft's rule, see
+  choose.py): its log holds every entry any survivor knows committed, and align-commit makes
+  all of it survive. The flag is removed and etcd restarted right after, or every later
+  restart would force a new cluster again.
 - stray learners are removed explicitly: leftover learners have made etcd panic or refuse to
   remove them after a force-new-cluster (etcd-io/etcd#12285, #20893).
 - peers return one at a time as learners (3.4/3.5 allow one learner at a time), are promoted only
@@ -214,7 +215,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                    "enough free disk for backups",
              precondition="every reachable member answers over SSH",
              check=f"no linearizable read succeeds; cluster IDs agree; {chosen.name} still "
-                   "has the highest commit index; free space >= data size on every host",
+                   "has the most up-to-date log; free space >= data size on every host",
              commands=("etcd-recovery inspect -i INVENTORY",
                        *(f"ssh {m.name} df -B1 --output=avail /var/lib; du -sb {m.data_dir}"
                          for m in reachable)),

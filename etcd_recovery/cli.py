@@ -111,28 +111,37 @@ AllowQuorumOpt = Annotated[bool, typer.Option(
     "it still has quorum (every member is fenced and re-added).")]
 
 
-def _make_plan(inventory: Path, allow_quorum: bool = False) -> Any:
+TakeOverOpt = Annotated[bool, typer.Option(
+    "--take-over-lock", help="Take the hosts' recovery lock over from a dead run (the lock "
+    "step then overwrites it).")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v",
+                                          help="Show every action as it runs.")]
+
+
+def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
+                 run_id: str | None = None) -> Any:
+    """Inspect and lay out the plan (pure planning over what inspect read)."""
     from .inspect import inspect_cluster, read_configs
     from .plan import make_plan
     from .render import inspect_table
 
-    inv = guarded(lambda: load_inventory(inventory))
     report = guarded(lambda: inspect_cluster(inv, allow_quorum=allow_quorum))
     if report.decision.refused:
         inspect_table(report, err)
         fail(RefusedError(f"no plan: {report.decision.reason}"))
     configs = guarded(lambda: read_configs(inv, report))
-    return inv, guarded(lambda: make_plan(inv, report, configs, new_run_id(),
-                                          allow_quorum=allow_quorum))
+    return guarded(lambda: make_plan(inv, report, configs, run_id or new_run_id(),
+                                     allow_quorum=allow_quorum, take_over_lock=take_over_lock))
 
 
-def _show_plan(plan: Any, output: PlanOutput) -> None:
-    from .render import plan_markdown, plan_table
+def _show_plan(plan: Any, output: PlanOutput, inv: Any) -> None:
+    from .render import plan_table
+    from .runbook import plan_markdown
 
     if output is PlanOutput.json:
         print_json(plan.to_json())
     elif output is PlanOutput.markdown:
-        sys.stdout.write(plan_markdown(plan))
+        sys.stdout.write(plan_markdown(plan, inv))
     else:
         plan_table(plan, out)
 
@@ -142,33 +151,39 @@ def plan(inventory: InventoryOpt,
          output: Annotated[PlanOutput, typer.Option("--output", "-o")] = PlanOutput.table,
          save: Annotated[Path | None, typer.Option("--save", help="Write the plan (JSON, "
                                                    "with its state fingerprint).")] = None,
-         allow_quorum: AllowQuorumOpt = False) -> None:
+         allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False) -> None:
     """Inspect, choose the member to keep, and lay out every step (a dry run)."""
-    _, the_plan = _make_plan(inventory, allow_quorum)
-    _show_plan(the_plan, output)
+    inv = guarded(lambda: load_inventory(inventory))
+    the_plan = _derive_plan(inv, allow_quorum, take_over_lock)
+    _show_plan(the_plan, output, inv)
     if save is not None:
-        save.write_text(json.dumps(the_plan.to_json(), indent=2) + "\n")
+        try:
+            save.write_text(json.dumps(the_plan.to_json(), indent=2) + "\n")
+        except OSError as exc:
+            fail(UsageError(f"{save}: cannot write the plan: {exc.strerror or exc}"))
         err.print(f"plan saved to {save}")
 
 
 def _confirmed_journal(the_plan: Any, confirm: bool, jdir: Path) -> Any:
-    """Show the plan; without --confirm stop there (exit 3); else open its journal."""
+    """Without --confirm show the plan and stop there (exit 3); else open its journal."""
     from .journal import Journal
     from .render import plan_table
 
-    plan_table(the_plan, err)
     if not confirm:
+        plan_table(the_plan, err)
         err.print("dry run: nothing was changed. Add --confirm to carry out this plan.")
         raise typer.Exit(EXIT_REFUSED)
+    err.print(f"run {the_plan.run_id}: keep {the_plan.chosen}; {len(the_plan.steps)} steps "
+              f"(journal in {jdir})", markup=False)
     return guarded(lambda: Journal.create(jdir, the_plan))
 
 
-def _run(inv: Any, the_plan: Any, journal: Any, take_over_lock: bool,
+def _run(inv: Any, the_plan: Any, journal: Any, verbose: bool,
          check_fingerprint: bool) -> Any:
     from .executor import Executor
 
     ex = Executor(inv, the_plan, journal, log=lambda msg: err.print(msg, markup=False),
-                  take_over_lock=take_over_lock, check_fingerprint=check_fingerprint)
+                  verbose=verbose, check_fingerprint=check_fingerprint)
     return guarded(ex.run)
 
 
@@ -176,25 +191,38 @@ def _journal_dir(inventory: Path, journal_dir: Path | None) -> Path:
     return journal_dir or inventory.resolve().parent / ".etcd-recovery"
 
 
+def _load_saved_plan(plan_file: Path) -> Any:
+    from .plan import Plan
+
+    try:
+        data = json.loads(plan_file.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(UsageError(f"{plan_file}: cannot read the plan: {exc}"))
+    except ValueError as exc:
+        fail(UsageError(f"{plan_file}: not JSON: {exc}"))
+    return guarded(lambda: Plan.from_json(data, str(plan_file)))
+
+
 @app.command()
 def execute(inventory: InventoryOpt,
             confirm: Annotated[bool, typer.Option("--confirm", help="Really act.")] = False,
-            plan_file: Annotated[Path | None, typer.Option("--plan", help="Run this saved "
-                                                           "plan (refused if the state "
-                                                           "drifted).")] = None,
+            plan_file: Annotated[Path | None, typer.Option(
+                "--plan", help="Run this saved plan: loaded strictly, then derived again from "
+                "the inventory and the live state; it runs only if both agree on every "
+                "action.")] = None,
             resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished "
                                                  "run from its journal.")] = False,
-            take_over_lock: Annotated[bool, typer.Option("--take-over-lock")] = False,
+            take_over_lock: TakeOverOpt = False,
             journal_dir: Annotated[Path | None, typer.Option("--journal-dir")] = None,
             allow_quorum: AllowQuorumOpt = False,
             abandon: Annotated[bool, typer.Option(
                 "--abandon", help="Give up the unfinished run (its journal is kept; its host "
                 "locks then need --take-over-lock) so that a new plan can be made.")] = False,
+            verbose: VerboseOpt = False,
             output: OutputOpt = Output.table) -> None:
     """Carry out the plan step by step (needs --confirm), journaled and resumable."""
     from .journal import Journal
-    from .plan import Plan
-    from .render import plan_table, summary_table
+    from .render import summary_table
 
     jdir = _journal_dir(inventory, journal_dir)
     inv = guarded(lambda: load_inventory(inventory))
@@ -211,8 +239,10 @@ def execute(inventory: InventoryOpt,
             fail(UsageError(f"nothing to resume: no unfinished run in {jdir}"))
         the_plan = guarded(current.load_plan)
         journal = current
-        plan_table(the_plan, err)
         if not confirm:
+            from .render import plan_table
+
+            plan_table(the_plan, err)
             err.print("resume: add --confirm to act")
             raise typer.Exit(EXIT_REFUSED)
     else:
@@ -220,16 +250,21 @@ def execute(inventory: InventoryOpt,
             fail(RefusedError(f"run {current.run_id} is unfinished (journal in {jdir}): "
                               "continue it with --resume"))
         if plan_file is not None:
-            try:
-                the_plan = Plan.from_json(json.loads(plan_file.read_text()), str(plan_file))
-            except (OSError, ValueError) as exc:
-                fail(UsageError(f"{plan_file}: cannot read the plan: {exc}"))
-            except EtcdRecoveryError as exc:
-                fail(exc)
+            saved = _load_saved_plan(plan_file)
+            allow = bool(saved.steps and saved.steps[0].params.get("allow_quorum"))
+            lock = next((s for s in saved.steps if s.kind.value == "lock"), None)
+            takeover = bool(lock and "--take-over-lock" in lock.title)
+            derived = _derive_plan(inv, allow, takeover, run_id=saved.run_id)
+            diff = saved.first_difference(derived)
+            if diff is not None:
+                fail(RefusedError(f"{plan_file}: the saved plan is not what this inventory "
+                                  f"and the cluster's state give now: {diff}. Nothing was "
+                                  "changed; make a new plan"))
+            the_plan = saved
         else:
-            _, the_plan = _make_plan(inventory, allow_quorum)
+            the_plan = _derive_plan(inv, allow_quorum, take_over_lock)
         journal = _confirmed_journal(the_plan, confirm, jdir)
-    summary = _run(inv, the_plan, journal, take_over_lock, check_fingerprint=not resume)
+    summary = _run(inv, the_plan, journal, verbose, check_fingerprint=not resume)
     later = {name: f"etcd-recovery rejoin {name} -i {inventory}"
              for name in the_plan.rejoin_later}
     if output is Output.json:
@@ -244,8 +279,9 @@ def execute(inventory: InventoryOpt,
 def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring back.")],
            inventory: InventoryOpt,
            confirm: Annotated[bool, typer.Option("--confirm", help="Really act.")] = False,
-           take_over_lock: Annotated[bool, typer.Option("--take-over-lock")] = False,
+           take_over_lock: TakeOverOpt = False,
            journal_dir: Annotated[Path | None, typer.Option("--journal-dir")] = None,
+           verbose: VerboseOpt = False,
            output: OutputOpt = Output.table) -> None:
     """Bring one member (e.g. a host that was unreachable during the recovery) back into the
     healthy cluster: fence it, back it up, move its stale data aside, add it as a learner,
@@ -274,12 +310,11 @@ def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring b
         fail(RefusedError(f"{name}: its etcd configuration could not be read"))
     via = report.quorum.via if report.quorum.via != name else next(
         s.name for s in report.members if s.source == "live" and s.name != name)
-    voters = [p.name for s in report.members if s.name == via for p in s.membership
-              if not p.is_learner and p.name]
-    the_plan = make_rejoin_plan(inv, name, via, configs[name], new_run_id(),
-                                [v for v in voters if v != name])
+    membership = next(s.membership for s in report.members if s.name == via)
+    the_plan = guarded(lambda: make_rejoin_plan(inv, name, via, configs[name], new_run_id(),
+                                                membership, take_over_lock))
     journal = _confirmed_journal(the_plan, confirm, jdir)
-    summary = _run(inv, the_plan, journal, take_over_lock, check_fingerprint=False)
+    summary = _run(inv, the_plan, journal, verbose, check_fingerprint=False)
     if output is Output.json:
         print_json(summary.to_json())
     else:
@@ -290,7 +325,8 @@ def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring b
 def verify(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
     """Check that the cluster is whole and consistent: expected voting members only, all
     healthy, same revision, equal HashKV, no alarms, no --force-new-cluster left."""
-    from .executor import reachable_members, verifier, verify_cluster
+    from .session import Session, reachable_members
+    from .verify import verify_cluster
 
     inv = guarded(lambda: load_inventory(inventory))
     names, unreachable = guarded(lambda: reachable_members(inv))
@@ -298,8 +334,8 @@ def verify(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
     def run() -> list[str]:
         if not names:
             return ["no member is reachable over SSH"]
-        with verifier(inv) as ex:
-            return verify_cluster(ex, names, None)
+        with Session(inv) as session:
+            return verify_cluster(session, names, None)
 
     problems = guarded(run)
     if output is Output.json:

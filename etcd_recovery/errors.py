@@ -109,3 +109,7 @@ class PreconditionError(RefusedError):
 
 class LabError(EtcdRecoveryError):
     """The lab could not be built, started or changed."""
+
+
+class StepFailed(EtcdRecoveryError):
+    """A step's action or check failed; the journal says where, the state is left as is."""

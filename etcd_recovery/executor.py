@@ -1,75 +1,53 @@
-"""execute: run the plan's steps in order, each as precondition -> action -> check.
+"""execute: the interpreter of a plan's actions.
 
 The executor runs exactly the steps of the plan it was given (the one shown to the operator),
-never a plan worked out again. Before every step it re-reads what that step depends on from the
-live system; if the precondition no longer holds it stops, having changed nothing more. Every
-step is idempotent, so ``--resume`` re-runs an interrupted step safely, and every event is
-journaled on the operator's machine and on the host the step touched.
+and within each step exactly its typed actions (:mod:`.actions`), never anything worked out
+again. Before every step it re-reads what that step depends on from the live system (its
+kind's precondition) and stops, having changed nothing more, when it no longer holds. The
+precondition may also find that an action is already in effect (a resumed run: etcd already
+runs with the staged configuration, the learner is already added); that action is then
+skipped, and the journal says so. Every action is journaled before and after it runs, with
+what it did (argv, file digests, API calls and their results, resolved references, timings),
+so ``--resume`` continues from the first action not done and the journal proves afterwards
+that nothing ran that the plan did not show.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import posixpath
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import choose
+from .actions import Action, AppendWal, EtcdCall, Run, Wait, WriteFile, shell_join
 from .errors import (
     EtcdApiError,
     EtcdRecoveryError,
     PreconditionError,
     RefusedError,
+    StepFailed,
     TransportError,
 )
 from .formats.backend import read_backend
 from .formats.wal import read_wal, wal_file_names
 from .formats.walwrite import hardstate_frame
 from .inspect import TransportFactory, inspect_cluster, read_disk, ssh_transport
-from .inventory import Inventory, Member
-from .journal import Journal, done_steps
-from .live import (
-    ERR_LEARNER_NOT_READY,
-    ERR_TOO_MANY_LEARNERS,
-    ERR_UNHEALTHY,
-    EtcdClient,
-    MemberInfo,
-)
+from .inventory import Inventory
+from .journal import Event, Journal, done_steps
+from .live import ERR_LEARNER_NOT_READY, ERR_TOO_MANY_LEARNERS, ERR_UNHEALTHY, MemberInfo
 from .model import MemberState, Quorum
-from .plan import Plan, Step, config_path, fingerprint, run_dir, sh, unlock_argv
-from .runtimes import config as rconf
-from .transport.base import Transport
+from .plan import Plan, Step, StepKind, fingerprint, run_dir, unlock_argv
+from .session import ClientFactory, Session, tunnel_client
+from .transport.base import CommandResult
+from .verify import poll, verify_cluster
 
 T = TypeVar("T")
 Log = Callable[[str], None]
 
-
-class StepFailed(EtcdRecoveryError):
-    """A step's action or check failed; the journal says where, the state is left as is."""
-
-
-def poll(fn: Callable[[], T | None], timeout: float, what: str, first: float = 0.05,
-         cap: float = 0.5) -> T:
-    """Call ``fn`` until it returns something other than None, backing off from ``first`` to
-    ``cap`` seconds; raise StepFailed after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = first
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = fn()
-            if value is not None:
-                return value
-        except (EtcdApiError, TransportError) as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            extra = f" (last error: {last_error})" if last_error else ""
-            raise StepFailed(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
-        time.sleep(delay)
-        delay = min(cap, delay * 1.6)
+__all__ = ["Executor", "StepFailed", "Summary", "poll", "require_kept"]
 
 
 @dataclass
@@ -95,82 +73,44 @@ class Summary:
                           for s in self.steps]}
 
 
+def done_actions(events: list[Event]) -> set[tuple[str, int]]:
+    return {(e.step, int(e.detail["action"])) for e in events
+            if e.event in ("action-done", "action-skipped") and e.step
+            and isinstance(e.detail.get("action"), int)}
+
+
+def resolved_refs(events: list[Event]) -> dict[str, Any]:
+    return {str(e.detail["name"]): e.detail["value"] for e in events
+            if e.event == "ref-resolved" and "name" in e.detail}
+
+
 class Executor:
     def __init__(self, inv: Inventory, plan: Plan, journal: Journal, *,
-                 factory: TransportFactory = ssh_transport, log: Log = lambda _: None,
-                 take_over_lock: bool = False, check_fingerprint: bool = True,
+                 factory: TransportFactory = ssh_transport,
+                 client_factory: ClientFactory = tunnel_client, log: Log = lambda _: None,
+                 verbose: bool = False, check_fingerprint: bool = True,
                  stop_after: str | None = None) -> None:
         self.inv = inv
         self.plan = plan
         self.journal = journal
+        self.session = Session(inv, factory, client_factory)
         self.factory = factory
         self.log = log
-        self.take_over_lock = take_over_lock
+        self.verbose = verbose
         self.check_fingerprint = check_fingerprint
         self.stop_after = stop_after   # for tests and rehearsals: stop after this step id
-        self._transports: dict[str, Transport] = {}
-        self._stack = contextlib.ExitStack()
-        self._clients: dict[str, EtcdClient] = {}
         self.rdir = run_dir(plan.run_id)
-
-    # ------------------------------------------------------------------ plumbing
-    def t(self, name: str) -> Transport:
-        if name not in self._transports:
-            self._transports[name] = self.factory(self.inv.member(name))
-        return self._transports[name]
-
-    def m(self, name: str) -> Member:
-        return self.inv.member(name)
-
-    def run_cmd(self, name: str, argv: list[str], timeout: float = 60.0,
-                check: bool = True) -> Any:
-        return self.t(name).run(argv, sudo=True, timeout=timeout, check=check)
-
-    def client(self, name: str) -> EtcdClient:
-        """A gRPC client for a member through an SSH tunnel, kept open for the whole run."""
-        if name not in self._clients:
-            m = self.m(name)
-            host, port = m.client_hostport
-            lhost, lport = self._stack.enter_context(self.t(name).tunnel(host, port))
-            user, password = self.inv.credentials()
-            self._clients[name] = self._stack.enter_context(EtcdClient(
-                f"{lhost}:{lport}", ca_file=self.inv.tls.ca, cert_file=self.inv.tls.cert,
-                key_file=self.inv.tls.key, server_name=host, username=user, password=password,
-                timeout=5.0))
-        return self._clients[name]
-
-    def drop_client(self, name: str) -> None:
-        client = self._clients.pop(name, None)
-        if client is not None:
-            client.close()
-
-    def etcd_pid(self, name: str) -> int | None:
-        res = self.run_cmd(name, ["pgrep", "-x", "etcd"], check=False, timeout=10)
-        pids = res.stdout.decode().split()
-        return int(pids[0]) if res.exit_status == 0 and pids else None
-
-    def host_journal(self, name: str, event: str, step: str) -> None:
-        line = json.dumps({"ts": round(time.time(), 3), "run": self.plan.run_id,
-                           "event": event, "step": step})
-        path = posixpath.join(self.rdir, "journal.jsonl")
-        with contextlib.suppress(TransportError):
-            self.run_cmd(name, sh('umask 077; mkdir -p "$(dirname "$2")"; '
-                                  'printf "%s\\n" "$1" >> "$2"', line, path), timeout=10)
-
-    def close(self) -> None:
-        self._clients.clear()
-        self._stack.close()
-        for t in self._transports.values():
-            with contextlib.suppress(Exception):
-                t.close()
-        self._transports.clear()
+        self.refs: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Summary:
         t0 = time.monotonic()
         summary = Summary(run_id=self.plan.run_id, ok=False)
-        done = done_steps(self.journal.events())
-        if not done:
+        events = self.journal.events()
+        done = done_steps(events)
+        self.refs = resolved_refs(events)
+        acts_done = done_actions(events)
+        if not done and not acts_done:
             self.journal.append("run-start", chosen=self.plan.chosen)
         else:
             self.journal.append("resume", done=sorted(done))
@@ -181,23 +121,14 @@ class Executor:
                 current = step
                 if step.id in done:
                     summary.steps.append(StepTiming(step.id, 0.0, skipped=True))
-                    self.log(f"[{i}/{total}] {step.id}: already done (journal)")
+                    self.log(f"[{i}/{total}] {step.id}: done before (journal)")
                     continue
                 s0 = time.monotonic()
-                self.log(f"[{i}/{total}] {step.id} on {step.host or 'all members'}: "
-                         f"{step.title}")
-                for command in step.commands:  # the dry run of this step, as planned
-                    for line in command.splitlines():
-                        self.log(f"      {line}")
+                self.log(f"[{i}/{total}] {step.id}: {step.title}")
                 self.journal.append("step-start", step.id)
-                if step.host:
-                    self.host_journal(step.host, "step-start", step.id)
-                handler = getattr(self, f"step_{step.kind}")
-                handler(step)
+                self.run_step(step, acts_done)
                 elapsed = time.monotonic() - s0
                 self.journal.append("step-done", step.id, seconds=round(elapsed, 3))
-                if step.host:
-                    self.host_journal(step.host, "step-done", step.id)
                 summary.steps.append(StepTiming(step.id, elapsed))
                 self.log(f"[{i}/{total}] {step.id}: done in {elapsed:.2f} s "
                          f"(at {time.monotonic() - t0:.1f} s)")
@@ -220,10 +151,8 @@ class Executor:
         except RefusedError as exc:
             sid = current.id if current else None
             self.journal.append("step-refused", sid, error=str(exc))
-            changed = any(s.mutating for s in self.plan.steps
-                          if s.id in done_steps(self.journal.events()))
-            if not changed:  # nothing was touched: close the run instead of leaving it open
-                self.journal.abandon()
+            if not self._changed_anything():
+                self.journal.abandon()  # nothing was touched: close the run
             summary.stopped_at, summary.message = sid, str(exc)
             summary.total_s = time.monotonic() - t0
             raise
@@ -232,17 +161,244 @@ class Executor:
             self.journal.append("step-failed", sid, error=str(exc))
             summary.stopped_at, summary.message = sid, str(exc)
             summary.total_s = time.monotonic() - t0
+            if not self._changed_anything():
+                self.journal.abandon()
+                raise StepFailed(f"step {sid} failed: {exc}. Nothing had been changed; the "
+                                 "run is closed, so the next execute starts afresh") from exc
             raise StepFailed(f"step {sid} failed: {exc}. Nothing after it was done; fix the "
                              "cause and run again with --resume") from exc
+        except Exception as exc:  # a bug must not leave a traceback and an open run behind
+            sid = current.id if current else None
+            self.journal.append("step-failed", sid, error=f"internal error: {exc!r}")
+            summary.total_s = time.monotonic() - t0
+            raise StepFailed(f"step {sid} failed with an internal error ({exc!r}); the journal "
+                             "says where; run again with --resume once the cause is fixed"
+                             ) from exc
         finally:
-            self.close()
+            self.session.close()
         summary.total_s = time.monotonic() - t0
         return summary
 
-    # ------------------------------------------------------------------ steps
-    def step_preflight(self, step: Step) -> None:
-        allow = bool(step.params.get("allow_quorum"))
-        report = inspect_cluster(self.inv, allow_quorum=allow, prefer=self.plan.chosen)
+    def _changed_anything(self) -> bool:
+        """Has any mutating action of this run been started (as the journal says)? A lock step
+        that was refused released what it took, so it counts only once it is done."""
+        by_id = {s.id: s for s in self.plan.steps}
+        events = self.journal.events()
+        done = done_steps(events)
+        for e in events:
+            step = by_id.get(e.step or "")
+            if e.event == "action-start" and step is not None and step.mutating and (
+                    step.kind is not StepKind.LOCK or step.id in done):
+                return True
+        return False
+
+    # ------------------------------------------------------------------ one step
+    def run_step(self, step: Step, acts_done: set[tuple[str, int]]) -> None:
+        prepare = getattr(self, f"prepare_{step.kind.value}", None)
+        in_effect: dict[int, str] = prepare(step) if prepare else {}
+        for n, action in enumerate(step.actions, 1):
+            if (step.id, n) in acts_done:
+                continue
+            if n in in_effect:
+                self.journal.append("action-skipped", step.id, action=n, why=in_effect[n])
+                self.log(f"      {n}. skipped: {in_effect[n]}")
+                continue
+            a0 = time.monotonic()
+            if self.verbose:
+                first, *rest = action.summary().splitlines()
+                self.log(f"      {n}. {first}")
+                for line in rest:
+                    self.log(f"         {line}")
+            self.journal.append("action-start", step.id, action=n, kind=action.kind,
+                                **_journal_form(action))
+            detail = self.perform(step, n, action)
+            self.journal.append("action-done", step.id, action=n,
+                                seconds=round(time.monotonic() - a0, 3), **detail)
+        finish = getattr(self, f"finish_{step.kind.value}", None)
+        if finish:
+            finish(step)
+
+    def perform(self, step: Step, n: int, a: Action) -> dict[str, Any]:
+        if isinstance(a, Run):
+            res = self.session.run(a.host, a.argv, timeout=a.timeout_s,
+                                   check=step.kind is not StepKind.LOCK)
+            self.after_run(step, n, a, res)
+            if step.kind in (StepKind.FORCE_NEW_CLUSTER, StepKind.RESTART_PLAIN,
+                             StepKind.START_LEARNER):
+                self.session.drop_client(a.host)  # etcd restarts behind the tunnel
+            return {"exit": res.exit_status}
+        if isinstance(a, WriteFile):
+            self.session.t(a.host).write_file(a.path, a.content.encode(), mode=a.mode, sudo=True)
+            return {}
+        if isinstance(a, EtcdCall):
+            return self.etcd_call(a)
+        if isinstance(a, Wait):
+            poll(lambda: True if self.condition(a) else None, a.timeout_s,
+                 f"{a.summary()}")
+            return {}
+        return self.append_wal(step, a)
+
+    # ------------------------------------------------------------------ action kinds
+    def after_run(self, step: Step, n: int, a: Run, res: CommandResult) -> None:
+        if step.kind is StepKind.PREFLIGHT or step.kind is StepKind.PREFLIGHT_REJOIN:
+            self._check_space(a.host, res)
+        elif step.kind is StepKind.LOCK and res.exit_status != 0:
+            self._lock_refused(step, n, a, res)
+
+    def etcd_call(self, a: EtcdCall) -> dict[str, Any]:
+        c = self.session.client(a.via)
+        members = c.member_list(serializable=False)
+        if a.call == "member-add-learner":
+            assert a.peer_url and a.result
+            existing = _find(members, a.peer_url)
+            if existing is not None:
+                self.log(f"      {a.name} is already listed ({existing.id:x}); not adding again")
+                value = existing.id
+            else:
+                res = self.retry_api(lambda: c.member_add([a.peer_url], learner=True),
+                                     a.timeout_s, f"adding {a.name} as a learner",
+                                     retry_on=(ERR_UNHEALTHY, ERR_TOO_MANY_LEARNERS))
+                value = res.member.id
+            self.resolve(a.result, f"{value:x}")
+            return {"result": f"{value:x}"}
+        if a.call == "member-promote":
+            assert a.peer_url and a.member_ref
+            me = _find(members, a.peer_url)
+            if me is None:
+                raise PreconditionError(f"{a.name} ({a.peer_url}) is not in the member list")
+            ref = self.refs.get(a.member_ref)
+            if ref is None:  # resumed after the add, before its result was journaled
+                self.resolve(a.member_ref, f"{me.id:x}")
+            elif int(str(ref), 16) != me.id:
+                raise PreconditionError(f"{a.member_ref} resolved to {ref}, but the member "
+                                        f"with {a.peer_url} is {me.id:x}")
+            if not me.is_learner:
+                return {"result": "already a voting member"}
+            mid = me.id
+            self.retry_api(lambda: c.member_promote(mid), a.timeout_s, f"promoting {a.name}",
+                           retry_on=(ERR_LEARNER_NOT_READY, ERR_UNHEALTHY))
+            return {"result": f"{mid:x} promoted"}
+        assert a.member_id
+        mid = int(a.member_id, 16)
+        if a.if_listed and all(x.id != mid for x in members):
+            return {"result": "not listed"}
+        self.retry_api(lambda: c.member_remove(mid), a.timeout_s, f"removing {a.member_id}")
+        return {"result": f"{a.member_id} removed"}
+
+    def resolve(self, name: str, value: Any) -> None:
+        self.refs[name] = value
+        self.journal.append("ref-resolved", name=name, value=value)
+
+    def retry_api(self, fn: Callable[[], T], timeout: float, what: str,
+                  retry_on: tuple[str, ...] = (ERR_UNHEALTHY,)) -> T:
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                return fn()
+            except EtcdApiError as exc:
+                details = getattr(exc, "details", str(exc))
+                transient = getattr(exc, "retryable", False) or any(
+                    r in details for r in retry_on)
+                if not transient or time.monotonic() >= deadline:
+                    raise StepFailed(f"{what}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(0.5, delay * 1.5)
+
+    def condition(self, w: Wait) -> bool:
+        s = self.session
+        if w.condition == "etcd-stopped":
+            return s.etcd_pid(w.host) is None
+        if w.condition == "etcd-running":
+            return s.etcd_pid(w.host) is not None
+        if w.condition == "members-are":
+            return self.members_are(w) is None
+        if w.condition == "healthy-without-force" and not s.runs_without_force(w.host):
+            return False
+        st = s.client(w.host).status()
+        if w.condition == "leads-alone":
+            if st.leader != st.member_id or len(s.client(w.host).member_list(False)) != 1:
+                return False
+        elif w.condition == "healthy-without-force":
+            if st.leader != st.member_id:
+                return False
+        elif st.is_learner or not st.leader:  # voting-healthy
+            return False
+        s.client(w.host).get(b"/etcd-recovery/probe", serializable=False)
+        return True
+
+    def members_are(self, w: Wait) -> str | None:
+        """None when the member list is exactly the planned one; else what differs."""
+        listed = self.session.client(w.host).member_list(serializable=False)
+        want = {}  # peer URL -> name
+        for x in w.members:
+            name, url = x.split("=", 1)
+            want[url] = name
+        got = {u: x.name for x in listed for u in x.peer_urls[:1]}
+        if set(got) != set(want):
+            return (f"the member list holds {sorted(got)}, the plan expects "
+                    f"{sorted(want)}")
+        for url, name in got.items():
+            if name and name != want[url]:
+                return f"{url} is named {name!r} in the member list, {want[url]!r} in the plan"
+        return None
+
+    def append_wal(self, step: Step, a: AppendWal) -> dict[str, Any]:
+        if a.offset < 0:   # a named reference: resolved from the WAL now that it is fenced
+            resolved = self._wal_record(step, a.host)
+            if resolved is None:
+                return {"result": "nothing to write"}
+            a = resolved
+            self.resolve(f"wal-record:{a.host}", {"file": a.file, "offset": a.offset,
+                                                 "record_hex": a.record_hex,
+                                                 "commit": a.commit})
+        data = bytes.fromhex(a.record_hex)
+        self.session.run(a.host, ["dd", f"of={a.file}", "bs=1M", f"seek={a.offset}",
+                                  "oflag=seek_bytes", "conv=notrunc,fsync", "status=none"],
+                         stdin=data, timeout=60)
+        wal = self._read_wal(step)
+        if wal.hardstate_commit != a.commit:
+            raise StepFailed(f"{a.host}: after the write the WAL reads commit "
+                             f"{wal.hardstate_commit}, expected {a.commit}")
+        return {"file": a.file, "offset": a.offset, "record_hex": a.record_hex,
+                "commit": a.commit}
+
+    def _read_wal(self, step: Step) -> Any:
+        t = self.session.t(step.host or "")
+        wal_dir = step.params["wal_dir"]
+        names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=True))
+        if not names:
+            raise PreconditionError(f"{step.host}: no WAL files in {wal_dir}")
+        return read_wal([t.open_file(posixpath.join(wal_dir, n), sudo=True)
+                         for n in names[-2:]])
+
+    def _wal_record(self, step: Step, host: str) -> AppendWal | None:
+        t = self.session.t(host)
+        wal = self._read_wal(step)
+        cindex = read_backend(t.open_file(step.params["db"], sudo=True)).consistent_index or 0
+        target = max(cindex, wal.last_index)
+        if target <= wal.hardstate_commit:
+            return None
+        if wal.torn_tail or wal.last_index < cindex:
+            why = ("the WAL ends in a torn write" if wal.torn_tail else
+                   f"the WAL's last entry ({wal.last_index}) is before the consistent index")
+            self.log(f"WARNING {host}: WAL commit {wal.hardstate_commit} < {target} but {why}: "
+                     "not aligning; verify's HashKV check will tell whether members diverge")
+            return None
+        data, _ = hardstate_frame(wal.last_crc, wal.hardstate_term, wal.hardstate_vote,
+                                  target)
+        wal_dir = step.params["wal_dir"]
+        last = posixpath.join(wal_dir, wal_file_names(
+            f.name for f in t.list_dir(wal_dir, sudo=True))[-1])
+        if wal.end_offset + len(data) > t.open_file(last, sudo=True).size():
+            raise PreconditionError(f"{host}: no room after the last record of {last}")
+        return AppendWal(host, last, wal.end_offset, data.hex(), wal.last_crc, target)
+
+    # ------------------------------------------------------------------ preconditions
+    def prepare_preflight(self, step: Step) -> dict[int, str]:
+        allow = bool(step.params["allow_quorum"])
+        report = inspect_cluster(self.inv, factory=self.factory, allow_quorum=allow,
+                                 prefer=self.plan.chosen)
         if report.quorum.has_quorum and not allow:
             raise PreconditionError(f"the cluster has quorum again ({report.decision.reason})")
         if report.decision.refused:
@@ -262,352 +418,194 @@ class Executor:
             st = next(s for s in report.members if s.name == name)
             if not st.reachable:
                 raise PreconditionError(f"{name} is no longer reachable: {st.error}")
-            self.check_space(name)
+        return {}
 
-    def step_preflight_rejoin(self, step: Step) -> None:
+    def prepare_preflight_rejoin(self, step: Step) -> dict[int, str]:
         via, name = step.params["via"], step.params["name"]
-        c = self.client(via)
+        c = self.session.client(via)
         st = c.status()
         if not st.leader:
             raise PreconditionError(f"{via} has no leader: the cluster has no quorum; run "
                                     "`etcd-recovery execute` first")
         c.get(b"/etcd-recovery/probe", serializable=False)
-        me = self._find(c.member_list(serializable=False), self.m(name).peer_url)
-        if me is not None and not me.is_learner and self.etcd_pid(name) is not None:
+        me = _find(c.member_list(serializable=False), self.inv.member(name).peer_url)
+        if me is not None and not me.is_learner and self.session.etcd_pid(name) is not None:
             try:
-                own = self.client(name).status()
+                own = self.session.client(name).status()
                 if own.leader and own.member_id == me.id:
                     raise RefusedError(f"{name} is already a healthy voting member; nothing "
                                        "to do")
             except EtcdApiError:
                 pass
             finally:
-                self.drop_client(name)
-        self.check_space(name)
+                self.session.drop_client(name)
+        return {}
 
-    def check_space(self, name: str) -> None:
-        m = self.m(name)
-        res = self.run_cmd(name, sh('set -e; mkdir -p -m 0700 "$1"; '
-                                    'df -B1 --output=avail "$1" | tail -n 1; '
-                                    'du -sb "$2" | cut -f1', "/var/lib/etcd-recovery",
-                                    m.data_dir), timeout=60)
-        avail, used = (int(x) for x in res.stdout.decode().split()[:2])
+    def _check_space(self, name: str, res: CommandResult) -> None:
+        words = res.stdout.decode(errors="replace").split()
+        try:
+            avail, used = int(words[0]), int(words[1])
+        except (IndexError, ValueError) as exc:
+            raise PreconditionError(f"{name}: cannot tell free disk and data size from "
+                                    f"{shell_join(res.argv[-2:])}: got {words!r}") from exc
         need = int(used * 1.1) + 16 * 1024 * 1024
         if avail < need:
             raise RefusedError(f"{name}: not enough free disk for the backup: "
                                f"{avail} bytes free under /var/lib/etcd-recovery, "
-                               f"{need} needed ({m.data_dir} holds {used} bytes); nothing "
-                               "was changed")
+                               f"{need} needed ({self.session.m(name).data_dir} holds {used} "
+                               "bytes); nothing was changed")
 
-    def step_lock(self, step: Step) -> None:
+    def _lock_refused(self, step: Step, n: int, a: Run, res: CommandResult) -> None:
         path = step.params["path"]
-        taken: list[str] = []
-        try:
-            for name in step.params["members"]:
-                self._lock_one(name, step, path)
-                taken.append(name)
-        except RefusedError:
-            for name in taken:  # leave no half-taken lock behind
-                with contextlib.suppress(TransportError):
-                    self.run_cmd(name, unlock_argv(self.plan.run_id), check=False)
-            raise
-
-    def _lock_one(self, name: str, step: Step, path: str) -> None:
-        res = self.run_cmd(name, step.params["argv"], check=False)
-        if res.exit_status == 0:
-            return
-        holder = self.run_cmd(name, ["cat", path], check=False).stdout.decode().strip()
+        holder = self.session.run(a.host, ["cat", path], check=False).stdout.decode().strip()
         if holder == self.plan.run_id:
             return
-        if self.take_over_lock:
-            self.log(f"{name}: taking over the lock of run {holder!r}")
-            self.run_cmd(name, sh('umask 077; echo "$2" > "$1"', path, self.plan.run_id))
-            return
-        raise RefusedError(f"{name}: another recovery holds the lock {path} (run "
+        # Release the locks this step took before this host (the unlock step's command).
+        for done in step.actions[:n - 1]:
+            assert isinstance(done, Run)
+            unlock = unlock_argv(self.plan.run_id)
+            self.journal.append("action-rollback", step.id, host=done.host,
+                                argv=list(unlock))
+            with contextlib.suppress(TransportError):
+                self.session.run(done.host, unlock, check=False)
+        raise RefusedError(f"{a.host}: another recovery holds the lock {path} (run "
                            f"{holder!r}); if that run is dead, take the lock over with "
                            "--take-over-lock")
 
-    def step_fence(self, step: Step) -> None:
-        name = step.host
-        assert name
-        self.run_cmd(name, step.params["argv"], timeout=120)
-        poll(lambda: True if self.etcd_pid(name) is None else None, 60,
-             f"etcd to stop on {name}")
-
-    def step_backup(self, step: Step) -> None:
-        name = step.host
-        assert name
-        if self.etcd_pid(name) is not None:
-            raise PreconditionError(f"{name}: etcd runs again although fenced; stopping")
-        self.run_cmd(name, step.params["argv"], timeout=1800)
+    def prepare_backup(self, step: Step) -> dict[int, str]:
+        if self.session.etcd_pid(step.host or "") is not None:
+            raise PreconditionError(f"{step.host}: etcd runs again although fenced; stopping")
+        return {}
 
     def _require_all_fenced(self, except_: str | None = None) -> None:
         for name in self.plan.steps[0].params["members"]:
-            if name != except_ and self.etcd_pid(name) is not None:
+            if name != except_ and self.session.etcd_pid(name) is not None:
                 raise PreconditionError(f"{name}: etcd is running although it was fenced")
 
     def _require_fenced_and_backed_up(self, name: str) -> None:
         """Precondition of every step that writes into or moves a data dir."""
-        if self.etcd_pid(name) is not None:
+        if self.session.etcd_pid(name) is not None:
             raise PreconditionError(f"{name}: etcd runs although fenced; not touching its data")
         sums = posixpath.join(self.rdir, "backup", "SHA256SUMS")
-        if self.run_cmd(name, ["test", "-f", sums], check=False).exit_status != 0:
+        if self.session.run(name, ["test", "-f", sums], check=False).exit_status != 0:
             raise PreconditionError(f"{name}: no verified backup at {sums}")
 
-    def step_align_commit(self, step: Step) -> None:
-        name = step.host
-        assert name
+    def prepare_align_commit(self, step: Step) -> dict[int, str]:
+        name = step.host or ""
+        if not step.actions:
+            return {}
         self._require_fenced_and_backed_up(name)
-        t = self.t(name)
-        wal_dir = step.params["wal_dir"]
-        names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=True))
-        if not names:
-            raise PreconditionError(f"{name}: no WAL files in {wal_dir}")
-        last_path = posixpath.join(wal_dir, names[-1])
-        paths = [posixpath.join(wal_dir, n) for n in names[-2:]]
-        wal = read_wal([t.open_file(p, sudo=True) for p in paths])
-        cindex = read_backend(t.open_file(step.params["db"], sudo=True)).consistent_index or 0
-        # Commit every entry this member holds, as raft does when a member with this log is
-        # elected and commits an entry of its own term: entries acknowledged to clients are
-        # on a majority's disks, but the commit index that says so may never have been
-        # flushed anywhere. Never less than what the backend already applied.
-        target = max(cindex, wal.last_index)
-        if target <= wal.hardstate_commit:
-            self.log(f"{name}: WAL commit {wal.hardstate_commit} already covers its log "
-                     f"(last index {wal.last_index}, consistent index {cindex}); nothing to "
-                     "write")
-            return
-        if wal.torn_tail or wal.last_index < cindex:
-            why = ("the WAL ends in a torn write" if wal.torn_tail else
-                   f"the WAL's last entry ({wal.last_index}) is before the consistent index")
-            self.log(f"WARNING {name}: WAL commit {wal.hardstate_commit} < {target} but {why}: "
-                     "not aligning; verify's HashKV check will tell whether members diverge")
-            self.journal.append("align-skipped", step.id, reason=why)
-            return
-        data, _ = hardstate_frame(wal.last_crc, wal.hardstate_term, wal.hardstate_vote, target)
-        size = t.open_file(last_path, sudo=True).size()
-        if wal.end_offset + len(data) > size:
-            raise PreconditionError(f"{name}: no room after the last record of {last_path}")
-        self.log(f"{name}: WAL commit {wal.hardstate_commit} < {target} (last index "
-                 f"{wal.last_index}, consistent index {cindex}): appending a HardState at "
-                 f"offset {wal.end_offset} of {last_path}")
-        self.t(name).run(sh('dd of="$1" bs=1M seek="$2" oflag=seek_bytes '
-                            'conv=notrunc,fsync status=none', last_path,
-                            str(wal.end_offset)), sudo=True, stdin=data, timeout=60)
-        again = read_wal([t.open_file(p, sudo=True) for p in paths])
-        if again.hardstate_commit != target or again.last_index != wal.last_index:
-            raise StepFailed(f"{name}: after the write the WAL reads commit "
-                             f"{again.hardstate_commit}, expected {target}")
-        self.journal.append("commit-aligned", step.id, old=wal.hardstate_commit, new=target)
+        a = step.actions[0]
+        if not isinstance(a, AppendWal) or a.offset < 0:
+            return {}
+        wal = self._read_wal(step)
+        if wal.hardstate_commit == a.commit and wal.end_offset == a.offset + len(
+                bytes.fromhex(a.record_hex)):
+            return {1: "the WAL already ends with this record (resumed)"}
+        if wal.torn_tail or wal.end_offset != a.offset or wal.last_crc != a.crc_before:
+            raise PreconditionError(
+                f"{name}: the WAL changed since the plan was made (it ends at offset "
+                f"{wal.end_offset} with CRC {wal.last_crc:x}; the plan read offset {a.offset}, "
+                f"CRC {a.crc_before:x}); nothing was written: make a new plan")
+        return {}
 
-    def _runs_forced(self, name: str) -> bool:
-        """Does etcd run on ``name`` with --force-new-cluster (a resumed restore)?"""
-        pid = self.etcd_pid(name)
-        return pid is not None and self._running_without_flag(name, None) is None
-
-    def step_force_new_cluster(self, step: Step) -> None:
-        name = step.host
-        assert name
-        if self._runs_forced(name):
+    def prepare_force_new_cluster(self, step: Step) -> dict[int, str]:
+        name = step.host or ""
+        if self.session.runs_without_force(name) is False:
             # Resumed after the start: the restore is under way; only wait for it.
-            self.log(f"{name}: etcd already runs with --force-new-cluster (resumed)")
             self._require_all_fenced(except_=name)
-            member_id: int | None = poll(lambda: self.client(name).status().member_id, 60,
-                                         f"{name} to answer")
-        else:
-            self._require_all_fenced()
-            # All members are stopped now, so their disks are authoritative: the member to
-            # keep is decided again, by the same function that chose it for the plan.
-            states = [read_disk(self.t(other), self.m(other))
-                      for other in self.plan.steps[0].params["members"]]
-            kept = require_kept(states, name, self.inv.path)
-            self.stage_and_start(step)
-            member_id = kept.member_id
+            return {1: "etcd already runs with --force-new-cluster (resumed)",
+                    2: "etcd already runs with --force-new-cluster (resumed)"}
+        self._require_all_fenced()
+        # All members are stopped now, so their disks are authoritative: the member to keep
+        # is decided again, by the same function that chose it for the plan.
+        states = [read_disk(self.session.t(other), self.session.m(other))
+                  for other in self.plan.steps[0].params["members"]]
+        require_kept(states, name, self.plan.inventory)
+        return {}
 
-        def single_member_leader() -> bool | None:
-            st = self.client(name).status()
-            if st.leader != st.member_id or st.member_id != member_id:
-                return None
-            self.client(name).get(b"/etcd-recovery/probe", serializable=False)
-            return True
+    def finish_force_new_cluster(self, step: Step) -> None:
+        keys = self.session.client(step.host or "").count_keys()
+        self.log(f"      {step.host} holds {keys} keys after the restore")
+        self.journal.append("keys-counted", step.id, keys=keys)
 
-        poll(single_member_leader, 90, f"{name} to lead a one-member cluster")
-        self.keys_after_restore = self.client(name).count_keys()
-        self.log(f"{name} holds {self.keys_after_restore} keys after the restore")
-        self.journal.append("keys-counted", step.id, keys=self.keys_after_restore)
+    def prepare_restart_plain(self, step: Step) -> dict[int, str]:
+        if self.session.runs_without_force(step.host or ""):
+            why = "etcd already runs without --force-new-cluster (resumed)"
+            return {1: why, 2: why}
+        return {}
 
-    def stage_and_start(self, step: Step) -> None:
-        name = step.host
-        assert name
-        self.t(name).write_file(step.params["staged"], step.params["config"].encode(),
-                                mode=0o600, sudo=True)
-        self.run_cmd(name, step.params["start"], timeout=60)
+    def prepare_remove_stale(self, step: Step) -> dict[int, str]:
+        planned = {int(a.member_id, 16) for a in step.actions
+                   if isinstance(a, EtcdCall) and a.member_id}
+        kept_url = self.session.m(step.host or "").peer_url
+        for x in self.session.client(step.host or "").member_list(serializable=False):
+            if x.id not in planned and kept_url not in x.peer_urls:
+                raise PreconditionError(
+                    f"the member list holds {x.name or '(unstarted)'} {x.id:x} "
+                    f"({', '.join(x.peer_urls)}), which the plan does not know; nothing was "
+                    "removed: make a new plan")
+        return {}
 
-    def _running_without_flag(self, name: str, old_pid: int | None) -> bool | None:
-        pid = self.etcd_pid(name)
-        if pid is None or pid == old_pid:
-            return None
-        res = self.run_cmd(name, sh('tr "\\0" "\\n" < /proc/"$1"/cmdline; '
-                                    'tr "\\0" "\\n" < /proc/"$1"/environ', str(pid)),
-                           check=False)
-        text = res.stdout.decode(errors="replace")
-        if "--force-new-cluster" in text or "ETCD_FORCE_NEW_CLUSTER=" in text:
-            return None
-        return True
+    def prepare_remove_old(self, step: Step) -> dict[int, str]:
+        if self.session.etcd_pid(step.host or "") is not None:
+            raise PreconditionError(f"{step.host}: etcd runs although fenced")
+        return {}
 
-    def step_restart_plain(self, step: Step) -> None:
-        name = step.host
-        assert name
-        old_pid = self.etcd_pid(name)
-        if old_pid is not None and self._running_without_flag(name, None):
-            self.log(f"{name}: etcd already runs without --force-new-cluster (resumed)")
-        else:
-            self.stage_and_start(step)
-            self.drop_client(name)
-            poll(lambda: self._running_without_flag(name, old_pid), 60,
-                 f"{name} to run again without --force-new-cluster")
+    def prepare_move_aside(self, step: Step) -> dict[int, str]:
+        self._require_fenced_and_backed_up(step.host or "")
+        return {}
 
-        def healthy() -> bool | None:
-            st = self.client(name).status()
-            if st.leader != st.member_id:
-                return None
-            self.client(name).get(b"/etcd-recovery/probe", serializable=False)
-            return True
+    def prepare_learner_add(self, step: Step) -> dict[int, str]:
+        add = step.actions[1]
+        assert isinstance(add, EtcdCall) and add.peer_url
+        listed = self.session.client(add.via).member_list(serializable=False)
+        if _find(listed, add.peer_url) is not None:
+            return {1: f"{add.name} is already in the member list (resumed)"}
+        return {}
 
-        poll(healthy, 60, f"{name} to be healthy after the restart")
+    def prepare_start_learner(self, step: Step) -> dict[int, str]:
+        if self.session.etcd_pid(step.host or "") is not None:
+            why = "etcd already runs (resumed)"
+            return {2: why, 3: why}
+        return {}
 
-    def step_remove_stale(self, step: Step) -> None:
-        name = step.host
-        assert name
-        c = self.client(name)
-        me = c.status().member_id
-        for member in c.member_list(serializable=False):
-            if member.id != me:
-                self.log(f"removing {member.name or '(unstarted)'} {member.id:x} "
-                         f"{'learner' if member.is_learner else 'voter'}")
-                mid = member.id
-                self.retry_api(lambda: c.member_remove(mid), 60,  # noqa: B023 - used now
-                               f"removing member {mid:x}")
-        left = [x.id for x in c.member_list(serializable=False)]
-        if left != [me]:
-            raise StepFailed(f"the member list still holds {[hex(x) for x in left]}")
-
-    def retry_api(self, fn: Callable[[], T], timeout: float, what: str,
-                  retry_on: tuple[str, ...] = (ERR_UNHEALTHY,)) -> T:
-        deadline = time.monotonic() + timeout
-        delay = 0.1
-        while True:
-            try:
-                return fn()
-            except EtcdApiError as exc:
-                details = getattr(exc, "details", str(exc))
-                transient = getattr(exc, "retryable", False) or any(
-                    r in details for r in retry_on)
-                if not transient or time.monotonic() >= deadline:
-                    raise StepFailed(f"{what}: {exc}") from exc
-                time.sleep(delay)
-                delay = min(1.0, delay * 1.5)
-
-    def step_remove_old(self, step: Step) -> None:
-        name = step.host
-        assert name
-        if self.etcd_pid(name) is not None:
-            raise PreconditionError(f"{name}: etcd runs although fenced")
-        c = self.client(self.plan.chosen)
-        old = self._find(c.member_list(serializable=False), step.params["peer_url"])
-        if old is not None and not old.is_learner:
-            self.log(f"removing {name}'s old entry {old.id:x} from membership")
-            self.retry_api(lambda: c.member_remove(old.id), 60, f"removing {name}'s old entry")
-
-    def step_move_aside(self, step: Step) -> None:
-        name = step.host
-        assert name
-        self._require_fenced_and_backed_up(name)
-        self.run_cmd(name, step.params["argv"], timeout=600)
-
-    def _find(self, members: list[MemberInfo], peer_url: str) -> MemberInfo | None:
-        return next((x for x in members if peer_url in x.peer_urls), None)
-
-    def step_learner_add(self, step: Step) -> None:
-        c = self.client(self.plan.chosen)
-        peer_url = step.params["peer_url"]
-        existing = self._find(c.member_list(serializable=False), peer_url)
-        if existing is not None:
-            self.log(f"{step.host} is already in the member list "
-                     f"({'learner' if existing.is_learner else 'voter'}); not adding again")
-            return
-        self.retry_api(lambda: c.member_add([peer_url], learner=True), 90,
-                       f"adding {step.host} as a learner",
-                       retry_on=(ERR_UNHEALTHY, ERR_TOO_MANY_LEARNERS))
-        if self._find(c.member_list(serializable=False), peer_url) is None:
-            raise StepFailed(f"{step.host} is not in the member list after MemberAdd")
-
-    def step_start_learner(self, step: Step) -> None:
-        name = step.host
-        assert name
-        m = self.m(name)
-        c = self.client(self.plan.chosen)
-        members = c.member_list(serializable=False)
-        me = self._find(members, m.peer_url)
-        if me is None:
-            raise PreconditionError(f"{name} is not in the member list; add it first")
-        pairs: list[tuple[str, str]] = []
-        for x in members:
-            nm = x.name or (name if x.id == me.id else "")
-            if not nm:
-                raise PreconditionError(f"member {x.id:x} has no name and is not {name}: "
-                                        "another member was added but never started")
-            pairs.extend((nm, u) for u in x.peer_urls)
-        config = rconf.config_with_flags(
-            self.inv.runtime, step.params["original"], step.params["path"],
-            {"initial-cluster": rconf.initial_cluster(pairs),
-             "initial-cluster-state": "existing"}, ())
-        if self.etcd_pid(name) is None:
-            self.t(name).write_file(step.params["staged"], config.encode(), mode=0o600,
-                                    sudo=True)
-            self.run_cmd(name, step.params["start"], timeout=60)
-        poll(lambda: True if self.etcd_pid(name) is not None else None, 60,
-             f"etcd to start on {name}")
-
-    def step_promote(self, step: Step) -> None:
-        name = step.host
-        assert name
-        c = self.client(self.plan.chosen)
-        peer_url = step.params["peer_url"]
-        me = self._find(c.member_list(serializable=False), peer_url)
-        if me is None:
-            raise PreconditionError(f"{name} is not in the member list")
-        if self.etcd_pid(name) is None:
-            raise PreconditionError(f"{name}: etcd is not running")
-        if me.is_learner:
-            self.retry_api(lambda: c.member_promote(me.id), 180, f"promoting {name}",
-                           retry_on=(ERR_LEARNER_NOT_READY, ERR_UNHEALTHY))
-
-        def voting_and_healthy() -> bool | None:
-            st = self.client(name).status()
-            if st.is_learner or not st.leader:
-                return None
-            self.client(name).get(b"/etcd-recovery/probe", serializable=False)
-            return True
-
-        poll(voting_and_healthy, 90, f"{name} to be a healthy voting member")
+    def prepare_promote(self, step: Step) -> dict[int, str]:
+        if self.session.etcd_pid(step.host or "") is None:
+            raise PreconditionError(f"{step.host}: etcd is not running")
+        return {}
 
     def keys_counted(self) -> int | None:
         counts = [e.detail.get("keys") for e in self.journal.events()
                   if e.event == "keys-counted"]
         return int(counts[-1]) if counts and counts[-1] is not None else None
 
-    def step_verify(self, step: Step) -> None:
-        keys = step.params.get("keys_before")
+    def finish_verify(self, step: Step) -> None:
+        keys = step.params["keys_before"]
         if keys is None:
             keys = self.keys_counted()
-        problems = verify_cluster(self, step.params["members"], keys)
+        problems = verify_cluster(self.session, step.params["members"], keys)
         if problems:
             raise StepFailed("verification failed: " + "; ".join(problems))
 
-    def step_unlock(self, step: Step) -> None:
-        for name in step.params["members"]:
-            self.run_cmd(name, step.params["argv"])
+
+def _find(members: list[MemberInfo], peer_url: str) -> MemberInfo | None:
+    return next((x for x in members if peer_url in x.peer_urls), None)
+
+
+def _journal_form(a: Action) -> dict[str, Any]:
+    """What the journal keeps of an action: enough to match it with the plan's, no secrets
+    (a file's content is kept as its digest only)."""
+    if isinstance(a, Run):
+        return {"host": a.host, "argv": list(a.argv)}
+    if isinstance(a, WriteFile):
+        return {"host": a.host, "path": a.path, "digest": a.digest, "mode": a.mode}
+    if isinstance(a, EtcdCall):
+        return {"via": a.via, "call": a.call, "peer_url": a.peer_url,
+                "member_id": a.member_id, "member_ref": a.member_ref}
+    if isinstance(a, Wait):
+        return {"host": a.host, "condition": a.condition, "timeout_s": a.timeout_s}
+    return {"host": a.host, "file": a.file, "offset": a.offset, "record_hex": a.record_hex}
 
 
 def require_kept(states: list[MemberState], planned: str, inventory: str) -> MemberState:
@@ -625,91 +623,3 @@ def require_kept(states: list[MemberState], planned: str, inventory: str) -> Mem
             f"-i {inventory}`): it will keep {decision.chosen}")
     return next(s for s in states if s.name == planned)
 
-
-# ---------------------------------------------------------------------------- verify
-
-def verify_cluster(ex: Executor, expected: list[str], keys_before: int | None,
-                   timeout: float = 30.0) -> list[str]:
-    """Every check of the final verification; returns the problems found (empty: all good)."""
-    problems: list[str] = []
-    c = ex.client(expected[0])
-    members = c.member_list(serializable=False)
-    names = sorted(x.name for x in members)
-    if names != sorted(expected):
-        problems.append(f"members are {names}, expected {sorted(expected)}")
-    learners = [x.name for x in members if x.is_learner]
-    if learners:
-        problems.append(f"learners remain: {learners}")
-    # Same revision everywhere (followers apply a moment after the leader) and equal HashKV.
-    def same_revision() -> int | None:
-        revs = {n: ex.client(n).status().revision for n in expected}
-        return revs[expected[0]] if len(set(revs.values())) == 1 else None
-
-    try:
-        rev = poll(same_revision, timeout, "every member to reach the same revision")
-        hashes = {n: ex.client(n).hash_kv(rev).hash for n in expected}
-        if len(set(hashes.values())) != 1:
-            problems.append(f"HashKV at revision {rev} differs: "
-                            + ", ".join(f"{n}={h:x}" for n, h in hashes.items()))
-    except StepFailed as exc:
-        problems.append(str(exc))
-    for n in expected:
-        st = ex.client(n).status()
-        if not st.leader:
-            problems.append(f"{n} has no leader")
-        if st.errors:
-            problems.append(f"{n} reports errors: {list(st.errors)}")
-    alarms = c.alarms()
-    if alarms:
-        problems.append(f"alarms raised: {[(hex(a.member_id), a.alarm) for a in alarms]}")
-    for n in expected:
-        m = ex.m(n)
-        path = config_path(ex.inv.runtime, m)
-        res = ex.run_cmd(n, ["cat", path], check=False)
-        text = res.stdout.decode(errors="replace")
-        if res.exit_status != 0:
-            problems.append(f"{n}: cannot read {path}")
-        elif rconf.FLAG_FORCE_NEW_CLUSTER in rconf.config_flags(ex.inv.runtime, text, path):
-            problems.append(f"{n}: {path} still has --force-new-cluster")
-        if not ex._running_without_flag(n, None):
-            problems.append(f"{n}: etcd is not running, or runs with --force-new-cluster")
-    if keys_before is not None:
-        count = c.count_keys()
-        if count < keys_before:
-            problems.append(f"{count} keys, fewer than the {keys_before} counted before")
-    return problems
-
-
-@contextlib.contextmanager
-def verifier(inv: Inventory, factory: TransportFactory = ssh_transport) -> Iterator[Executor]:
-    """An executor without a plan, for `etcd-recovery verify`."""
-    plan = Plan(cluster=inv.name, runtime=inv.runtime, run_id="verify", chosen="",
-                reason="", fingerprint="", steps=(), unreachable=(), rejoin_later=(),
-                inventory=inv.path)
-    ex = Executor(inv, plan, Journal("/nonexistent", "verify"), factory=factory)
-    try:
-        yield ex
-    finally:
-        ex.close()
-
-
-def reachable_members(inv: Inventory, factory: TransportFactory = ssh_transport
-                      ) -> tuple[list[str], dict[str, str]]:
-    """Which inventory members answer over SSH (concurrently); the others with the reason."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(m: Member) -> str | None:
-        t = factory(m)
-        try:
-            t.run(["true"], timeout=10)
-            return None
-        except TransportError as exc:
-            return str(exc)
-        finally:
-            t.close()
-
-    with ThreadPoolExecutor(max_workers=max(1, len(inv.members))) as pool:
-        errors = list(pool.map(one, inv.members))
-    ok = [m.name for m, e in zip(inv.members, errors, strict=True) if e is None]
-    bad = {m.name: e for m, e in zip(inv.members, errors, strict=True) if e is not None}
-    return ok, bad

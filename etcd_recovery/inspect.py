@@ -31,7 +31,7 @@ from .formats.snap import latest_snapshot, parse_snap_name
 from .formats.wal import WalState, read_wal, wal_file_names
 from .inventory import Inventory, Member
 from .live import EtcdClient
-from .model import InspectReport, MemberState, PeerView, Quorum
+from .model import InspectReport, MemberState, PeerView, Quorum, WalTail
 from .transport.base import HostTarget, Transport
 
 TransportFactory = Callable[[Member], Transport]
@@ -58,8 +58,9 @@ class _NoWal(Exception):
     """The data dir has no WAL to read (or its directory cannot be listed)."""
 
 
-def read_wal_tail(t: Transport, member: Member) -> tuple[WalState, int]:
-    """The member's last WAL file(s), read in place; with the bytes read over SSH."""
+def read_wal_tail(t: Transport, member: Member) -> tuple[WalState, int, WalTail | None]:
+    """The member's last WAL file(s), read in place; with the bytes read over SSH and where
+    its valid records end (None when the last file holds none)."""
     sudo = member.ssh.sudo
     wal_dir = posixpath.join(member.data_dir, "member", "wal")
     try:
@@ -80,7 +81,12 @@ def read_wal_tail(t: Transport, member: Member) -> tuple[WalState, int]:
         if wal.entry_count > 0 or len(wal_names) <= count:
             break
     assert wal is not None
-    return wal, total
+    last = sources[-1]
+    tail = WalTail(file=posixpath.join(wal_dir, wal_names[-1]), offset=wal.end_offset,
+                   crc=wal.last_crc, room=last.size() - wal.end_offset,
+                   term=wal.hardstate_term, vote=wal.hardstate_vote) \
+        if wal.end_file == last.name else None
+    return wal, total, tail
 
 
 def read_disk(t: Transport, member: Member) -> MemberState:
@@ -90,7 +96,7 @@ def read_disk(t: Transport, member: Member) -> MemberState:
                        etcd_running=False, source="disk")
     snap_dir = posixpath.join(member.data_dir, "member", "snap")
     try:
-        wal, total = read_wal_tail(t, member)
+        wal, total, tail = read_wal_tail(t, member)
     except _NoWal as exc:
         return replace(base, source=None, error=str(exc))
     snap_names = [f.name for f in t.list_dir(snap_dir, sudo=sudo)]
@@ -116,6 +122,7 @@ def read_disk(t: Transport, member: Member) -> MemberState:
         last_term=wal.last_term or wal.snapshot_term, revision=db.revision if db else None,
         db_size_bytes=db.data_size_bytes if db else None, hardstate_commit=wal.hardstate_commit,
         snapshot_index=max(wal.snapshot_index, snap_index), torn_tail=wal.torn_tail,
+        wal_tail=tail,
         membership=tuple(PeerView(m.id, m.name or "", tuple(m.peer_urls), m.is_learner)
                          for m in (db.members if db else ())),
         removed_ids=tuple(db.removed_member_ids) if db else (),
@@ -158,7 +165,7 @@ def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState
     last_index: int | None = None
     last_term: int | None = None
     try:
-        wal, wal_bytes = read_wal_tail(t, member)
+        wal, wal_bytes, _ = read_wal_tail(t, member)
         last_index = max(wal.last_index, wal.snapshot_index)
         last_term = wal.last_term or wal.snapshot_term
         notes.append("last log term and index read from the WAL while etcd runs")

@@ -25,6 +25,18 @@ class PeerView:
 
 
 @dataclass(frozen=True)
+class WalTail:
+    """Where a stopped member's WAL ends: what appending a record after it needs."""
+
+    file: str        # path of the last WAL file
+    offset: int      # where its last valid record ends
+    crc: int         # the running CRC-32C after that record
+    room: int        # bytes left in the (preallocated) file after it
+    term: int        # the last HardState's term and vote
+    vote: int
+
+
+@dataclass(frozen=True)
 class MemberState:
     """Everything inspect learned about one inventory member.
 
@@ -58,6 +70,7 @@ class MemberState:
     hardstate_commit: int | None = None
     snapshot_index: int | None = None
     torn_tail: bool | None = None
+    wal_tail: WalTail | None = None
     corrupt: bool = False
     error: str | None = None
     notes: tuple[str, ...] = ()

@@ -28,45 +28,130 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
+from .actions import (
+    Action,
+    AppendWal,
+    EtcdCall,
+    Run,
+    Wait,
+    WriteFile,
+    action_from_json,
+    action_to_json,
+)
 from .errors import FormatError, RefusedError
+from .formats.walwrite import hardstate_frame
 from .inventory import Inventory, Member
-from .model import InspectReport, id_hex
+from .model import InspectReport, MemberState, PeerView, id_hex
 from .runtimes import config as rconf
+from .runtimes.base import Runtime, runtime_for, sh
 
 STATE_DIR = "/var/lib/etcd-recovery"
 PLAN_VERSION = 1
+
+
+class StepKind(StrEnum):
+    PREFLIGHT = "preflight"
+    PREFLIGHT_REJOIN = "preflight_rejoin"
+    LOCK = "lock"
+    FENCE = "fence"
+    BACKUP = "backup"
+    ALIGN_COMMIT = "align_commit"
+    FORCE_NEW_CLUSTER = "force_new_cluster"
+    RESTART_PLAIN = "restart_plain"
+    REMOVE_STALE = "remove_stale"
+    REMOVE_OLD = "remove_old"
+    MOVE_ASIDE = "move_aside"
+    LEARNER_ADD = "learner_add"
+    START_LEARNER = "start_learner"
+    PROMOTE = "promote"
+    VERIFY = "verify"
+    UNLOCK = "unlock"
+
+
+# Each kind's parameters (what the executor needs beyond the actions), with their JSON types.
+_STR_LIST = "list[str]"
+STEP_PARAMS: dict[StepKind, dict[str, str]] = {
+    StepKind.PREFLIGHT: {"members": _STR_LIST, "fingerprint": "str", "allow_quorum": "bool"},
+    StepKind.PREFLIGHT_REJOIN: {"via": "str", "name": "str"},
+    StepKind.LOCK: {"path": "str", "members": _STR_LIST},
+    StepKind.VERIFY: {"members": _STR_LIST, "keys_before": "int|None"},
+    StepKind.ALIGN_COMMIT: {"wal_dir": "str", "db": "str", "target": "str"},
+}
+_PARAM_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "bool": (bool,),
+                                             "int|None": (int, type(None)), _STR_LIST: (list,)}
 
 
 @dataclass(frozen=True)
 class Step:
     id: str
     phase: str
-    kind: str
+    kind: StepKind
     host: str | None
     title: str
     precondition: str
     check: str
-    commands: tuple[str, ...] = ()          # for people and the runbook
-    params: Mapping[str, Any] = field(default_factory=dict)  # for the executor (JSON values)
+    actions: tuple[Action, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
     mutating: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["commands"] = list(self.commands)
-        d["params"] = dict(self.params)
-        return d
+        return {"id": self.id, "phase": self.phase, "kind": self.kind.value, "host": self.host,
+                "title": self.title, "precondition": self.precondition, "check": self.check,
+                "mutating": self.mutating, "params": dict(self.params),
+                "actions": [action_to_json(a) for a in self.actions]}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Step:
-        return cls(id=d["id"], phase=d["phase"], kind=d["kind"], host=d["host"],
-                   title=d["title"], precondition=d["precondition"], check=d["check"],
-                   commands=tuple(d["commands"]), params=dict(d["params"]),
-                   mutating=bool(d["mutating"]))
+    def from_json(cls, d: Any, where: str) -> Step:
+        """Strictly: known kind, every field with its type, no extra field."""
+        if not isinstance(d, Mapping):
+            raise FormatError(where, 0, "a step must be an object")
+        keys = {"id", "phase", "kind", "host", "title", "precondition", "check", "mutating",
+                "params", "actions"}
+        if set(d) != keys:
+            missing, extra = sorted(keys - set(d)), sorted(set(d) - keys)
+            raise FormatError(where, 0, "step fields: " + "; ".join(
+                ([f"missing {', '.join(missing)}"] if missing else [])
+                + ([f"unexpected {', '.join(extra)}"] if extra else [])))
+        try:
+            kind = StepKind(d["kind"])
+        except ValueError as exc:
+            raise FormatError(where, 0, f"unknown step kind {d['kind']!r}") from exc
+        for key in ("id", "phase", "title", "precondition", "check"):
+            if not isinstance(d[key], str):
+                raise FormatError(where, 0, f"step field {key!r} must be a string")
+        if d["host"] is not None and not isinstance(d["host"], str):
+            raise FormatError(where, 0, "step field 'host' must be a string or null")
+        if not isinstance(d["mutating"], bool):
+            raise FormatError(where, 0, "step field 'mutating' must be true or false")
+        params = d["params"]
+        want = STEP_PARAMS.get(kind, {})
+        if not isinstance(params, Mapping) or set(params) != set(want):
+            raise FormatError(where, 0, f"{kind.value} step: params must be exactly "
+                                        f"{sorted(want) or 'empty'}")
+        for key, typ in want.items():
+            v = params[key]
+            if not isinstance(v, _PARAM_TYPES[typ]) or (isinstance(v, bool) and typ != "bool"):
+                raise FormatError(where, 0, f"{kind.value} step: param {key!r} has the wrong "
+                                            "type")
+            if isinstance(v, list) and not all(isinstance(x, str) for x in v):
+                raise FormatError(where, 0, f"{kind.value} step: param {key!r} must be a "
+                                            "list of strings")
+        if not isinstance(d["actions"], list):
+            raise FormatError(where, 0, "step field 'actions' must be a list")
+        actions = tuple(action_from_json(a, f"{where} action {i + 1}")
+                        for i, a in enumerate(d["actions"]))
+        return cls(id=d["id"], phase=d["phase"], kind=kind, host=d["host"], title=d["title"],
+                   precondition=d["precondition"], check=d["check"], actions=actions,
+                   params=dict(params), mutating=d["mutating"])
+
+
+_PLAN_KEYS = {"version", "cluster", "runtime", "run_id", "chosen", "reason", "fingerprint",
+              "inventory", "unreachable", "rejoin_later", "steps"}
 
 
 @dataclass(frozen=True)
@@ -93,16 +178,72 @@ class Plan:
 
     @classmethod
     def from_json(cls, d: Any, file: str = "<plan>") -> Plan:
-        try:
-            if d.get("version") != PLAN_VERSION:
-                raise ValueError(f"unsupported plan version {d.get('version')!r}")
-            return cls(cluster=d["cluster"], runtime=d["runtime"], run_id=d["run_id"],
-                       chosen=d["chosen"], reason=d["reason"], fingerprint=d["fingerprint"],
-                       inventory=d["inventory"], unreachable=tuple(d["unreachable"]),
-                       rejoin_later=tuple(d["rejoin_later"]),
-                       steps=tuple(Step.from_json(s) for s in d["steps"]))
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise FormatError(file, 0, f"not a valid plan: {exc!r}") from exc
+        """Strictly: a saved plan is data; anything unknown or mistyped is refused."""
+        if not isinstance(d, Mapping):
+            raise FormatError(file, 0, "not a valid plan: not a JSON object")
+        if d.get("version") != PLAN_VERSION:
+            raise FormatError(file, 0, f"not a valid plan: unsupported plan version "
+                                       f"{d.get('version')!r} (this tool writes {PLAN_VERSION})")
+        if set(d) != _PLAN_KEYS:
+            missing, extra = sorted(_PLAN_KEYS - set(d)), sorted(set(d) - _PLAN_KEYS)
+            raise FormatError(file, 0, "not a valid plan: " + "; ".join(
+                ([f"missing {', '.join(missing)}"] if missing else [])
+                + ([f"unexpected {', '.join(extra)}"] if extra else [])))
+        for key in ("cluster", "runtime", "run_id", "chosen", "reason", "fingerprint",
+                    "inventory"):
+            if not isinstance(d[key], str):
+                raise FormatError(file, 0, f"not a valid plan: {key!r} must be a string")
+        for key in ("unreachable", "rejoin_later"):
+            if not isinstance(d[key], list) or not all(isinstance(x, str) for x in d[key]):
+                raise FormatError(file, 0, f"not a valid plan: {key!r} must be a list of "
+                                           "strings")
+        if not isinstance(d["steps"], list):
+            raise FormatError(file, 0, "not a valid plan: 'steps' must be a list")
+        steps = tuple(Step.from_json(s, f"{file}: step {i + 1}")
+                      for i, s in enumerate(d["steps"]))
+        return cls(cluster=d["cluster"], runtime=d["runtime"], run_id=d["run_id"],
+                   chosen=d["chosen"], reason=d["reason"], fingerprint=d["fingerprint"],
+                   inventory=d["inventory"], unreachable=tuple(d["unreachable"]),
+                   rejoin_later=tuple(d["rejoin_later"]), steps=steps)
+
+    def first_difference(self, other: Plan) -> str | None:
+        """Where two plans differ in what they would do (run ids aside), or None."""
+        mine, theirs = _comparable(self), _comparable(other)
+        if mine["chosen"] != theirs["chosen"]:
+            return f"the member to keep: {mine['chosen']!r} here, {theirs['chosen']!r} now"
+        steps_a, steps_b = mine["steps"], theirs["steps"]
+        for i, (a, b) in enumerate(zip(steps_a, steps_b, strict=False), 1):
+            a = {k: v for k, v in a.items() if k not in _WORDS}
+            b = {k: v for k, v in b.items() if k not in _WORDS}
+            if a == b:
+                continue
+            if a["id"] != b["id"]:
+                return f"step {i}: {a['id']!r} here, {b['id']!r} now"
+            for key in ("kind", "host", "params", "mutating"):
+                if a[key] != b[key]:
+                    return f"step {i} ({a['id']}): {key} differs"
+            acts_a, acts_b = a["actions"], b["actions"]
+            for j, (x, y) in enumerate(zip(acts_a, acts_b, strict=False), 1):
+                if x != y:
+                    field_ = next((k for k in sorted({*x, *y}) if x.get(k) != y.get(k)), "?")
+                    return (f"step {i} ({a['id']}), action {j} ({x.get('kind')}): {field_} "
+                            f"is {x.get(field_)!r} here, {y.get(field_)!r} now")
+            return f"step {i} ({a['id']}): {len(acts_a)} actions here, {len(acts_b)} now"
+        if len(steps_a) != len(steps_b):
+            return f"{len(steps_a)} steps here, {len(steps_b)} now"
+        return None
+
+
+# A step's words for people: figures in them (a running member's index) may move between two
+# readings without changing any action, so they are not compared.
+_WORDS = ("title", "precondition", "check", "phase")
+
+
+def _comparable(plan: Plan) -> dict[str, Any]:
+    """The plan's JSON with its run id taken out (it names the run's directory and lock)."""
+    text = json.dumps(plan.to_json()).replace(plan.run_id, "<run>")
+    d: dict[str, Any] = json.loads(text)
+    return d
 
 
 def fingerprint(report: InspectReport) -> str:
@@ -125,11 +266,6 @@ def run_dir(run_id: str) -> str:
     return posixpath.join(STATE_DIR, run_id)
 
 
-def sh(script: str, *args: str) -> list[str]:
-    """A shell snippet with its values passed as positional parameters, never interpolated."""
-    return ["sh", "-c", script, "etcd-recovery", *args]
-
-
 LOCK_PATH = posixpath.join(STATE_DIR, "lock")
 
 
@@ -145,54 +281,44 @@ def unlock_argv(run_id: str) -> list[str]:
               LOCK_PATH, run_id)
 
 
-def show(argv: Sequence[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
+def takeover_argv(run_id: str) -> list[str]:
+    """Take the host's lock over from a dead run (``--take-over-lock``): write it anyway."""
+    return sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; '
+              'echo "$2" > "$1"', LOCK_PATH, run_id)
 
 
-# --------------------------------------------------------------------------- per runtime
+def space_argv(data_dir: str) -> list[str]:
+    """Make the tool's state directory and print free bytes under it, then the data size."""
+    return sh('set -e; mkdir -p -m 0700 "$1"; df -B1 --output=avail "$1" | tail -n 1; '
+              'du -sb "$2" | cut -f1', STATE_DIR, data_dir)
 
-def fence_argv(runtime: str, m: Member, rdir: str) -> list[str]:
-    if runtime == "static-pod":
-        assert m.manifest
-        return sh('set -e; mkdir -p -m 0700 "$2"; '
-                  'if [ -e "$1" ]; then mv "$1" "$2/etcd.yaml.fenced"; fi; '
-                  'test -e "$2/etcd.yaml.fenced"', m.manifest, rdir)
-    assert m.unit
-    return sh('set -e; mkdir -p -m 0700 "$2"; systemctl disable --now "$1"', m.unit, rdir)
+
+def host_record(host: str, run_id: str, step_id: str) -> Run:
+    """Append the step's line to the host's own journal (what happened to this host)."""
+    line = json.dumps({"run": run_id, "step": step_id, "event": "done"}, sort_keys=True)
+    return Run(host, tuple(sh('umask 077; mkdir -p "$(dirname "$2")"; printf "%s\\n" "$1" '
+                              '>> "$2"', line, posixpath.join(run_dir(run_id),
+                                                              "journal.jsonl"))), 10.0)
 
 
 def config_path(runtime: str, m: Member) -> str:
-    path = m.manifest if runtime == "static-pod" else m.env_file
-    assert path
-    return path
+    return runtime_for(runtime).config_path(m)
 
 
-def fenced_config_path(runtime: str, m: Member, rdir: str) -> str:
-    """Where the member's original configuration is while it is fenced."""
-    return posixpath.join(rdir, "etcd.yaml.fenced") if runtime == "static-pod" else \
-        config_path(runtime, m)
-
-
-def start_argv(runtime: str, m: Member, staged: str) -> list[str]:
-    """Put a staged configuration in force and (re)start etcd with it."""
-    if runtime == "static-pod":
-        assert m.manifest
-        # The supervisor (kubelet) starts the pod when the manifest appears or changes.
-        return sh('set -e; chmod 0600 "$1"; mv "$1" "$2"', staged, m.manifest)
-    assert m.unit and m.env_file
-    return sh('set -e; chmod 0600 "$1"; mv "$1" "$2"; systemctl enable "$3"; '
-              'systemctl restart --no-block "$3"', staged, m.env_file, m.unit)
+def _members_arg(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    return tuple(f"{name}={url}" for name, url in pairs)
 
 
 # --------------------------------------------------------------------------- the plan
 
 def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
-              run_id: str, keys_before: int | None = None, allow_quorum: bool = False) -> Plan:
+              run_id: str, keys_before: int | None = None, allow_quorum: bool = False,
+              take_over_lock: bool = False) -> Plan:
     """Lay out the recovery. ``configs`` maps member name -> its manifest / env file text."""
     d = report.decision
     if d.refused or d.chosen is None:
         raise RefusedError(f"no plan: {d.reason}")
-    runtime = inv.runtime
+    rt = runtime_for(inv.runtime)
     states = {s.name: s for s in report.members}
     chosen = inv.member(d.chosen)
     if states[chosen.name].in_own_membership is False:
@@ -204,235 +330,296 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     for m in reachable:
         if m.name not in configs:
             raise RefusedError(f"{m.name}: its etcd configuration "
-                               f"({config_path(runtime, m)}) could not be read")
+                               f"({rt.config_path(m)}) could not be read")
     rdir = run_dir(run_id)
     steps: list[Step] = []
     add = steps.append
+    names = [m.name for m in reachable]
 
     # 1. preflight + lock
-    add(Step(id="preflight", phase="preflight", kind="preflight", host=None, mutating=False,
+    add(Step(id="preflight", phase="preflight", kind=StepKind.PREFLIGHT, host=None,
+             mutating=False,
              title="Re-check: quorum lost, one cluster ID, the same member to keep, "
                    "enough free disk for backups",
              precondition="every reachable member answers over SSH",
              check=f"no linearizable read succeeds; cluster IDs agree; {chosen.name} still "
                    "has the most up-to-date log; free space >= data size on every host",
-             commands=("etcd-recovery inspect -i INVENTORY",
-                       *(f"ssh {m.name} df -B1 --output=avail /var/lib; du -sb {m.data_dir}"
-                         for m in reachable)),
-             params={"chosen": chosen.name, "members": [m.name for m in reachable],
-                     "fingerprint": fingerprint(report), "allow_quorum": allow_quorum}))
-    lock_path = LOCK_PATH
-    lock = lock_argv(run_id)
-    add(Step(id="lock", phase="preflight", kind="lock", host=None,
-             title="Take the recovery lock on every reachable host",
-             precondition=f"no other run holds {lock_path} (a stale lock is shown; take it "
-                          "over with --take-over-lock)",
-             check=f"{lock_path} holds this run id ({run_id}) on every host",
-             commands=tuple(f"ssh {m.name} {shlex.quote(show(lock))}" for m in reachable),
-             params={"argv": lock, "path": lock_path, "members": [m.name for m in reachable]}))
+             actions=tuple(Run(m.name, tuple(space_argv(m.data_dir)), 60.0) for m in reachable),
+             params={"members": names, "fingerprint": fingerprint(report),
+                     "allow_quorum": allow_quorum}))
+    add(lock_step(run_id, reachable, take_over_lock))
 
     # 2. fence every reachable member, the one to keep last: while others stop, whatever the
     #    rest still commits (a new leader's first entry, say) reaches it too
     for m in [*(m for m in reachable if m.name != chosen.name), chosen]:
-        argv = fence_argv(runtime, m, rdir)
-        how = ("manifest moved out of the kubelet's directory" if runtime == "static-pod"
-               else f"{m.unit} stopped and disabled")
-        add(Step(id=f"fence:{m.name}", phase="fence", kind="fence", host=m.name,
-                 title=f"Fence {m.name}: {how}",
-                 precondition=f"{m.name} is reachable over SSH",
-                 check="no etcd process on the host, and its supervisor will not start one",
-                 commands=(show(argv), "until ! pgrep -x etcd; do sleep 0.2; done"),
-                 params={"argv": argv}))
+        add(fence_step(rt, m, run_id))
 
     # 3. back up every reachable member's data dir and configuration
     for m in reachable:
-        add(backup_step(runtime, m, rdir))
+        add(backup_step(rt, m, run_id))
 
-    # 4. align the kept member's WAL commit with its backend, force a new cluster from it,
-    #    then restart it without the flag
-    st = states[chosen.name]
-    wal_dir = posixpath.join(chosen.data_dir, "member", "wal")
-    add(Step(id=f"align-commit:{chosen.name}", phase="restore", kind="align_commit",
-             host=chosen.name,
-             title=f"Make {chosen.name}'s WAL commit cover every entry of its log and all its "
-                   f"backend applied (last index {st.last_index}, consistent index "
-                   f"{st.consistent_index}, WAL commit "
-                   f"{st.hardstate_commit if st.hardstate_commit is not None else '?'} "
-                   "when inspected)",
-             precondition=f"etcd is not running on {chosen.name}; its backup is verified; "
-                          "the WAL has no torn tail and holds every entry up to the consistent "
-                          "index",
-             check="the WAL's last HardState commit equals max(last index, consistent "
-                   "index) (nothing is written when it already does)",
-             commands=(f"# only if max(last index, consistent index) > WAL HardState commit: "
-                       f"append one HardState record (term, vote, commit=that index) at the "
-                       f"end of the last file in {wal_dir} (etcd-io/etcd#14009, #20009)",),
-             params={"wal_dir": wal_dir,
-                     "db": posixpath.join(chosen.data_dir, "member", "snap", "db")}))
+    # 4. align the kept member's WAL commit, force a new cluster from it, then restart it
+    #    without the flag
+    add(align_step(chosen, states[chosen.name], run_id))
     orig = configs[chosen.name]
-    cfg_file = config_path(runtime, chosen)
-    forced = rconf.config_with_flags(runtime, orig, cfg_file,
-                                     {rconf.FLAG_FORCE_NEW_CLUSTER: "true"}, ())
+    cfg_file = rt.config_path(chosen)
+    forced = rt.with_flags(orig, cfg_file, {rconf.FLAG_FORCE_NEW_CLUSTER: "true"})
     staged = posixpath.join(rdir, "config.staged")
-    add(Step(id=f"force-new-cluster:{chosen.name}", phase="restore", kind="force_new_cluster",
-             host=chosen.name,
+    start = tuple(rt.start_argv(chosen, staged))
+    add(Step(id=f"force-new-cluster:{chosen.name}", phase="restore",
+             kind=StepKind.FORCE_NEW_CLUSTER, host=chosen.name,
              title=f"Start {chosen.name} with --force-new-cluster ({d.reason})",
-             precondition="every reachable member is fenced (no etcd running); "
-                          f"{chosen.name} still has the newest data on disk; its backup exists",
+             precondition="every reachable member is fenced (no etcd running); read from "
+                          f"their disks, {chosen.name} still has the most up-to-date log; its "
+                          "backup exists",
              check=f"{chosen.name} is healthy as a one-member cluster: it leads, the member "
                    "list holds only itself, a linearizable read succeeds",
-             commands=(f"# write to {staged}:\n" + rconf.unified_diff(orig, forced, cfg_file),
-                       show(start_argv(runtime, chosen, staged))),
-             params={"config": forced, "staged": staged, "path": cfg_file,
-                     "start": start_argv(runtime, chosen, staged)}))
-    add(Step(id=f"remove-flag:{chosen.name}", phase="restore", kind="restart_plain",
+             actions=(WriteFile(chosen.name, staged, forced, 0o600,
+                                rconf.unified_diff(orig, forced, cfg_file)),
+                      Run(chosen.name, start, 60.0),
+                      Wait("leads-alone", chosen.name, chosen.client_url, 90.0),
+                      host_record(chosen.name, run_id, f"force-new-cluster:{chosen.name}"))))
+    add(Step(id=f"remove-flag:{chosen.name}", phase="restore", kind=StepKind.RESTART_PLAIN,
              host=chosen.name,
              title=f"Restart {chosen.name} without --force-new-cluster",
              precondition=f"{chosen.name} is healthy as a one-member cluster",
              check=f"{chosen.name} is healthy again and its etcd command line and "
                    "configuration hold no --force-new-cluster",
-             commands=(f"# write to {staged}:\n" + rconf.unified_diff(forced, orig, cfg_file),
-                       show(start_argv(runtime, chosen, staged))),
-             params={"config": orig, "staged": staged, "path": cfg_file,
-                     "start": start_argv(runtime, chosen, staged)}))
-    add(Step(id="remove-stale-members", phase="restore", kind="remove_stale", host=chosen.name,
+             actions=(WriteFile(chosen.name, staged, orig, 0o600,
+                                rconf.unified_diff(forced, orig, cfg_file)),
+                      Run(chosen.name, start, 60.0),
+                      Wait("healthy-without-force", chosen.name, chosen.client_url, 60.0),
+                      host_record(chosen.name, run_id, f"remove-flag:{chosen.name}"))))
+    kept_state = states[chosen.name]
+    stale = [p for p in kept_state.membership if p.id != kept_state.member_id]
+    add(Step(id="remove-stale-members", phase="restore", kind=StepKind.REMOVE_STALE,
+             host=chosen.name,
              title="Remove every member but the kept one from membership (old members, "
-                   "stray learners)",
-             precondition=f"{chosen.name} is healthy",
+                   "stray learners), where etcd has not already",
+             precondition=f"{chosen.name} is healthy; the member list holds no member the "
+                          "plan does not know",
              check=f"the member list holds only {chosen.name}",
-             commands=("etcdctl member list; etcdctl member remove <id>  # for each other",),
-             params={}))
+             actions=(*(EtcdCall(chosen.name, "member-remove", chosen.client_url,
+                                 name=p.name or None, peer_url=(p.peer_urls or (None,))[0],
+                                 member_id=id_hex(p.id), if_listed=True, timeout_s=60.0)
+                        for p in stale),
+                      Wait("members-are", chosen.name, chosen.client_url, 30.0,
+                           _members_arg([(chosen.name, chosen.peer_url)])))))
 
     # 5. peers come back one at a time as learners
     others = [m for m in reachable if m.name != chosen.name]
+    current = [(chosen.name, chosen.peer_url)]
     for m in others:
-        steps.extend(rejoin_steps(runtime, m, configs[m.name], rdir))
+        steps.extend(rejoin_steps(rt, m, configs[m.name], run_id, chosen, current))
+        current = [*current, (m.name, m.peer_url)]
 
     # 6. verify and release
     expected = [chosen.name, *[m.name for m in others]]
-    add(Step(id="verify", phase="verify", kind="verify", host=None, mutating=False,
-             title="Verify: expected voting members only, all healthy, same revision, equal "
-                   "HashKV, no alarms, no --force-new-cluster left, keys all there",
-             precondition="every step before it is done",
-             check="all of the above hold",
-             commands=("etcd-recovery verify -i INVENTORY",),
-             params={"members": expected, "keys_before": keys_before}))
-    unlock = unlock_argv(run_id)
-    add(Step(id="unlock", phase="verify", kind="unlock", host=None,
-             title="Release the recovery lock", precondition="verify passed",
-             check=f"{lock_path} is gone on every host",
-             commands=tuple(f"ssh {m.name} {shlex.quote(show(unlock))}" for m in reachable),
-             params={"argv": unlock, "members": [m.name for m in reachable]}))
-
-    return Plan(cluster=inv.name, runtime=runtime, run_id=run_id, chosen=chosen.name,
+    add(verify_step(expected, keys_before))
+    add(unlock_step(run_id, reachable))
+    return Plan(cluster=inv.name, runtime=inv.runtime, run_id=run_id, chosen=chosen.name,
                 reason=d.reason, fingerprint=fingerprint(report), steps=tuple(steps),
                 unreachable=unreachable, rejoin_later=unreachable, inventory=inv.path)
 
 
-def rejoin_steps(runtime: str, m: Member, config: str, rdir: str) -> list[Step]:
-    """Move a member's old data aside and bring it back as a learner, then promote it."""
+def lock_step(run_id: str, members: Sequence[Member], take_over: bool) -> Step:
+    argv = tuple(takeover_argv(run_id) if take_over else lock_argv(run_id))
+    where = "every reachable host" if len(members) > 1 else members[0].name
+    return Step(id="lock", phase="preflight", kind=StepKind.LOCK, host=None,
+                title=(f"Take the recovery lock over on {where} (--take-over-lock)" if take_over
+                       else f"Take the recovery lock on {where}"),
+                precondition=f"no other run holds {LOCK_PATH} (a stale lock is shown; take it "
+                             "over with --take-over-lock); on a refusal the locks this step "
+                             "took are released again (the unlock step's command)",
+                check=f"{LOCK_PATH} holds this run id ({run_id}) on every host",
+                actions=tuple(Run(m.name, argv, 30.0) for m in members),
+                params={"path": LOCK_PATH, "members": [m.name for m in members]})
+
+
+def unlock_step(run_id: str, members: Sequence[Member]) -> Step:
+    return Step(id="unlock", phase="verify", kind=StepKind.UNLOCK, host=None,
+                title="Release the recovery lock", precondition="verify passed",
+                check=f"{LOCK_PATH} is gone on every host",
+                actions=tuple(Run(m.name, tuple(unlock_argv(run_id)), 30.0) for m in members))
+
+
+def verify_step(expected: Sequence[str], keys_before: int | None) -> Step:
+    return Step(id="verify", phase="verify", kind=StepKind.VERIFY, host=None, mutating=False,
+                title="Verify: expected voting members only, all healthy, same revision, "
+                      "equal HashKV, no alarms, no --force-new-cluster left, keys all there",
+                precondition="every step before it is done", check="all of the above hold",
+                params={"members": list(expected), "keys_before": keys_before})
+
+
+def fence_step(rt: Runtime, m: Member, run_id: str) -> Step:
+    sid = f"fence:{m.name}"
+    return Step(id=sid, phase="fence", kind=StepKind.FENCE, host=m.name,
+                title=f"Fence {m.name}: {rt.fence_how(m)}",
+                precondition=f"{m.name} is reachable over SSH",
+                check="no etcd process on the host, and its supervisor will not start one",
+                actions=(Run(m.name, tuple(rt.fence_argv(m, run_dir(run_id))), 120.0),
+                         Wait("etcd-stopped", m.name, m.client_url, 60.0),
+                         host_record(m.name, run_id, sid)))
+
+
+def align_step(m: Member, st: MemberState, run_id: str) -> Step:
+    """Make the kept member's WAL commit cover its whole log (etcd-io/etcd#14009, #20009).
+
+    The record is computed here when the member's WAL was read from disk (etcd stopped): its
+    exact bytes and offset are in the plan, and the executor checks that the WAL still ends
+    there. When etcd ran at planning time, its WAL can still change until it is fenced: the
+    record is then a named reference, resolved from the WAL after fencing and journaled."""
+    sid = f"align-commit:{m.name}"
+    wal_dir = posixpath.join(m.data_dir, "member", "wal")
+    db = posixpath.join(m.data_dir, "member", "snap", "db")
+
+    def step(title: str, target: str, actions: tuple[Action, ...] = ()) -> Step:
+        return Step(id=sid, phase="restore", kind=StepKind.ALIGN_COMMIT, host=m.name,
+                    title=title, mutating=bool(actions),
+                    precondition=f"etcd is not running on {m.name}; its backup is verified; "
+                                 "the WAL still ends where the plan read it, with no torn tail",
+                    check="the WAL's last HardState commit equals max(last index, "
+                          "consistent index)",
+                    actions=(*actions, host_record(m.name, run_id, sid)) if actions else (),
+                    params={"wal_dir": wal_dir, "db": db, "target": target})
+
+    cindex = st.consistent_index or 0
+    target = max(cindex, st.last_index or 0)
+    tail = st.wal_tail
+    if st.source != "disk" or tail is None:
+        return step(f"Make {m.name}'s WAL commit cover every entry of its log: etcd ran when "
+                    "this plan was made, so the HardState record (term and vote of the WAL's "
+                    "last HardState, commit = max(last index, consistent index)) is computed "
+                    "from its WAL once it is fenced; its bytes and offset go into the journal "
+                    f"as wal-record:{m.name}", "after-fence",
+                    (AppendWal(m.name, "", -1, "", -1, -1),))
+    hs_commit = st.hardstate_commit or 0
+    if target <= hs_commit:
+        return step(f"Nothing to write: {m.name}'s WAL commit {hs_commit} already covers its "
+                    f"log (last index {st.last_index}, consistent index {cindex})", "none")
+    why = ("the WAL ends in a torn write" if st.torn_tail else
+           f"the WAL's last entry ({st.last_index}) is before the consistent index ({cindex})"
+           if (st.last_index or 0) < cindex else None)
+    data, _ = hardstate_frame(tail.crc, tail.term, tail.vote, target)
+    if why is None and tail.room < len(data):
+        why = f"no room after the last record of {tail.file}"
+    if why is not None:
+        return step(f"WARNING: {m.name}'s WAL commit {hs_commit} < {target}, but {why}: not "
+                    "aligning; verify's HashKV check will tell whether members diverge",
+                    "skipped")
+    return step(f"Make {m.name}'s WAL commit cover every entry of its log: append one "
+                f"HardState record (term {tail.term}, vote {tail.vote:x}, commit {target}; "
+                f"WAL commit {hs_commit}, last index {st.last_index}, consistent index "
+                f"{cindex})", "planned",
+                (AppendWal(m.name, tail.file, tail.offset, data.hex(), tail.crc, target),))
+
+
+def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
+                 members_before: Sequence[tuple[str, str]]) -> list[Step]:
+    """Move a member's old data aside and bring it back as a learner, then promote it.
+    ``members_before`` are the cluster's members (name, peer URL) just before its add."""
+    rdir = run_dir(run_id)
     staged = posixpath.join(rdir, "config.staged")
     moved = posixpath.join(rdir, "member.moved")
     member_dir = posixpath.join(m.data_dir, "member")
     move = sh('set -e; if [ -e "$1" ]; then mv "$1" "$2"; fi; mkdir -p -m 0700 "$3"; '
               'test ! -e "$1"', member_dir, moved, m.data_dir)
+    after = [*members_before, (m.name, m.peer_url)]
+    cfg_file = rt.config_path(m)
+    new_config = rt.with_flags(config, cfg_file,
+                               {"initial-cluster": rconf.initial_cluster(after),
+                                "initial-cluster-state": "existing"})
+    ref = f"learner-id:{m.name}"
+    ep = via.client_url
     return [
-        Step(id=f"move-aside:{m.name}", phase="rejoin", kind="move_aside", host=m.name,
+        Step(id=f"move-aside:{m.name}", phase="rejoin", kind=StepKind.MOVE_ASIDE, host=m.name,
              title=f"Move {m.name}'s old data aside to {moved}",
              precondition=f"etcd is not running on {m.name}; its backup is verified",
              check=f"{member_dir} no longer exists; the old data is in {moved}",
-             commands=(show(move),), params={"argv": move}),
-        Step(id=f"learner-add:{m.name}", phase="rejoin", kind="learner_add", host=m.name,
+             actions=(Run(m.name, tuple(move), 600.0),
+                      host_record(m.name, run_id, f"move-aside:{m.name}"))),
+        Step(id=f"learner-add:{m.name}", phase="rejoin", kind=StepKind.LEARNER_ADD, host=m.name,
              title=f"Add {m.name} back as a learner ({m.peer_url})",
-             precondition="the cluster is healthy and has no other learner",
+             precondition="the cluster is healthy, its members are exactly "
+                          f"{', '.join(n for n, _ in members_before)}, and it has no learner",
              check=f"the member list holds a learner with peer URL {m.peer_url}",
-             commands=(f"etcdctl member add {m.name} --learner --peer-urls={m.peer_url}",),
-             params={"peer_url": m.peer_url}),
-        Step(id=f"start-learner:{m.name}", phase="rejoin", kind="start_learner", host=m.name,
-             title=f"Start {m.name} with --initial-cluster-state=existing and the current "
-                   "--initial-cluster",
-             precondition=f"{m.name} is a learner in the member list; its data dir is empty",
+             actions=(Wait("members-are", via.name, ep, 30.0, _members_arg(members_before)),
+                      EtcdCall(via.name, "member-add-learner", ep, name=m.name,
+                               peer_url=m.peer_url, result=ref, timeout_s=90.0))),
+        Step(id=f"start-learner:{m.name}", phase="rejoin", kind=StepKind.START_LEARNER,
+             host=m.name,
+             title=f"Start {m.name} with --initial-cluster-state=existing and "
+                   f"--initial-cluster={rconf.initial_cluster(after)}",
+             precondition=f"the member list is exactly {', '.join(n for n, _ in after)} "
+                          f"({m.name} a learner not started yet); its data dir is empty",
              check=f"etcd runs on {m.name}",
-             commands=(f"# rewrite {config_path(runtime, m)}: initial-cluster-state=existing, "
-                       "initial-cluster=<current members + itself>",
-                       show(start_argv(runtime, m, staged))),
-             params={"original": config, "staged": staged, "path": config_path(runtime, m),
-                     "start": start_argv(runtime, m, staged)}),
-        Step(id=f"promote:{m.name}", phase="rejoin", kind="promote", host=m.name,
+             actions=(Wait("members-are", via.name, ep, 30.0, _members_arg(after)),
+                      WriteFile(m.name, staged, new_config, 0o600,
+                                rconf.unified_diff(config, new_config, cfg_file)),
+                      Run(m.name, tuple(rt.start_argv(m, staged)), 60.0),
+                      Wait("etcd-running", m.name, m.client_url, 60.0),
+                      host_record(m.name, run_id, f"start-learner:{m.name}"))),
+        Step(id=f"promote:{m.name}", phase="rejoin", kind=StepKind.PROMOTE, host=m.name,
              title=f"Promote {m.name} once it has caught up",
              precondition=f"{m.name}'s etcd runs and is a learner",
              check=f"{m.name} is a voting member and healthy",
-             commands=(f"etcdctl member promote <id of {m.name}>  "
-                       "# retried while 'not in sync yet'",),
-             params={"peer_url": m.peer_url}),
+             actions=(EtcdCall(via.name, "member-promote", ep, name=m.name,
+                               peer_url=m.peer_url, member_ref=ref, timeout_s=180.0),
+                      Wait("voting-healthy", m.name, m.client_url, 90.0))),
     ]
 
 
 def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: str,
-                     members_now: Sequence[str]) -> Plan:
+                     membership: Sequence[PeerView], take_over_lock: bool = False) -> Plan:
     """Bring one member back into a healthy cluster: fence it, back it up, move its stale
-    data aside (so it cannot split the cluster), add it as a learner, start, promote."""
-    runtime = inv.runtime
+    data aside (so it cannot split the cluster), add it as a learner, start, promote.
+    ``membership`` is the cluster's member list as ``via`` reported it."""
+    rt = runtime_for(inv.runtime)
     m = inv.member(name)
-    rdir = run_dir(run_id)
-    lock_path = LOCK_PATH
-    lock = lock_argv(run_id)
-    unlock = unlock_argv(run_id)
-    fence = fence_argv(runtime, m, rdir)
+    via_m = inv.member(via)
+    old = [p for p in membership if m.peer_url in p.peer_urls and not p.is_learner]
+    voters = [(p.name, p.peer_urls[0]) for p in membership
+              if not p.is_learner and m.peer_url not in p.peer_urls and p.peer_urls]
     steps = [
-        Step(id="preflight-rejoin", phase="preflight", kind="preflight_rejoin", host=None,
-             mutating=False,
+        Step(id="preflight-rejoin", phase="preflight", kind=StepKind.PREFLIGHT_REJOIN,
+             host=None, mutating=False,
              title=f"Re-check: the cluster has quorum (through {via}) and {name} is not a "
-                   "healthy voting member",
+                   "healthy voting member; free disk for the backup",
              precondition=f"{via} and {name} answer over SSH",
              check=f"a linearizable read through {via} succeeds",
-             commands=("etcd-recovery inspect -i INVENTORY",),
-             params={"via": via, "name": name, "members": [name]}),
-        Step(id="lock", phase="preflight", kind="lock", host=None,
-             title=f"Take the recovery lock on {name}",
-             precondition=f"no other run holds {lock_path}",
-             check=f"{lock_path} holds this run id ({run_id})",
-             commands=(f"ssh {name} {shlex.quote(show(lock))}",),
-             params={"argv": lock, "path": lock_path, "members": [name]}),
-        Step(id=f"fence:{name}", phase="fence", kind="fence", host=name,
-             title=f"Fence {name} (its old etcd must not run with its old data)",
-             precondition=f"{name} is reachable over SSH",
-             check="no etcd process on the host, and its supervisor will not start one",
-             commands=(show(fence),), params={"argv": fence}),
-        backup_step(runtime, m, rdir),
-        Step(id=f"remove-old:{name}", phase="rejoin", kind="remove_old", host=name,
-             title=f"Remove {name}'s old voting entry from membership, if the cluster still "
-                   "lists it",
+             actions=(Run(name, tuple(space_argv(m.data_dir)), 60.0),),
+             params={"via": via, "name": name}),
+        lock_step(run_id, [m], take_over_lock),
+        fence_step(rt, m, run_id),
+        backup_step(rt, m, run_id),
+        Step(id=f"remove-old:{name}", phase="rejoin", kind=StepKind.REMOVE_OLD, host=name,
+             title=f"Remove {name}'s old voting entry from membership"
+                   + ("" if old else " (none listed when planned)"),
              precondition=f"{name}'s etcd is fenced",
              check=f"no voting member has {name}'s peer URL {m.peer_url}",
-             commands=("etcdctl member list; etcdctl member remove <old id>  # if listed",),
-             params={"peer_url": m.peer_url}),
-        *rejoin_steps(runtime, m, config, rdir),
-        Step(id="verify", phase="verify", kind="verify", host=None, mutating=False,
-             title="Verify: expected voting members only, all healthy, same revision, equal "
-                   "HashKV, no alarms, no --force-new-cluster left",
-             precondition="every step before it is done", check="all of the above hold",
-             commands=("etcd-recovery verify -i INVENTORY",),
-             params={"members": sorted({*members_now, name}), "keys_before": None}),
-        Step(id="unlock", phase="verify", kind="unlock", host=None,
-             title="Release the recovery lock", precondition="verify passed",
-             check=f"{lock_path} is gone", commands=(f"ssh {name} {shlex.quote(show(unlock))}",),
-             params={"argv": unlock, "members": [name]}),
+             actions=tuple(EtcdCall(via, "member-remove", via_m.client_url, name=name,
+                                    peer_url=m.peer_url, member_id=id_hex(p.id),
+                                    if_listed=True, timeout_s=60.0) for p in old)),
+        *rejoin_steps(rt, m, config, run_id, via_m, voters),
+        verify_step(sorted({*(n for n, _ in voters), name}), None),
+        unlock_step(run_id, [m]),
     ]
-    return Plan(cluster=inv.name, runtime=runtime, run_id=run_id, chosen=via,
+    return Plan(cluster=inv.name, runtime=inv.runtime, run_id=run_id, chosen=via,
                 reason=f"rejoin {name} through {via}", fingerprint="", steps=tuple(steps),
                 unreachable=(), rejoin_later=(), inventory=inv.path)
 
 
-def backup_step(runtime: str, m: Member, rdir: str) -> Step:
+def backup_step(rt: Runtime, m: Member, run_id: str) -> Step:
     """Copy the member's data dir and (fenced) configuration, with a verified SHA256SUMS."""
+    rdir = run_dir(run_id)
     bdir = posixpath.join(rdir, "backup")
-    argv = _backup_argv(m.data_dir, fenced_config_path(runtime, m, rdir), bdir)
-    return Step(id=f"backup:{m.name}", phase="backup", kind="backup", host=m.name,
+    argv = _backup_argv(m.data_dir, rt.fenced_config_path(m, rdir), bdir)
+    return Step(id=f"backup:{m.name}", phase="backup", kind=StepKind.BACKUP, host=m.name,
                 title=f"Back up {m.name}'s data dir and configuration to {bdir}",
                 precondition="etcd is not running on the host; free space >= data size",
                 check="sha256sum -c SHA256SUMS passes in the backup directory",
-                commands=(show(argv),), params={"argv": argv, "dir": bdir})
+                actions=(Run(m.name, tuple(argv), 1800.0),
+                         host_record(m.name, run_id, f"backup:{m.name}")))
 
 
 def _backup_argv(data_dir: str, cfg: str, bdir: str) -> list[str]:

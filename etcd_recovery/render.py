@@ -7,7 +7,7 @@ from rich.table import Table
 
 from .executor import Summary
 from .model import InspectReport, id_hex
-from .plan import Plan, run_dir
+from .plan import Plan
 
 
 def _fmt(value: object) -> str:
@@ -63,11 +63,12 @@ def plan_table(plan: Plan, console: Console) -> None:
     console.print(f"Recovery plan {plan.run_id} for cluster {plan.cluster} ({plan.runtime}); "
                   f"keep [bold]{plan.chosen}[/]: {plan.reason}", markup=True, highlight=False)
     table = Table(show_lines=True)
-    for col in ("#", "step", "host", "action", "precondition", "check"):
+    for col in ("#", "step", "host", "actions", "precondition", "check"):
         table.add_column(col, overflow="fold")
     for i, s in enumerate(plan.steps, 1):
-        action = s.title + ("\n" + "\n".join(s.commands) if s.commands else "")
-        table.add_row(str(i), s.id, s.host or "all", action, s.precondition, s.check)
+        lines = [s.title] + [f"{n}. {a.summary()}" for n, a in enumerate(s.actions, 1)]
+        table.add_row(str(i), s.id, s.host or "all", "\n".join(lines), s.precondition,
+                      s.check)
     console.print(table)
     _later(plan, console)
 
@@ -77,27 +78,6 @@ def _later(plan: Plan, console: Console) -> None:
         console.print(f"{name} was unreachable: once it is back, bring it in with "
                       f"`etcd-recovery rejoin {name} -i {plan.inventory}` (its stale data is "
                       "moved aside first, so it cannot split the cluster)", markup=False)
-
-
-def plan_markdown(plan: Plan) -> str:
-    """A runbook a person can follow by hand, with the same commands the tool runs."""
-    out = [f"# Recovery runbook: cluster `{plan.cluster}` ({plan.runtime})", "",
-           f"- Run id: `{plan.run_id}` (state on each host under `{run_dir(plan.run_id)}`)",
-           f"- Member to keep: **{plan.chosen}** - {plan.reason}",
-           f"- State fingerprint: `{plan.fingerprint}`", "",
-           "Do the steps in order. Do not go on when a check fails: stop and look.", ""]
-    for i, s in enumerate(plan.steps, 1):
-        out += [f"## {i}. {s.title}", "",
-                f"- Step id: `{s.id}`; host: `{s.host or 'every reachable member'}`",
-                f"- Before: {s.precondition}", f"- After (check): {s.check}", ""]
-        if s.commands:
-            out += ["```sh", *s.commands, "```", ""]
-    if plan.rejoin_later:
-        out += ["## Members to bring back later", ""]
-        out += [f"- `{n}`: `etcd-recovery rejoin {n} -i {plan.inventory}`"
-                for n in plan.rejoin_later]
-        out.append("")
-    return "\n".join(out)
 
 
 def summary_table(summary: Summary, console: Console) -> None:

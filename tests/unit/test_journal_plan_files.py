@@ -12,15 +12,18 @@ from hypothesis import strategies as st
 
 from etcd_recovery.errors import FormatError
 from etcd_recovery.journal import Journal, done_steps, parse_events
-from etcd_recovery.plan import Plan, Step
+from etcd_recovery.actions import Run, Wait
+from etcd_recovery.plan import Plan, Step, StepKind
 
 
 def sample_plan() -> Plan:
-    steps = (Step(id="preflight", phase="preflight", kind="preflight", host=None, title="t",
-                  precondition="p", check="c", mutating=False, params={"members": ["a"]}),
-             Step(id="fence:a", phase="fence", kind="fence", host="a", title="t",
-                  precondition="p", check="c", commands=("sh -c x",),
-                  params={"argv": ["sh", "-c", "x"]}))
+    steps = (Step(id="preflight", phase="preflight", kind=StepKind.PREFLIGHT, host=None,
+                  title="t", precondition="p", check="c", mutating=False,
+                  params={"members": ["a"], "fingerprint": "f", "allow_quorum": False}),
+             Step(id="fence:a", phase="fence", kind=StepKind.FENCE, host="a", title="t",
+                  precondition="p", check="c",
+                  actions=(Run("a", ("sh", "-c", "x"), 60.0),
+                           Wait("etcd-stopped", "a", "https://a:2379", 60.0))))
     return Plan(cluster="c", runtime="systemd", run_id="r1", chosen="a", reason="why",
                 fingerprint="f", steps=steps, unreachable=("b",), rejoin_later=("b",),
                 inventory="inv.yaml")

@@ -1,0 +1,250 @@
+"""Typed actions: what a plan step does, shown and run as the same object.
+
+A step is a short list of actions. Each action is a frozen value with a ``show()`` (the
+shell a person would type for it, used by the table and the runbook) and a strict JSON form;
+the executor is their interpreter and runs nothing that is not one of them. Five types:
+
+- :class:`Run`: an argument list run on a host as root (``sudo -n`` for a non-root SSH user).
+- :class:`WriteFile`: a file's whole content, mode and digest, with the diff against the file
+  the plan was made from.
+- :class:`EtcdCall`: a membership call to etcd's API (add a learner, promote, remove), with its
+  arguments. A value that exists only at run time (the ID a member add returns) is a *named
+  reference*: the call that produces it names it in ``result``, a later call uses it in
+  ``member_ref``, and the journal records the value it resolved to.
+- :class:`Wait`: poll until a stated condition holds, with its timeout.
+- :class:`AppendWal`: append one record to a WAL file at an offset, the bytes given as hex.
+
+Saved plans are data: :func:`action_from_json` accepts exactly these types and fields and
+nothing else (unknown kinds, wrong types or extra fields are a :class:`FormatError`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from .errors import FormatError
+
+
+def shell_join(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def ref_var(ref: str) -> str:
+    """The runbook's shell variable for a named reference: ``learner-id:etcd-2`` ->
+    ``LEARNER_ID_ETCD_2``."""
+    return re.sub(r"[^A-Za-z0-9]", "_", ref).upper()
+
+
+@dataclass(frozen=True)
+class Run:
+    host: str
+    argv: tuple[str, ...]
+    timeout_s: float = 60.0
+    kind: ClassVar[str] = "run"
+
+    def show(self) -> str:
+        return f"on {self.host} {shlex.quote(shell_join(self.argv))}"
+
+    def summary(self) -> str:
+        return f"{self.host}: {shell_join(self.argv)}"
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    host: str
+    path: str
+    content: str
+    mode: int
+    diff: str = ""
+    kind: ClassVar[str] = "write-file"
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.content.encode()).hexdigest()
+
+    def show(self) -> str:
+        body = self.content if self.content.endswith("\n") else self.content + "\n"
+        return (f"feed {self.host} "
+                f"{shlex.quote(shell_join(_write_argv(self.path, self.mode)))}"
+                f" <<'ETCD_RECOVERY_EOF'\n{body}ETCD_RECOVERY_EOF")
+
+    def summary(self) -> str:
+        return (f"{self.host}: write {self.path} (mode {self.mode:04o}, {self.digest[:19]}...)"
+                + (f"\n{self.diff}" if self.diff else ""))
+
+
+def _write_argv(path: str, mode: int) -> list[str]:
+    return ["sh", "-c", 'set -e; umask 077; cat > "$1.tmp"; chmod "$2" "$1.tmp"; '
+            'mv "$1.tmp" "$1"', "etcd-recovery", path, f"{mode:04o}"]
+
+
+MEMBER_CALLS = ("member-add-learner", "member-promote", "member-remove")
+
+
+@dataclass(frozen=True)
+class EtcdCall:
+    via: str                          # the member whose client URL receives the call
+    call: str                         # one of MEMBER_CALLS
+    endpoint: str                     # that member's client URL
+    name: str | None = None           # the member the call is about (add, promote)
+    peer_url: str | None = None       # add: its peer URL; promote/remove: to find it
+    member_id: str | None = None      # remove: the ID (hex) known when planning
+    member_ref: str | None = None     # promote: the named reference holding the ID
+    result: str | None = None         # add: the name of the reference its ID goes into
+    if_listed: bool = False           # remove: only if the member list still holds it
+    timeout_s: float = 90.0
+    kind: ClassVar[str] = "etcd"
+
+    def show(self) -> str:
+        ep = f"--endpoints={self.endpoint}"
+        if self.call == "member-add-learner":
+            var = ref_var(self.result or "learner-id")
+            return (f"{var}=$(retry {self.timeout_s:.0f} add_learner {ep} {self.name} "
+                    f"{self.peer_url})")
+        if self.call == "member-promote":
+            var = ref_var(self.member_ref or "")
+            return f'retry {self.timeout_s:.0f} etcdctl {ep} member promote "${var}"'
+        if self.if_listed:
+            return (f"if etcdctl {ep} member list | grep -q '^{self.member_id},'; then "
+                    f"etcdctl {ep} member remove {self.member_id}; fi")
+        return f"etcdctl {ep} member remove {self.member_id}"
+
+    def summary(self) -> str:
+        if self.call == "member-add-learner":
+            return (f"etcd via {self.via}: MemberAdd {self.peer_url} as a learner -> "
+                    f"${{{self.result}}}")
+        if self.call == "member-promote":
+            return f"etcd via {self.via}: MemberPromote ${{{self.member_ref}}} ({self.name})"
+        return (f"etcd via {self.via}: MemberRemove {self.member_id}"
+                + (" (if still listed)" if self.if_listed else ""))
+
+
+# The conditions a Wait can state; the executor has a checker for each, the runbook a shell
+# predicate (defined in its header).
+CONDITIONS = {
+    "etcd-stopped": "no etcd process runs on the host",
+    "etcd-running": "an etcd process runs on the host",
+    "leads-alone": "etcd on the host leads a one-member cluster and serves a linearizable read",
+    "healthy-without-force": "etcd on the host runs without --force-new-cluster, leads, and "
+                             "serves a linearizable read",
+    "voting-healthy": "etcd on the host is a voting member with a leader and serves a "
+                      "linearizable read",
+    "members-are": "the member list holds exactly the members named (peer URLs as planned)",
+}
+
+
+@dataclass(frozen=True)
+class Wait:
+    condition: str                    # a key of CONDITIONS
+    host: str
+    endpoint: str = ""                # the host's client URL, for etcd conditions
+    timeout_s: float = 60.0
+    members: tuple[str, ...] = ()     # members-are: "name=peer-url" (name may be empty)
+    kind: ClassVar[str] = "wait"
+
+    def show(self) -> str:
+        args = {"etcd-stopped": self.host, "etcd-running": self.host,
+                "leads-alone": self.endpoint,
+                "healthy-without-force": f"{self.host} {self.endpoint}",
+                "voting-healthy": self.endpoint,
+                "members-are": f"{self.endpoint} {' '.join(self.members)}"}[self.condition]
+        return f"retry {self.timeout_s:.0f} {self.condition.replace('-', '_')} {args}"
+
+    def summary(self) -> str:
+        what = CONDITIONS[self.condition]
+        if self.condition == "members-are":
+            what = f"the member list holds exactly {', '.join(self.members)}"
+        return f"{self.host}: wait up to {self.timeout_s:.0f} s until {what}"
+
+
+@dataclass(frozen=True)
+class AppendWal:
+    host: str
+    file: str
+    offset: int
+    record_hex: str                   # the framed record, exactly the bytes written
+    crc_before: int                   # the running CRC of the WAL's last record (a check)
+    commit: int                       # the HardState commit the record carries
+    kind: ClassVar[str] = "append-wal"
+
+    def show(self) -> str:
+        data = bytes.fromhex(self.record_hex)
+        printf = "".join(f"\\{b:03o}" for b in data)
+        dd = ["dd", f"of={self.file}", "bs=1M", f"seek={self.offset}", "oflag=seek_bytes",
+              "conv=notrunc,fsync", "status=none"]
+        return f"printf '{printf}' | feed {self.host} {shlex.quote(shell_join(dd))}"
+
+    def summary(self) -> str:
+        return (f"{self.host}: append a HardState record (commit {self.commit}) at offset "
+                f"{self.offset} of {self.file}: {self.record_hex}")
+
+
+Action = Run | WriteFile | EtcdCall | Wait | AppendWal
+ACTION_TYPES: dict[str, type[Any]] = {c.kind: c for c in (Run, WriteFile, EtcdCall, Wait,
+                                                           AppendWal)}
+
+
+def action_to_json(a: Action) -> dict[str, Any]:
+    d: dict[str, Any] = {"kind": a.kind}
+    for f in fields(a):
+        v = getattr(a, f.name)
+        d[f.name] = list(v) if isinstance(v, tuple) else v
+    if isinstance(a, WriteFile):
+        d["digest"] = a.digest
+    return d
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "str | None": (str, type(None)), "int": (int,), "float": (float, int),
+    "bool": (bool,), "tuple[str, ...]": (list,),
+}
+
+
+def action_from_json(d: Any, where: str) -> Action:
+    """Strictly: the kind must be known, every field present with its type, nothing extra."""
+    if not isinstance(d, Mapping):
+        raise FormatError(where, 0, "an action must be an object")
+    kind = d.get("kind")
+    cls = ACTION_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise FormatError(where, 0, f"unknown action kind {kind!r} (known: "
+                                    f"{', '.join(ACTION_TYPES)})")
+    expected = {f.name: f for f in fields(cls)}
+    allowed = set(expected) | {"kind"} | ({"digest"} if cls is WriteFile else set())
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise FormatError(where, 0, f"{kind} action: unexpected field(s) {', '.join(extra)}")
+    values: dict[str, Any] = {}
+    for name, f in expected.items():
+        if name not in d:
+            raise FormatError(where, 0, f"{kind} action: missing field {name!r}")
+        v = d[name]
+        types = _FIELD_TYPES[str(f.type)]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            raise FormatError(where, 0, f"{kind} action: field {name!r} has the wrong type "
+                                        f"({type(v).__name__})")
+        if isinstance(v, list):
+            if not all(isinstance(x, str) for x in v):
+                raise FormatError(where, 0, f"{kind} action: field {name!r} must be a list "
+                                            "of strings")
+            v = tuple(v)
+        values[name] = float(v) if str(f.type) == "float" else v
+    action: Action = cls(**values)
+    if isinstance(action, EtcdCall) and action.call not in MEMBER_CALLS:
+        raise FormatError(where, 0, f"etcd action: unknown call {action.call!r}")
+    if isinstance(action, Wait) and action.condition not in CONDITIONS:
+        raise FormatError(where, 0, f"wait action: unknown condition {action.condition!r}")
+    if isinstance(action, WriteFile) and d.get("digest", action.digest) != action.digest:
+        raise FormatError(where, 0, f"write-file action: the digest does not match the "
+                                    f"content of {action.path}")
+    if isinstance(action, AppendWal):
+        try:
+            bytes.fromhex(action.record_hex)
+        except ValueError as exc:
+            raise FormatError(where, 0, "append-wal action: record_hex is not hex") from exc
+    return action

@@ -1,0 +1,154 @@
+"""The Markdown runbook: the plan's actions as blocks of shell a person can paste.
+
+It opens with the environment the blocks need (etcdctl's variables, one shell function per
+way of reaching a host, and the predicates the waits poll), then gives every step as one
+block whose commands have the same effect as the tool's actions: each action's ``show()``,
+in order. Where the tool calls etcd's API, the block calls ``etcdctl``; for the WAL record it
+gives the exact bytes and the ``dd`` that writes them. The blocks are meant for bash.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from .inventory import Inventory, Member
+from .plan import Plan, StepKind, run_dir
+from .runtimes.base import runtime_for
+
+_PREDICATES = r"""retry() {  # retry SECONDS COMMAND...: run COMMAND until it succeeds
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do
+    if [ "$SECONDS" -ge "$end" ]; then echo "timed out: $*" >&2; return 1; fi
+    sleep 0.2
+  done
+}
+etcd_stopped() { ! on "$1" pgrep -x etcd >/dev/null; }
+etcd_running() { on "$1" pgrep -x etcd >/dev/null; }
+leads_alone() {
+  [ "$(etcdctl --endpoints="$1" member list | grep -c .)" -eq 1 ] &&
+    etcdctl --endpoints="$1" endpoint health >/dev/null 2>&1
+}
+runs_without_force() {
+  local pid; pid=$(on "$1" pgrep -x etcd | head -n 1); [ -n "$pid" ] || return 1
+  ! on "$1" cat "/proc/$pid/cmdline" "/proc/$pid/environ" | tr '\0' '\n' |
+    grep -q -e --force-new-cluster -e ETCD_FORCE_NEW_CLUSTER=
+}
+healthy_without_force() {
+  runs_without_force "$1" && etcdctl --endpoints="$2" endpoint health >/dev/null 2>&1
+}
+voting_healthy() { etcdctl --endpoints="$1" endpoint health >/dev/null 2>&1; }
+members_are() {  # members_are ENDPOINT NAME=PEER_URL...: exactly these peer URLs
+  local ep=$1; shift
+  [ "$(printf '%s\n' "$@" | sed 's/^[^=]*=//' | sort)" = \
+    "$(etcdctl --endpoints="$ep" member list | awk -F', ' '{print $4}' | sort)" ]
+}
+add_learner() {  # add_learner --endpoints=URL NAME PEER_URL: prints the new member's ID
+  local out; out=$(etcdctl "$1" member add "$2" --learner --peer-urls="$3") || return 1
+  printf '%s\n' "$out" | awk '/^Member /{print $2; exit}'
+}
+quorum_lost() {  # no member serves a linearizable read
+  local ep
+  for ep in "$@"; do
+    if etcdctl --endpoints="$ep" --dial-timeout=2s --command-timeout=3s \
+         get /etcd-recovery/probe >/dev/null 2>&1; then return 1; fi
+  done
+}
+same_hashkv() {
+  [ "$(etcdctl endpoint hashkv --cluster | awk -F', ' '{print $2}' | sort -u | grep -c .)" \
+    -eq 1 ]
+}"""
+
+
+def _ssh(m: Member) -> str:
+    s = m.ssh
+    words = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    if s.known_hosts:
+        words += ["-o", f"UserKnownHostsFile={s.known_hosts}"]
+    if s.identity_file:
+        words += ["-i", s.identity_file]
+    if s.port:
+        words += ["-p", str(s.port)]
+    if s.jump:
+        words += ["-J", s.jump]
+    words.append(f"{s.user}@{s.host}" if s.user else s.host)
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def environment(plan: Plan, inv: Inventory) -> list[str]:
+    kept = inv.member(plan.chosen)
+    env = [f"export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={shlex.quote(kept.client_url)}"]
+    for var, path in (("ETCDCTL_CACERT", inv.tls.ca), ("ETCDCTL_CERT", inv.tls.cert),
+                      ("ETCDCTL_KEY", inv.tls.key)):
+        if path:
+            env.append(f"export {var}={shlex.quote(path)}")
+    if inv.auth:
+        env.append(f'export ETCDCTL_USER="{inv.auth.user}:$(cat '
+                   f'{shlex.quote(inv.auth.password_file)})"')
+    lines = ["# etcdctl talks to the members' client URLs: run this where they are reachable",
+             "# (or forward them over SSH first). Commands on hosts run as root through `on`",
+             "# (no input) and `feed` (stdin passed on).", *env]
+    for fn, flag in (("on", "-n "), ("feed", "")):
+        lines.append(f"{fn}() {{")
+        lines.append('  local h=$1; shift; case "$h" in')
+        for m in inv.members:
+            sudo = "sudo -n " if m.ssh.sudo else ""
+            lines.append(f'    {m.name}) {_ssh(m).replace("ssh ", "ssh " + flag, 1)} '
+                         f'"{sudo}$*" ;;')
+        lines.append('    *) echo "unknown member $h" >&2; return 2 ;;')
+        lines.append("  esac")
+        lines.append("}")
+    return [*lines, _PREDICATES]
+
+
+def _verify_block(plan: Plan, inv: Inventory, members: list[str]) -> list[str]:
+    rt = runtime_for(inv.runtime)
+    ms = [inv.member(n) for n in members]
+    ep = inv.member(members[0]).client_url
+    lines = [f"retry 60 members_are {ep} "
+             + " ".join(f"{m.name}={m.peer_url}" for m in ms),
+             "! etcdctl member list | grep -q ', true$'   # no learner left",
+             *(f"retry 60 voting_healthy {m.client_url}" for m in ms),
+             "retry 30 same_hashkv   # every member at the same HashKV",
+             "test -z \"$(etcdctl alarm list)\"   # no alarm"]
+    for m in ms:
+        lines.append(f"! on {m.name} grep -qiE 'force.new.cluster' "
+                     f"{shlex.quote(rt.config_path(m))}")
+        lines.append(f"runs_without_force {m.name}")
+    return lines
+
+
+def plan_markdown(plan: Plan, inv: Inventory) -> str:
+    """A runbook a person can follow by hand, with the same effect as the tool's actions."""
+    out = [f"# Recovery runbook: cluster `{plan.cluster}` ({plan.runtime})", "",
+           f"- Run id: `{plan.run_id}` (state on each host under `{run_dir(plan.run_id)}`)",
+           f"- Member to keep: **{plan.chosen}** - {plan.reason}",
+           f"- State fingerprint: `{plan.fingerprint}`", "",
+           "Do the steps in order, in one bash session. Do not go on when a command fails: "
+           "stop and look.", "", "## Environment", "", "```sh", *environment(plan, inv),
+           "```", ""]
+    for i, s in enumerate(plan.steps, 1):
+        out += [f"## {i}. {s.title}", "",
+                f"- Step id: `{s.id}`; host: `{s.host or 'every reachable member'}`",
+                f"- Before: {s.precondition}", f"- After (check): {s.check}", ""]
+        block: list[str] = []
+        if s.kind is StepKind.PREFLIGHT and not s.params["allow_quorum"]:
+            eps = " ".join(inv.member(n).client_url for n in s.params["members"])
+            block.append(f"quorum_lost {eps}")
+        block += [a.show() for a in s.actions]
+        if s.kind is StepKind.FORCE_NEW_CLUSTER:
+            url = inv.member(s.host or "").client_url
+            block.append(f"KEYS_AFTER_RESTORE=$(etcdctl --endpoints={url} get '' --prefix "
+                         "--keys-only | grep -c .)")
+        if s.kind is StepKind.VERIFY:
+            block += _verify_block(plan, inv, s.params["members"])
+            if plan.steps[0].kind is StepKind.PREFLIGHT:
+                block.append('test "$(etcdctl get \'\' --prefix --keys-only | grep -c .)" '
+                             '-ge "$KEYS_AFTER_RESTORE"   # no key lost')
+        if block:
+            out += ["```sh", *block, "```", ""]
+    if plan.rejoin_later:
+        out += ["## Members to bring back later", ""]
+        out += [f"- `{n}`: `etcd-recovery rejoin {n} -i {plan.inventory}`"
+                for n in plan.rejoin_later]
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,68 @@
+"""A runtime: how etcd is supervised on a host, and so how to fence, start and configure it.
+
+One object per runtime (:mod:`.static_pod`, :mod:`.systemd`) replaces branches on the runtime's
+name. Every method returns data (paths, argument lists); nothing here runs anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from ..inventory import Member
+from . import config as rconf
+
+
+def sh(script: str, *args: str) -> list[str]:
+    """A shell snippet with its values passed as positional parameters, never interpolated."""
+    return ["sh", "-c", script, "etcd-recovery", *args]
+
+
+class Runtime(Protocol):
+    name: str
+
+    def config_path(self, m: Member) -> str:
+        """The file that holds etcd's flags (manifest or environment file)."""
+        ...
+
+    def fenced_config_path(self, m: Member, rdir: str) -> str:
+        """Where the member's original configuration is while it is fenced."""
+        ...
+
+    def fence_argv(self, m: Member, rdir: str) -> list[str]:
+        """Stop etcd so that its supervisor will not start it again."""
+        ...
+
+    def fence_how(self, m: Member) -> str:
+        ...
+
+    def start_argv(self, m: Member, staged: str) -> list[str]:
+        """Put a staged configuration in force and (re)start etcd with it. Idempotent: when
+        the staged file is already in place, it only makes sure etcd is started."""
+        ...
+
+    def config_flags(self, text: str, file: str) -> dict[str, str]:
+        ...
+
+    def with_flags(self, text: str, file: str, set_: Mapping[str, str],
+                   remove: Sequence[str] = ()) -> str:
+        ...
+
+
+def runtime_for(name: str) -> Runtime:
+    from .static_pod import StaticPod
+    from .systemd import Systemd
+
+    runtimes: dict[str, Runtime] = {"static-pod": StaticPod(), "systemd": Systemd()}
+    return runtimes[name]
+
+
+class _ConfigEdits:
+    name: str
+
+    def config_flags(self, text: str, file: str) -> dict[str, str]:
+        return rconf.config_flags(self.name, text, file)
+
+    def with_flags(self, text: str, file: str, set_: Mapping[str, str],
+                   remove: Sequence[str] = ()) -> str:
+        return rconf.config_with_flags(self.name, text, file, set_, remove)

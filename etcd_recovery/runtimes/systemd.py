@@ -1,0 +1,30 @@
+"""The kubespray / bare-metal layout: etcd.service reads its flags from an environment file."""
+
+from __future__ import annotations
+
+from ..inventory import Member
+from .base import _ConfigEdits, sh
+
+
+class Systemd(_ConfigEdits):
+    name = "systemd"
+
+    def config_path(self, m: Member) -> str:
+        assert m.env_file
+        return m.env_file
+
+    def fenced_config_path(self, m: Member, rdir: str) -> str:
+        return self.config_path(m)
+
+    def fence_argv(self, m: Member, rdir: str) -> list[str]:
+        assert m.unit
+        return sh('set -e; mkdir -p -m 0700 "$2"; systemctl disable --now "$1"', m.unit, rdir)
+
+    def fence_how(self, m: Member) -> str:
+        return f"{m.unit} stopped and disabled"
+
+    def start_argv(self, m: Member, staged: str) -> list[str]:
+        assert m.unit
+        return sh('set -e; if [ -e "$1" ]; then chmod 0600 "$1"; mv "$1" "$2"; fi; '
+                  'systemctl enable "$3"; systemctl restart --no-block "$3"',
+                  staged, self.config_path(m), m.unit)

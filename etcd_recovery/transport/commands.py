@@ -1,0 +1,76 @@
+"""Running one command on an SSH session channel: stdin, output, timeout, kill."""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+
+import paramiko
+from paramiko.common import cMSG_CHANNEL_REQUEST
+from paramiko.message import Message
+
+from etcd_recovery.transport.ssh_common import READ_CHUNK
+
+
+class CommandTimeout(Exception):
+    """The command's deadline passed before it finished."""
+
+
+def start_stdin_feeder(chan: paramiko.Channel, stdin: bytes | None) -> threading.Thread | None:
+    """Send stdin from a thread so a chatty command cannot deadlock against it."""
+    if not stdin:
+        chan.shutdown_write()
+        return None
+
+    def feed() -> None:
+        try:
+            chan.sendall(stdin)
+            chan.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the command stopped reading; its exit status tells the story
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    return thread
+
+
+def collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+    """Read stdout and stderr until EOF, interleaved, or raise CommandTimeout."""
+    out: list[bytes] = []
+    err: list[bytes] = []
+    chan.fileno()  # makes the channel selectable
+    while True:
+        if chan.recv_ready():
+            out.append(chan.recv(READ_CHUNK))
+            continue
+        if chan.recv_stderr_ready():
+            err.append(chan.recv_stderr(READ_CHUNK))
+            continue
+        if chan.eof_received or chan.closed:
+            return b"".join(out), b"".join(err)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CommandTimeout()
+        select.select([chan], [], [], remaining)
+
+
+def kill(chan: paramiko.Channel) -> None:
+    """Best effort: ask sshd to SIGKILL the command, then drop the channel.
+
+    OpenSSH honours the ``signal`` request only for privilege-separated (non-root)
+    sessions; for root logins the closed channel is all the command sees.
+    """
+    send = getattr(chan.transport, "_send_user_message", None)
+    if send is not None and not chan.closed:
+        msg = Message()
+        msg.add_byte(cMSG_CHANNEL_REQUEST)
+        msg.add_int(chan.remote_chanid)
+        msg.add_string("signal")
+        msg.add_boolean(False)
+        msg.add_string("KILL")
+        try:
+            send(msg)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+    chan.close()

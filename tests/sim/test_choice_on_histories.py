@@ -1,0 +1,229 @@
+"""The choice of member, checked on simulated raft histories (see raft_history.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from etcd_recovery.choose import decide
+from etcd_recovery.model import Decision, MemberState, Quorum
+
+from .raft_history import (
+    Action,
+    Apply,
+    Cluster,
+    Crash,
+    Disk,
+    Elect,
+    Flush,
+    Heartbeat,
+    LeaderCommit,
+    Propose,
+    Replicate,
+    Restart,
+    check_invariants,
+    has_all,
+    known_committed_entries,
+    run,
+    stop_all,
+)
+
+NOQ = Quorum(False)
+SETTINGS = settings(max_examples=300, derandomize=True, database=None, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+# --- drawing histories ----------------------------------------------------------------------
+
+# How often each kind of action is drawn: weighted towards what moves a history forward.
+WEIGHTS: dict[str, int] = {"elect": 2, "propose": 3, "replicate": 4, "heartbeat": 2,
+                           "commit": 4, "apply": 3, "flush": 2, "crash": 1, "restart": 1}
+KINDS = [kind for kind, w in WEIGHTS.items() for _ in range(w)]
+
+
+def decode(n: int, x: int) -> Action:
+    """One action from one integer: drawing one integer per action keeps generation fast.
+    Mixed radix, least significant first: the kind, the member it targets, the k-th member that
+    believes it leads, how far short of the end it sends, applies or loses (0 five times in
+    eight), then two bits per member, both set (one time in four) for a member its messages
+    miss. Shrinking lowers the high digits first: partitions go away before anything else."""
+    x, kind = divmod(x, len(KINDS))
+    x, member = divmod(x, n)
+    x, leader = divmod(x, 4)
+    x, short = divmod(x, 8)
+    short = max(0, short - 4)
+    unreached = frozenset(i for i in range(n) if (x >> (2 * i)) & 3 == 3)
+    actions: dict[str, Action] = {
+        "elect": Elect(member, unreached), "propose": Propose(leader),
+        "replicate": Replicate(leader, unreached, short), "heartbeat": Heartbeat(leader, unreached),
+        "commit": LeaderCommit(leader), "apply": Apply(member, short), "flush": Flush(member),
+        "crash": Crash(member, short), "restart": Restart(member)}
+    return actions[KINDS[kind]]
+
+
+def radix(n: int) -> int:
+    return len(KINDS) * n * 4 * 8 * 4 ** n
+
+
+@dataclass(frozen=True)
+class History:
+    n: int
+    actions: tuple[Action, ...]
+
+    def __repr__(self) -> str:
+        return f"History({self.n}, [\n" + "".join(f"    {a!r},\n" for a in self.actions) + "])"
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> History:
+    n = draw(st.sampled_from((3, 5)))
+    steps = draw(st.integers(10, 80))
+    xs = draw(st.lists(st.integers(0, radix(n) - 1), min_size=steps, max_size=steps))
+    return History(n, tuple(decode(n, x) for x in xs))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    history: History
+    cluster: Cluster
+    survivors: tuple[Disk, ...]
+
+    def __repr__(self) -> str:
+        return (f"Scenario({self.history!r},\n survivors={self.survivors!r},\n"
+                f" acked={self.cluster.acked!r})")
+
+    def states(self) -> list[MemberState]:
+        return [d.state() for d in self.survivors]
+
+    def disk(self, name: str | None) -> Disk:
+        return next(d for d in self.survivors if d.name == name)
+
+    def best_key(self) -> tuple[int, int]:
+        return max((d.last_term, d.last_index) for d in self.survivors)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, majority: bool) -> Scenario:
+    """A history, then every member stopped (a live one loses some of its unsynced commit
+    progress), then the survivors: a majority, or any non-empty set of members."""
+    h = draw(histories())
+    cluster = run(h.n, h.actions, check=False)
+    disks = stop_all(cluster, draw(st.lists(st.integers(0, 3), min_size=h.n, max_size=h.n)))
+    keep = draw(st.sets(st.integers(0, h.n - 1), min_size=cluster.majority if majority else 1))
+    return Scenario(h, cluster, tuple(disks[i] for i in sorted(keep)))
+
+
+def acked_entries(c: Cluster) -> list[tuple[int, int]]:
+    return [(a.index, a.eid) for a in c.acked]
+
+
+# --- the simulator itself ------------------------------------------------------------------
+
+
+@SETTINGS
+@given(histories())
+def test_simulator_keeps_raft_safety(h: History) -> None:
+    """Election safety, log matching, leader completeness, state machine safety, and committed
+    entries staying on a majority: checked after every step (run(check=True))."""
+    c = run(h.n, h.actions)
+    # A crash never loses a log entry or a committed index it fsynced.
+    for nd, disk in zip(c.nodes, stop_all(c, [3] * h.n), strict=True):
+        assert disk.log == nd.log and nd.synced_commit <= disk.hardstate_commit <= nd.commit
+        assert disk.consistent_index == nd.persisted_ci
+
+
+# --- the choice ----------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(scenarios(majority=True))
+def test_majority_of_survivors_keeps_every_acknowledged_write(s: Scenario) -> None:
+    d = decide(s.states(), NOQ)
+    assert d.refused is None, d.reason
+    kept = s.disk(d.chosen)
+    assert has_all(kept, acked_entries(s.cluster)), d.reason
+    for x in s.survivors:
+        assert has_all(kept, known_committed_entries(x)), (x.name, d.reason)
+
+
+@SETTINGS
+@given(scenarios(majority=False))
+def test_any_survivors_keep_what_they_know_committed(s: Scenario) -> None:
+    d = decide(s.states(), NOQ)
+    assert d.refused is None, d.reason
+    kept = s.disk(d.chosen)
+    for x in s.survivors:
+        assert has_all(kept, known_committed_entries(x)), (x.name, d.reason)
+
+
+def _assert_order_tie_and_prefer(s: Scenario, d: Decision) -> None:
+    kept = s.disk(d.chosen)
+    assert (kept.last_term, kept.last_index) == s.best_key()
+    tied = [x.name for x in s.survivors if (x.last_term, x.last_index) == s.best_key()]
+    assert d.tie == (len(tied) > 1), d.reason
+    if d.tie:
+        assert "tie" in d.reason
+    for x in s.survivors:
+        again = decide(s.states(), NOQ, prefer=x.name)
+        assert again.chosen == (x.name if x.name in tied else d.chosen), again.reason
+
+
+@SETTINGS
+@given(scenarios(majority=False))
+def test_choice_is_the_most_up_to_date_log_and_ties_are_reported(s: Scenario) -> None:
+    d = decide(s.states(), NOQ)
+    assert d.refused is None, d.reason
+    _assert_order_tie_and_prefer(s, d)
+
+
+# --- the history that made the rule change ---------------------------------------------------
+
+A, B, C = 0, 1, 2
+LEADER = 0  # the only member that believes it leads, whenever an action needs a leader
+
+
+def counterexample() -> Cluster:
+    """Term 2: c leads, a and b hold 1..10; a learns commit 10 by heartbeat, b's fsynced
+    commit stays 8. c restarts (its own commit-only HardState lost: commit 8), wins term 3
+    with b's vote while a is cut off, writes 11..15 to b and commits them: acknowledged.
+    c dies before b learns commit 15."""
+    to_a_only, to_b_only = frozenset({B}), frozenset({A})    # unreached sets
+    return run(3, [
+        Elect(C, frozenset({A, B})),                   # term 1: c alone, loses
+        Elect(C),                                      # term 2: c wins; empty entry 1
+        *[Propose(LEADER)] * 7,                        # 2..8
+        Replicate(LEADER),                             # a, b: 1..8
+        LeaderCommit(LEADER),                          # commit 8
+        Propose(LEADER), Propose(LEADER),              # 9, 10: c fsyncs commit 8 with them
+        Replicate(LEADER),                             # a, b: 1..10, commit 8 fsynced
+        LeaderCommit(LEADER),                          # commit 10, not fsynced
+        Heartbeat(LEADER, to_a_only),                  # a learns 10; b never does
+        Apply(B, 0), Flush(B),                         # b's consistent index 8
+        Crash(C, 2), Restart(C),                       # c comes back with commit 8
+        Elect(C, to_b_only),                           # term 3: c wins with b's vote
+        *[Propose(LEADER)] * 4,                        # 12..15 (11 is c's empty entry)
+        Replicate(LEADER, to_b_only),                  # b: 11..15, leader commit 8
+        LeaderCommit(LEADER),                          # commit 15: 11..15 acknowledged
+        Crash(C, 3),                                   # c is gone
+    ])
+
+
+def test_counterexample_history_picks_the_newest_log() -> None:
+    c = counterexample()
+    check_invariants(c)
+    a, b, _ = stop_all(c, [0, 0, 0])
+    assert (a.hardstate_commit, a.last_term, a.last_index) == (10, 2, 10)
+    assert (b.hardstate_commit, b.consistent_index, b.last_term, b.last_index) == (8, 8, 3, 15)
+    assert max(e.index for e in c.acked) == 15
+
+    d = decide([a.state(), b.state()], NOQ)
+    assert d.chosen == "b" and not d.refused and not d.tie
+    assert "term" in d.reason
+    assert has_all(b, acked_entries(c))
+
+    # The old rule, commit index first, keeps a and loses the acknowledged writes 11..15.
+    def old(m: MemberState) -> tuple[int, int, int, int]:
+        return (m.commit_index or 0, m.last_term or 0, m.last_index or 0, m.revision or 0)
+    assert max([a.state(), b.state()], key=old).name == "a"
+    assert not has_all(a, acked_entries(c))

@@ -209,6 +209,9 @@ class Plan:
     def first_difference(self, other: Plan) -> str | None:
         """Where two plans differ in what they would do (run ids aside), or None."""
         mine, theirs = _comparable(self), _comparable(other)
+        if self.fingerprint != other.fingerprint:
+            return (f"the cluster's state differs from the one the plan was made from "
+                    f"(fingerprint {self.fingerprint} then, {other.fingerprint} now)")
         if mine["chosen"] != theirs["chosen"]:
             return f"the member to keep: {mine['chosen']!r} here, {theirs['chosen']!r} now"
         steps_a, steps_b = mine["steps"], theirs["steps"]
@@ -219,9 +222,13 @@ class Plan:
                 continue
             if a["id"] != b["id"]:
                 return f"step {i}: {a['id']!r} here, {b['id']!r} now"
-            for key in ("kind", "host", "params", "mutating"):
+            for key in ("kind", "host", "mutating"):
                 if a[key] != b[key]:
-                    return f"step {i} ({a['id']}): {key} differs"
+                    return f"step {i} ({a['id']}): {key} is {a[key]!r} here, {b[key]!r} now"
+            for key in sorted({*a["params"], *b["params"]}):
+                if a["params"].get(key) != b["params"].get(key):
+                    return (f"step {i} ({a['id']}): param {key} is {a['params'].get(key)!r} "
+                            f"here, {b['params'].get(key)!r} now")
             acts_a, acts_b = a["actions"], b["actions"]
             for j, (x, y) in enumerate(zip(acts_a, acts_b, strict=False), 1):
                 if x != y:

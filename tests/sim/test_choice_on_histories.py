@@ -303,3 +303,37 @@ def test_minority_newest_log_that_lacks_a_known_commit_is_not_kept() -> None:
     d = decide([b.state(), e.state()], NOQ)
     kept = {"b": b, "e": e}.get(d.chosen or "")
     assert d.refused or (kept is not None and has_all(kept, known_committed_entries(b))), d.reason
+
+
+# --- the simulator against raft's classic trap (raft paper, figure 8) -------------------------
+
+
+def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() -> None:
+    """a, leading term 4, has its term-2 entry (index 2) on a majority (a, b, c) yet must not
+    commit it: e, whose index 2 is from term 3, can still win term 5 and overwrite it."""
+    to_only = {m: frozenset({A, B, C, D, E} - {m}) for m in (A, B, C, D, E)}
+    history: list[Action] = [
+        Elect(A), Replicate(0), LeaderCommit(0),        # term 1: 1 committed everywhere
+        Elect(A, frozenset({D, E})),                    # term 2: a wins with b, c; empty 2
+        Replicate(0, to_only[B]),                       # b: 1..2
+        Crash(A, 0),
+        Elect(E, frozenset({A, B})),                    # e: term 2, c already voted: loses
+        Elect(E, frozenset({A, B})),                    # term 3: e wins with c, d; empty 2
+        Crash(E, 0), Restart(A),
+        Elect(A, frozenset({E})),                       # a: term 3, c and d voted: loses
+        Elect(A, frozenset({E})),                       # term 4: a wins; empty 3
+        Replicate(0, frozenset({D, E}), 1),             # b, c: 1..2 (index 2: a, b, c)
+        LeaderCommit(0),                                # not allowed: index 2 is of term 2
+    ]
+    c = run(5, history)
+    assert [a.index for a in c.acked] == [1]
+    old = c.nodes[A].log[1]
+    assert [nd.name for nd in c.nodes if nd.log[1:2] == (old,)] == ["a", "b", "c"]
+    history += [
+        Crash(A, 0), Restart(E),
+        Elect(E, frozenset({A})),                       # e: term 4, b, c, d voted: loses
+        Elect(E, frozenset({A})),                       # term 5: e wins (its last term 3 > 2)
+        Replicate(0, frozenset({A})),                   # b, c, d: a's index 2 overwritten
+    ]
+    c = run(5, history)                                 # still safe: it was never committed
+    assert all(nd.log[1].term == 3 for nd in c.nodes[B:])

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from etcd_recovery.actions import Run, Wait
 from etcd_recovery.errors import FormatError
 from etcd_recovery.journal import Journal, done_steps, parse_events
-from etcd_recovery.actions import Run, Wait
 from etcd_recovery.plan import Plan, Step, StepKind
 
 

@@ -54,8 +54,8 @@ quorum_lost() {  # no member serves a linearizable read
   done
 }
 same_hashkv() {
-  [ "$(etcdctl endpoint hashkv --cluster | awk -F', ' '{print $2}' | sort -u | grep -c .)" \
-    -eq 1 ]
+  [ "$(etcdctl --endpoints="$KEPT" endpoint hashkv --cluster | awk -F', ' '{print $2}' |
+      sort -u | grep -c .)" -eq 1 ]
 }"""
 
 
@@ -76,7 +76,10 @@ def _ssh(m: Member) -> str:
 
 def environment(plan: Plan, inv: Inventory) -> list[str]:
     kept = inv.member(plan.chosen)
-    env = [f"export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={shlex.quote(kept.client_url)}"]
+    # Every etcdctl line names its --endpoints: etcdctl 3.5 refuses a flag that shadows an
+    # ETCDCTL_ENDPOINTS variable, so that one is left unset (and KEPT names the member kept).
+    env = ["unset ETCDCTL_ENDPOINTS",
+           f"export ETCDCTL_API=3 KEPT={shlex.quote(kept.client_url)}"]
     for var, path in (("ETCDCTL_CACERT", inv.tls.ca), ("ETCDCTL_CERT", inv.tls.cert),
                       ("ETCDCTL_KEY", inv.tls.key)):
         if path:
@@ -106,10 +109,10 @@ def _verify_block(plan: Plan, inv: Inventory, members: list[str]) -> list[str]:
     ep = inv.member(members[0]).client_url
     lines = [f"retry 60 members_are {ep} "
              + " ".join(f"{m.name}={m.peer_url}" for m in ms),
-             "! etcdctl member list | grep -q ', true$'   # no learner left",
+             "! etcdctl --endpoints=\"$KEPT\" member list | grep -q ', true$'",
              *(f"retry 60 voting_healthy {m.client_url}" for m in ms),
-             "retry 30 same_hashkv   # every member at the same HashKV",
-             "test -z \"$(etcdctl alarm list)\"   # no alarm"]
+             "retry 30 same_hashkv",
+             "test -z \"$(etcdctl --endpoints=\"$KEPT\" alarm list)\""]
     for m in ms:
         lines.append(f"! on {m.name} grep -qiE 'force.new.cluster' "
                      f"{shlex.quote(rt.config_path(m))}")
@@ -142,8 +145,8 @@ def plan_markdown(plan: Plan, inv: Inventory) -> str:
         if s.kind is StepKind.VERIFY:
             block += _verify_block(plan, inv, s.params["members"])
             if plan.steps[0].kind is StepKind.PREFLIGHT:
-                block.append('test "$(etcdctl get \'\' --prefix --keys-only | grep -c .)" '
-                             '-ge "$KEYS_AFTER_RESTORE"   # no key lost')
+                block.append('test "$(etcdctl --endpoints="$KEPT" get \'\' --prefix '
+                             '--keys-only | grep -c .)" -ge "$KEYS_AFTER_RESTORE"')
         if block:
             out += ["```sh", *block, "```", ""]
     if plan.rejoin_later:

@@ -103,6 +103,34 @@ def execute_until(lab: LabHandle, event: str, step: str, *extra: str,
             proc.wait()
 
 
+def assert_journal_matches_plan(lab: LabHandle, run_id: str) -> None:
+    """Every action the journal says ran is an action of the plan, field for field (a named
+    reference counts as its resolved value); and every planned action is accounted for."""
+    d = lab.dir / ".etcd-recovery"
+    plan = json.loads((d / f"{run_id}.plan.json").read_text())
+    planned = {(s["id"], n): a for s in plan["steps"] for n, a in enumerate(s["actions"], 1)}
+    events = [e for e in journal_events(lab) if e.get("run") == run_id]
+    seen = set()
+    for e in events:
+        if e["event"] not in ("action-start", "action-skipped"):
+            continue
+        key = (e["step"], e["detail"]["action"])
+        assert key in planned, f"journal action {key} is not in the plan"
+        seen.add(key)
+        if e["event"] == "action-skipped":
+            continue
+        a, got = planned[key], e["detail"]
+        assert got["kind"] == a["kind"], (key, got, a)
+        for field in ("host", "argv", "path", "digest", "mode", "call", "peer_url",
+                      "member_id", "member_ref", "condition", "file", "offset", "record_hex"):
+            if field in got:
+                assert got[field] == a[field], (key, field, got[field], a[field])
+    assert seen == set(planned), f"planned but never journaled: {set(planned) - seen}"
+    refs = {e["detail"]["name"] for e in events if e["event"] == "ref-resolved"}
+    wanted = {a["result"] for a in planned.values() if a["kind"] == "etcd" and a["result"]}
+    assert wanted <= refs, f"references never resolved: {wanted - refs}"
+
+
 def run_recovery(lab: LabHandle, members: int, keys: int) -> dict[str, Any]:
     if members == 3:
         newest, stale, gone = "etcd-1", "etcd-3", ["etcd-2"]
@@ -122,6 +150,7 @@ def run_recovery(lab: LabHandle, members: int, keys: int) -> dict[str, Any]:
     res = execute(lab)
     summary = json.loads(res.stdout)
     assert summary["ok"], summary
+    assert_journal_matches_plan(lab, summary["run_id"])
     survivors = [f"etcd-{i}" for i in range(1, members + 1) if f"etcd-{i}" not in gone]
     check_recovered(lab, survivors, keys, writes)
     assert set(summary["rejoin_later"]) == set(gone)

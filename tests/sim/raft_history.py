@@ -87,6 +87,7 @@ class Cluster:
     acked: tuple[Ack, ...] = ()
     next_eid: int = 1
     elections: tuple[tuple[int, str], ...] = ()  # (term, winner) of every election won
+    cut_off: frozenset[int] = frozenset()  # the network: these members and the rest can't talk
 
     @property
     def n(self) -> int:
@@ -161,7 +162,16 @@ class Restart:
     member: int
 
 
-Action = Elect | Propose | Replicate | Heartbeat | LeaderCommit | Apply | Flush | Crash | Restart
+@dataclass(frozen=True)
+class Partition:
+    """From now on these members and the others cannot talk (empty: the network heals). Lasting
+    partitions are what leave an old leader working on, unaware of a newer term."""
+
+    cut_off: frozenset[int] = frozenset()
+
+
+Action = (Elect | Propose | Replicate | Heartbeat | LeaderCommit | Apply | Flush | Crash | Restart
+          | Partition)
 
 
 def leaders(c: Cluster) -> list[int]:
@@ -269,14 +279,18 @@ def crash(nd: Node, lost: int) -> Node:
                    synced_commit=disk_commit, applied=nd.persisted_ci)
 
 
-def _reached(c: Cluster, unreached: frozenset[int]) -> list[int]:
-    return [i for i in range(c.n) if i not in unreached]
+def _reached(c: Cluster, sender: int, unreached: frozenset[int]) -> list[int]:
+    """Who a message from ``sender`` reaches: its side of the partition, less ``unreached``."""
+    side = (sender in c.cut_off)
+    return [i for i in range(c.n) if (i in c.cut_off) == side and i not in unreached]
 
 
 def step(c: Cluster, a: Action) -> Cluster:
     """Apply one action; an action that is not possible in this state leaves ``c`` as it is."""
     if isinstance(a, Elect):
-        return elect(c, a.candidate % c.n, _reached(c, a.unreached))
+        return elect(c, a.candidate % c.n, _reached(c, a.candidate % c.n, a.unreached))
+    if isinstance(a, Partition):
+        return replace(c, cut_off=frozenset(i % c.n for i in a.cut_off))
     if isinstance(a, Propose | Replicate | Heartbeat | LeaderCommit):
         ld = _pick_leader(c, a.leader)
         if ld is None:
@@ -285,11 +299,11 @@ def step(c: Cluster, a: Action) -> Cluster:
             return propose(c, ld)
         if isinstance(a, Replicate):
             upto = max(0, c.nodes[ld].last_index - a.short)
-            for f in _reached(c, a.unreached):
+            for f in _reached(c, ld, a.unreached):
                 c = replicate(c, ld, f, upto)
             return c
         if isinstance(a, Heartbeat):
-            for f in _reached(c, a.unreached):
+            for f in _reached(c, ld, a.unreached):
                 c = heartbeat(c, ld, f)
             return c
         return leader_commit(c, ld)

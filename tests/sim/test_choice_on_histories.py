@@ -21,6 +21,7 @@ from .raft_history import (
     Flush,
     Heartbeat,
     LeaderCommit,
+    Partition,
     Propose,
     Replicate,
     Restart,
@@ -39,7 +40,8 @@ SETTINGS = settings(max_examples=300, derandomize=True, database=None, deadline=
 
 # How often each kind of action is drawn: weighted towards what moves a history forward.
 WEIGHTS: dict[str, int] = {"elect": 2, "propose": 3, "replicate": 4, "heartbeat": 2,
-                           "commit": 4, "apply": 3, "flush": 2, "crash": 1, "restart": 1}
+                           "commit": 4, "apply": 3, "flush": 2, "crash": 1, "restart": 1,
+                           "partition": 1}
 KINDS = [kind for kind, w in WEIGHTS.items() for _ in range(w)]
 
 
@@ -59,7 +61,8 @@ def decode(n: int, x: int) -> Action:
         "elect": Elect(member, unreached), "propose": Propose(leader),
         "replicate": Replicate(leader, unreached, short), "heartbeat": Heartbeat(leader, unreached),
         "commit": LeaderCommit(leader), "apply": Apply(member, short), "flush": Flush(member),
-        "crash": Crash(member, short), "restart": Restart(member)}
+        "crash": Crash(member, short), "restart": Restart(member),
+        "partition": Partition(unreached)}
     return actions[KINDS[kind]]
 
 
@@ -109,7 +112,7 @@ def scenarios(draw: st.DrawFn, majority: bool) -> Scenario:
     """A history, then every member stopped (a live one loses some of its unsynced commit
     progress), then the survivors: a majority, or any non-empty set of members."""
     h = draw(histories())
-    cluster = run(h.n, h.actions, check=False)
+    cluster = run(h.n, h.actions)  # asserting raft's invariants after every step
     disks = stop_all(cluster, draw(st.lists(st.integers(0, 3), min_size=h.n, max_size=h.n)))
     order = draw(st.permutations(range(h.n)))
     keep = order[:draw(st.integers(cluster.majority if majority else 1, h.n))]

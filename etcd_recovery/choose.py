@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .formats.wal import term_at
 from .model import Decision, MemberState, Quorum, id_hex
 
 OVERRIDE_QUORUM_FLAG = "--allow-quorum"
@@ -85,17 +86,30 @@ def decide(members: Sequence[MemberState], quorum: Quorum, allow_quorum: bool = 
         detail = "; ".join(f"{m.name}: {m.error or 'no data'}" for m in members)
         return Decision(None, f"no member could be read ({detail})", refused="unreadable")
 
-    best = ranked[0]
     live = [m for m in ranked if m.source == "live"]
+    passed_over: list[tuple[MemberState, str]] = []
     if not live:
-        knows = max(ranked, key=lambda m: m.commit_index or 0)
-        if (best.last_index or 0) < (knows.commit_index or 0):
-            return Decision(None, f"inconsistent data dirs: {knows.name} knows index "
-                                  f"{knows.commit_index} committed, but the most up-to-date "
-                                  f"log, {best.name}'s, ends at index {best.last_index}; no "
+        gaps = {m.name: _gap(m, ranked) for m in ranked}
+        complete = [m for m in ranked if gaps[m.name] is None]
+        if not complete:
+            best = ranked[0]
+            return Decision(None, f"inconsistent data dirs: {gaps[best.name]}, and no other "
+                                  "member's log holds every entry a member knows committed; no "
                                   "single raft history leaves that behind (a data dir restored "
                                   "from an old copy?)", refused="inconsistent", ranking=ranking)
-    reason, tie = _reason(ranked, prefer)
+        passed_over = [(m, gaps[m.name] or "") for m in ranked[:ranked.index(complete[0])]]
+        ranked = complete + [m for m in ranked if gaps[m.name] is not None]
+        ranking = tuple(m.name for m in ranked)
+    best = ranked[0]
+    if passed_over:
+        tie = False
+        reason = (f"{best.name}'s log holds every entry a member knows committed (it ends in "
+                  f"term {best.last_term} at index {best.last_index})")
+        for m, gap in passed_over:
+            reason += (f"; not {m.name}, although its log is newer (term {m.last_term}, index "
+                       f"{m.last_index}): {gap}")
+    else:
+        reason, tie = _reason(ranked, prefer)
     provisional = len(ranked) > 1 and bool(live)
     if provisional:
         reason += (f"; provisional: {', '.join(m.name for m in live)} "
@@ -103,6 +117,27 @@ def decide(members: Sequence[MemberState], quorum: Quorum, allow_quorum: bool = 
                    "log term live (read from the WAL in place where possible), so the choice "
                    "is taken again from the disks once every member is fenced")
     return Decision(best.name, reason, tie=tie, ranking=ranking, provisional=provisional)
+
+
+def _gap(cand: MemberState, members: Sequence[MemberState]) -> str | None:
+    """Why ``cand``'s log lacks an entry that some member knows committed (read from disk),
+    or None when the figures show it holds them all. Raft's rule alone cannot see one case:
+    a member that learned a commit from a leader whose log no other survivor holds (only a
+    minority survives) while the most up-to-date survivor's log ends in an earlier term and
+    holds another entry at that index."""
+    for s in members:
+        c = s.commit_index or 0
+        if c == 0 or cand.last_index is None:
+            continue
+        if cand.last_index < c:
+            return (f"{s.name} knows index {c} committed, but {cand.name}'s log ends at index "
+                    f"{cand.last_index}")
+        mine = term_at(cand.term_starts, cand.last_index, c)
+        theirs = term_at(s.term_starts, s.last_index or 0, c)
+        if mine is not None and theirs is not None and mine != theirs:
+            return (f"{s.name} knows index {c} committed (term {theirs}), but {cand.name}'s "
+                    f"entry {c} is from term {mine}")
+    return None
 
 
 def _describe(m: MemberState) -> str:

@@ -17,7 +17,8 @@ from . import __version__
 from .errors import EXIT_REFUSED, EtcdRecoveryError, RefusedError, UsageError
 from .inventory import load_inventory
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=False, invoke_without_command=True,
+                  pretty_exceptions_enable=False,
                   help="Bring an etcd cluster back after it has lost quorum.")
 lab_app = typer.Typer(no_args_is_help=True,
                       help="A lab of real etcd hosts (Docker, SSH, TLS) to test and rehearse on.")
@@ -64,10 +65,14 @@ def print_json(data: Any) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")]
-          = False) -> None:
+def _root(ctx: typer.Context,
+          version: Annotated[bool, typer.Option("--version", help="Print the version.",
+                                                is_eager=True)] = False) -> None:
     if version:
-        out.print(__version__)
+        out.print(f"etcd-recovery {__version__}", markup=False)
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        out.print(ctx.get_help(), markup=False)
         raise typer.Exit(0)
 
 

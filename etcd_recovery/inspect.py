@@ -122,7 +122,7 @@ def read_disk(t: Transport, member: Member) -> MemberState:
         last_term=wal.last_term or wal.snapshot_term, revision=db.revision if db else None,
         db_size_bytes=db.data_size_bytes if db else None, hardstate_commit=wal.hardstate_commit,
         snapshot_index=max(wal.snapshot_index, snap_index), torn_tail=wal.torn_tail,
-        wal_tail=tail,
+        wal_tail=tail, term_starts=wal.term_starts,
         membership=tuple(PeerView(m.id, m.name or "", tuple(m.peer_urls), m.is_learner)
                          for m in (db.members if db else ())),
         removed_ids=tuple(db.removed_member_ids) if db else (),
@@ -164,10 +164,12 @@ def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState
     # before etcd acknowledges them, so what is on disk is the log raft would compare.
     last_index: int | None = None
     last_term: int | None = None
+    term_starts: tuple[tuple[int, int], ...] = ()
     try:
         wal, wal_bytes, _ = read_wal_tail(t, member)
         last_index = max(wal.last_index, wal.snapshot_index)
         last_term = wal.last_term or wal.snapshot_term
+        term_starts = wal.term_starts
         notes.append("last log term and index read from the WAL while etcd runs")
     except (_NoWal, EtcdRecoveryError) as exc:
         wal_bytes = 0
@@ -178,6 +180,7 @@ def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState
         source="live", member_id=st.member_id, cluster_id=st.cluster_id, term=st.raft_term,
         commit_index=st.raft_index, consistent_index=st.raft_applied_index,
         last_index=last_index, last_term=last_term, revision=st.revision, bytes_read=wal_bytes,
+        term_starts=term_starts,
         db_size_bytes=st.db_size, leader_id=st.leader or None, is_learner=st.is_learner,
         alarms=alarms,
         membership=tuple(PeerView(m.id, m.name, tuple(m.peer_urls), m.is_learner)

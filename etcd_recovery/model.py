@@ -71,6 +71,8 @@ class MemberState:
     snapshot_index: int | None = None
     torn_tail: bool | None = None
     wal_tail: WalTail | None = None
+    # the log's terms over the WAL entries read: (first index of a term, the term), ascending
+    term_starts: tuple[tuple[int, int], ...] = ()
     corrupt: bool = False
     error: str | None = None
     notes: tuple[str, ...] = ()

@@ -200,6 +200,24 @@ class WalState:
     torn_tail: bool
     torn_reason: str | None
     last_crc: int = 0  # running CRC after the last valid record (exact without a torn tail)
+    # The log's terms over the entries read: (first index of a term, that term), ascending;
+    # an entry that overwrites a later-indexed one truncates the steps first, as raft does.
+    term_starts: tuple[tuple[int, int], ...] = ()
+
+    def term_at(self, index: int) -> int | None:
+        return term_at(self.term_starts, self.last_index, index)
+
+
+def term_at(starts: Sequence[tuple[int, int]], last_index: int, index: int) -> int | None:
+    """The term of the entry at ``index`` by the steps of ``starts``; None outside them."""
+    if not starts or index < starts[0][0] or index > last_index:
+        return None
+    term = starts[0][1]
+    for first, t in starts:
+        if first > index:
+            break
+        term = t
+    return term
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,6 +301,7 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
     hs = pb.HardState(term=0, vote=0, commit=0)
     first_index = last_index = last_term = entry_count = record_count = 0
     snaps: list[WalSnapshotMark] = []
+    starts: list[tuple[int, int]] = []
     bytes_read = 0
     end_offset = 0
     torn: _Torn | None = None
@@ -339,6 +358,10 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
                         entry_count += 1
                         last_index = ent.index
                         last_term = ent.term
+                        while starts and starts[-1][0] >= ent.index:
+                            starts.pop()
+                        if not starts or starts[-1][1] != ent.term:
+                            starts.append((ent.index, ent.term))
                     elif rec.type == STATE_TYPE:
                         hs = pb.decode_hardstate(rec.data)
                     elif rec.type == METADATA_TYPE:
@@ -397,6 +420,7 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
         torn_tail=torn is not None,
         torn_reason=torn.reason if torn is not None else None,
         last_crc=crc,
+        term_starts=tuple(starts),
     )
 
 
@@ -416,6 +440,7 @@ __all__ = [
     "STATE_TYPE",
     "WalSnapshotMark",
     "WalState",
+    "term_at",
     "crc32c",
     "crc32c_update",
     "is_wal_name",

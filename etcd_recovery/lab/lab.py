@@ -124,7 +124,10 @@ def lab_id(lab_dir: Path) -> str:
 def docker_client() -> Any:
     try:
         import docker
-
+    except ImportError as exc:
+        raise LabError("the lab needs the Docker SDK, an optional extra: pip install "
+                       "'etcd-recovery[lab]' (scripts/setup installs it)") from exc
+    try:
         client = docker.from_env(version="auto", timeout=120)
         client.ping()
         return client

@@ -1,10 +1,10 @@
 """A small, pure model of etcd/raft histories, to test the choice of the member to keep.
 
 A history is a sequence of actions (elections, proposals, AppendEntries, heartbeats, commits,
-applies, backend flushes, crashes, restarts) applied to a cluster of 3 or 5 members. Any action
-may involve any subset of the live members: a message that is not delivered simply never
-happens, so message loss and partitions are implicit, and an old leader that has not heard of
-a newer term can still propose and replicate to members that have not heard of it either.
+applies, backend flushes, crashes, restarts, network partitions) applied to a cluster of 3 or 5
+members. Any message may miss any member: one that is not delivered simply never happens. So
+an old leader that has not heard of a newer term can still propose, and replicate to members
+that have not heard of it either (they reject it once they have).
 
 What is modelled after etcd (raft at v3.5), and why it matters to the choice:
 - term, vote and log entries are always fsynced (``MustSync``), and whenever they are, the
@@ -400,6 +400,13 @@ class Disk:
     def revision(self) -> int:
         return 1 + sum(e.put for e in self.log[:self.consistent_index])
 
+    @property
+    def term_starts(self) -> tuple[tuple[int, int], ...]:
+        """(first index of a term, the term) for each term in the log, as inspect reads them
+        from the WAL."""
+        return tuple((i + 1, e.term) for i, e in enumerate(self.log)
+                     if i == 0 or e.term != self.log[i - 1].term)
+
     def state(self) -> MemberState:
         return MemberState(name=self.name, host=f"h-{self.name}", reachable=True,
                            etcd_running=False, source="disk", member_id=self.member_id,
@@ -407,7 +414,7 @@ class Disk:
                            commit_index=self.known_committed,
                            consistent_index=self.consistent_index, last_index=self.last_index,
                            last_term=self.last_term, revision=self.revision,
-                           hardstate_commit=self.hardstate_commit)
+                           hardstate_commit=self.hardstate_commit, term_starts=self.term_starts)
 
 
 def stop_all(c: Cluster, lost: Sequence[int]) -> tuple[Disk, ...]:

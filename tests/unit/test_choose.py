@@ -79,11 +79,28 @@ def test_a_running_member_makes_the_choice_provisional() -> None:
     assert not decide([st("a", running=True)], NOQ).provisional
 
 
+def test_a_newer_log_that_lacks_a_known_commit_is_passed_over() -> None:
+    # Only a minority survives: b learned commit 300 from a leader whose log nobody else
+    # kept; a's log ends in a later term but at index 100, so it lacks entries b knows are
+    # committed. b holds them all.
+    a = st("a", term=5, last=100, commit=50, term_starts=((1, 4), (90, 5)))
+    b = st("b", term=4, last=300, commit=300, term_starts=((1, 4),))
+    d = decide([a, b], NOQ)
+    assert d.chosen == "b" and not d.refused and d.ranking == ("b", "a")
+    assert "b's log holds every entry a member knows committed" in d.reason
+    assert "not a, although its log is newer (term 5, index 100)" in d.reason
+    # The same with a's log long enough, but holding another term's entry at b's commit.
+    a2 = st("a", term=5, last=400, commit=100, term_starts=((1, 4), (250, 5)))
+    d = decide([a2, b], NOQ)
+    assert d.chosen == "b" and "a's entry 300 is from term 5" in d.reason
+
+
 def test_figures_no_raft_history_produces_are_refused() -> None:
-    d = decide([st("a", term=5, last=100, commit=100), st("b", term=4, last=300, commit=300)],
-               NOQ)
+    a = st("a", term=5, last=100, commit=100, term_starts=((1, 5),))
+    b = st("b", term=4, last=120, commit=120, term_starts=((1, 4),))
+    d = decide([a, b], NOQ)
     assert d.refused == "inconsistent" and d.chosen is None
-    assert "b knows index 300 committed" in d.reason and "a's, ends at index 100" in d.reason
+    assert "b knows index 120 committed, but a's log ends at index 100" in d.reason
 
 
 def test_unreachable_and_unreadable_members_are_not_candidates() -> None:

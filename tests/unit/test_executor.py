@@ -1,0 +1,226 @@
+"""The executor's control flow, in milliseconds: fake hosts (scripted transports) and a fake
+etcd behind the session's two seams. What runs is exactly the plan's actions, journaled."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etcd_recovery.actions import EtcdCall, Run, Wait
+from etcd_recovery.errors import PreconditionError, RefusedError
+from etcd_recovery.executor import Executor
+from etcd_recovery.inventory import Inventory, Member, SshTarget, TlsFiles
+from etcd_recovery.journal import Journal
+from etcd_recovery.live import LiveStatus, MemberAddResult, MemberInfo
+from etcd_recovery.plan import LOCK_PATH, Plan, Step, StepKind, lock_argv, unlock_argv
+from etcd_recovery.transport.fake import FakeTransport
+
+RUN = "r1"
+NAMES = ("a", "b")
+
+
+def inv() -> Inventory:
+    return Inventory(path="inv.yaml", name="c", runtime="systemd", tls=TlsFiles(None, None, None),
+                     members=tuple(Member(name=n, ssh=SshTarget(host=f"h-{n}"),
+                                          peer_url=f"https://{n}:2380",
+                                          client_url=f"https://{n}:2379",
+                                          data_dir="/var/lib/etcd", env_file="/etc/etcd.env",
+                                          unit="etcd.service") for n in NAMES))
+
+
+class FakeEtcd:
+    """Just enough of EtcdClient: a member list with learners, add, promote, remove."""
+
+    def __init__(self) -> None:
+        self.members = [MemberInfo(0xA, "a", ("https://a:2380",), ("https://a:2379",), False)]
+        self.calls: list[tuple[str, Any]] = []
+
+    def member_list(self, serializable: bool = True) -> list[MemberInfo]:
+        return list(self.members)
+
+    def member_add(self, peer_urls: list[str], learner: bool = False) -> MemberAddResult:
+        self.calls.append(("add", peer_urls))
+        m = MemberInfo(0xB, "", tuple(peer_urls), (), learner)
+        self.members.append(m)
+        return MemberAddResult(m, list(self.members))
+
+    def member_promote(self, member_id: int) -> list[MemberInfo]:
+        self.calls.append(("promote", member_id))
+        self.members = [MemberInfo(x.id, x.name, x.peer_urls, x.client_urls, False)
+                        if x.id == member_id else x for x in self.members]
+        return list(self.members)
+
+    def status(self) -> LiveStatus:
+        return LiveStatus(member_id=0xB, cluster_id=0xC, leader=0xA, raft_term=2,
+                          raft_index=10, raft_applied_index=10, revision=5, db_size=1,
+                          db_size_in_use=1, version="3.5.16", is_learner=False, errors=())
+
+    def get(self, key: bytes, serializable: bool = False) -> None:
+        return None
+
+
+class World:
+    def __init__(self) -> None:
+        self.hosts = {n: FakeTransport(n) for n in NAMES}
+        self.etcd = FakeEtcd()
+
+    def factory(self, m: Member) -> FakeTransport:
+        return self.hosts[m.name]
+
+    @contextlib.contextmanager
+    def client_factory(self, inv: Inventory, m: Member, t: Any) -> Iterator[FakeEtcd]:
+        yield self.etcd
+
+
+def executor(world: World, steps: tuple[Step, ...], tmp: Path) -> Executor:
+    plan = Plan(cluster="c", runtime="systemd", run_id=RUN, chosen="a", reason="r",
+                fingerprint="f", steps=steps, unreachable=(), rejoin_later=(),
+                inventory="inv.yaml")
+    journal = Journal.create(tmp, plan)
+    return Executor(inv(), plan, journal, factory=world.factory,
+                    client_factory=world.client_factory)
+
+
+def events(tmp: Path) -> list[tuple[str, str | None, dict[str, Any]]]:
+    return [(e.event, e.step, e.detail) for e in Journal(tmp, RUN).events()]
+
+
+def lock_step() -> Step:
+    return Step(id="lock", phase="preflight", kind=StepKind.LOCK, host=None, title="t",
+                precondition="p", check="c",
+                actions=tuple(Run(n, tuple(lock_argv(RUN)), 30.0) for n in NAMES),
+                params={"path": LOCK_PATH, "members": list(NAMES)})
+
+
+def test_a_refused_lock_releases_what_it_took_and_closes_the_run(tmp_path: Path) -> None:
+    w = World()
+    w.hosts["a"].expect(lock_argv(RUN))
+    w.hosts["a"].expect(unlock_argv(RUN))
+    w.hosts["b"].expect(lock_argv(RUN), exit_status=1)
+    w.hosts["b"].expect(["cat", LOCK_PATH], "other-run\n")
+    with pytest.raises(RefusedError, match="another recovery holds the lock.*other-run"):
+        executor(w, (lock_step(),), tmp_path).run()
+    assert w.hosts["a"].commands == [tuple(lock_argv(RUN)), tuple(unlock_argv(RUN))]
+    assert any(e == "action-rollback" and d["host"] == "a" for e, _, d in events(tmp_path))
+    assert Journal.current(tmp_path) is None  # nothing changed: the run is closed
+
+
+def test_our_own_lock_is_no_refusal(tmp_path: Path) -> None:
+    w = World()
+    w.hosts["a"].expect(lock_argv(RUN))
+    w.hosts["b"].expect(lock_argv(RUN), exit_status=1)
+    w.hosts["b"].expect(["cat", LOCK_PATH], f"{RUN}\n")
+    executor(w, (lock_step(),), tmp_path).run()
+    assert Journal.current(tmp_path) is None  # finished
+
+
+def fence_step(host: str = "b") -> Step:
+    return Step(id=f"fence:{host}", phase="fence", kind=StepKind.FENCE, host=host, title="t",
+                precondition="p", check="c",
+                actions=(Run(host, ("systemctl", "disable", "--now", "etcd.service"), 60.0),
+                         Wait("etcd-stopped", host, "", 5.0),
+                         Run(host, ("record", "done"), 10.0)))
+
+
+def test_resume_in_the_middle_of_a_step_runs_only_what_is_left(tmp_path: Path) -> None:
+    w = World()
+    ex = executor(w, (fence_step(),), tmp_path)
+    ex.journal.append("run-start")
+    ex.journal.append("step-start", "fence:b")
+    ex.journal.append("action-start", "fence:b", action=1)
+    ex.journal.append("action-done", "fence:b", action=1)
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], "41\n")
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    w.hosts["b"].expect(["record", "done"])
+    assert ex.run().ok
+    # The fence itself is not run again; the wait polled until etcd had gone.
+    assert w.hosts["b"].commands == [("pgrep", "-x", "etcd"), ("pgrep", "-x", "etcd"),
+                                     ("record", "done")]
+    started = [d["action"] for e, _, d in events(tmp_path) if e == "action-start"]
+    assert started == [1, 2, 3]  # 1 from before the kill, then 2 and 3
+
+
+def test_every_action_is_journaled_as_planned(tmp_path: Path) -> None:
+    w = World()
+    w.hosts["b"].expect(["systemctl", "disable", "--now", "etcd.service"])
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    w.hosts["b"].expect(["record", "done"])
+    assert executor(w, (fence_step(),), tmp_path).run().ok
+    runs = [d for e, _, d in events(tmp_path) if e == "action-start" and d["kind"] == "run"]
+    assert [r["argv"] for r in runs] == [["systemctl", "disable", "--now", "etcd.service"],
+                                        ["record", "done"]]
+    waits = [d for e, _, d in events(tmp_path) if e == "action-start" and d["kind"] == "wait"]
+    assert waits[0]["condition"] == "etcd-stopped"
+
+
+def test_a_precondition_that_fails_after_a_change_keeps_the_run_open(tmp_path: Path) -> None:
+    w = World()
+    backup = Step(id="backup:b", phase="backup", kind=StepKind.BACKUP, host="b", title="t",
+                  precondition="p", check="c", actions=(Run("b", ("cp", "-a"), 60.0),))
+    w.hosts["b"].expect(["systemctl", "disable", "--now", "etcd.service"])
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    w.hosts["b"].expect(["record", "done"])
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], "77\n")  # etcd is back before the backup
+    with pytest.raises(PreconditionError, match="etcd runs again although fenced"):
+        executor(w, (fence_step(), backup), tmp_path).run()
+    assert ("cp", "-a") not in w.hosts["b"].commands
+    assert Journal.current(tmp_path) is not None  # fenced already: resume or abandon
+
+
+def test_a_refusal_before_any_change_closes_the_run(tmp_path: Path) -> None:
+    w = World()
+    backup = Step(id="backup:b", phase="backup", kind=StepKind.BACKUP, host="b", title="t",
+                  precondition="p", check="c", actions=(Run("b", ("cp", "-a"), 60.0),))
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], "77\n")
+    with pytest.raises(PreconditionError):
+        executor(w, (backup,), tmp_path).run()
+    assert Journal.current(tmp_path) is None
+
+
+def learner_steps() -> tuple[Step, ...]:
+    add = Step(id="learner-add:b", phase="rejoin", kind=StepKind.LEARNER_ADD, host="b",
+               title="t", precondition="p", check="c",
+               actions=(Wait("members-are", "a", "https://a:2379", 0.5,
+                             ("a=https://a:2380",)),
+                        EtcdCall("a", "member-add-learner", "https://a:2379", name="b",
+                                 peer_url="https://b:2380", result="learner-id:b")))
+    promote = Step(id="promote:b", phase="rejoin", kind=StepKind.PROMOTE, host="b", title="t",
+                   precondition="p", check="c",
+                   actions=(EtcdCall("a", "member-promote", "https://a:2379", name="b",
+                                     peer_url="https://b:2380", member_ref="learner-id:b"),))
+    return add, promote
+
+
+def test_a_named_reference_is_resolved_journaled_and_used(tmp_path: Path) -> None:
+    w = World()
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], "5\n")
+    assert executor(w, learner_steps(), tmp_path).run().ok
+    assert w.etcd.calls == [("add", ["https://b:2380"]), ("promote", 0xB)]
+    assert ("ref-resolved", None, {"name": "learner-id:b", "value": "b"}) in events(tmp_path)
+
+
+def test_resume_after_an_add_whose_result_was_never_journaled(tmp_path: Path) -> None:
+    w = World()
+    w.etcd.members.append(MemberInfo(0xB, "", ("https://b:2380",), (), True))
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], "5\n")
+    ex = executor(w, learner_steps(), tmp_path)
+    ex.journal.append("run-start")
+    ex.journal.append("step-start", "learner-add:b")
+    ex.journal.append("action-start", "learner-add:b", action=2)
+    assert ex.run().ok
+    # Not added twice; the reference is resolved from the member list instead.
+    assert w.etcd.calls == [("promote", 0xB)]
+    skipped = [d for e, _, d in events(tmp_path) if e == "action-skipped"]
+    assert skipped and "already in the member list" in skipped[0]["why"]
+
+
+def test_a_member_list_unlike_the_plan_stops_the_step(tmp_path: Path) -> None:
+    w = World()
+    w.etcd.members.append(MemberInfo(0xD, "d", ("https://d:2380",), (), False))
+    with pytest.raises(Exception, match="timed out.*member list"):
+        executor(w, learner_steps()[:1], tmp_path).run()
+    assert w.etcd.calls == []

@@ -1,4 +1,18 @@
-"""The choice of member, checked on simulated raft histories (see raft_history.py)."""
+"""The choice of member, checked on simulated raft histories (see raft_history.py).
+
+Hypothesis draws histories (3 or 5 members, 10..80 actions), stops every member, and reads a
+set of survivors' disks: a majority, or any non-empty set. On every history the simulator
+asserts raft's own invariants after each step. Then, on what the survivors' disks show:
+- a majority survives: decide keeps the most up-to-date log, which holds every acknowledged
+  entry and every entry any survivor knows committed; it never refuses;
+- any survivors: decide never refuses, and keeps a log holding every entry any survivor knows
+  committed, the most up-to-date of those that do (with a minority, the newest log of all can
+  lack one: see the minority histories below);
+- ties are reported, broken by commit index, revision, name; ``prefer`` wins a tie and
+  nothing else.
+Fixed histories: the one that made the rule change (commit index first loses acknowledged
+writes), two minority ones, raft's figure 8, and a stale leader.
+"""
 
 from __future__ import annotations
 
@@ -103,9 +117,6 @@ class Scenario:
 
     def disk(self, name: str | None) -> Disk:
         return next(d for d in self.survivors if d.name == name)
-
-    def best_key(self) -> tuple[int, int]:
-        return max((d.last_term, d.last_index) for d in self.survivors)
 
 
 @st.composite
@@ -236,6 +247,11 @@ def test_ties_are_reported_and_prefer_breaks_them_only(s: Scenario) -> None:
     if d.tie:
         assert "tie" in d.reason
         event("tie")
+        # Broken by commit index, then revision, then name.
+        states = [x for x in s.states() if x.name in tied]
+        first = max(states, key=lambda m: (m.commit_index or 0, m.revision or 0,
+                                           [-ord(ch) for ch in m.name]))
+        assert d.chosen == first.name, d.reason
     for x in s.survivors:
         again = decide(s.states(), NOQ, prefer=x.name)
         assert again.chosen == (x.name if x.name in tied else d.chosen), again.reason
@@ -365,3 +381,18 @@ def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() -> N
     ]
     c = run(5, history)                                 # still safe: it was never committed
     assert all(nd.log[1].term == 3 for nd in c.nodes[B:])
+
+
+def test_a_stale_leader_is_rejected_by_members_that_know_a_newer_term() -> None:
+    """a leads term 1 and never hears of term 2; b wins term 2 with c and commits with it. a's
+    MsgApp still reaches c, which rejects it: c's log keeps b's committed entries."""
+    c = run(3, [
+        Elect(A), Propose(0),                           # term 1: a leads, writes 1..2 alone
+        Elect(B, frozenset({A})),                       # term 2: b wins with c; a unaware
+        Propose(1), Replicate(1, frozenset({A})), LeaderCommit(1),  # b, c: 1..2, committed
+    ])
+    assert leaders(c) == [A, B] and c.nodes[A].term == 1
+    stale = step(step(c, Propose(0)), Replicate(0))      # a writes 3, sends 1..3 to b and c
+    check_invariants(stale)
+    assert stale.nodes[C].log == c.nodes[C].log and stale.nodes[B].log == c.nodes[B].log
+    assert stale.nodes[A].log[-1].term == 1             # a's own log grew; nobody took it

@@ -102,9 +102,15 @@ def decide(members: Sequence[MemberState], quorum: Quorum, allow_quorum: bool = 
         ranking = tuple(m.name for m in ranked)
     best = ranked[0]
     if passed_over:
-        tie = False
+        twins = [m.name for m in ranked[1:] if log_key(m) == log_key(best)
+                 and m.name not in {p.name for p, _ in passed_over}]
+        tie = bool(twins)
         reason = (f"{best.name}'s log holds every entry a member knows committed (it ends in "
                   f"term {best.last_term} at index {best.last_index})")
+        if twins:
+            reason = (f"tie: {reason}, and so does {', '.join(twins)}'s, equally up to date; "
+                      f"broken by the member already planned, then commit index, revision "
+                      f"and name ({best.name})")
         for m, gap in passed_over:
             reason += (f"; not {m.name}, although its log is newer (term {m.last_term}, index "
                        f"{m.last_index}): {gap}")

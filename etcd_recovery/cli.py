@@ -79,7 +79,8 @@ def _root(ctx: typer.Context,
 # ----------------------------------------------------------------------------- main commands
 
 @app.command()
-def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
+def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
+            exclude: ExcludeOpt = None) -> None:
     """Read every member's state over SSH and choose the member to keep.
 
     Exit 0 with a member chosen; 3 when it refuses (quorum still there, cluster IDs differ,
@@ -89,7 +90,7 @@ def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
     from .render import inspect_table
 
     inv = guarded(lambda: load_inventory(inventory))
-    report = guarded(lambda: inspect_cluster(inv))
+    report = guarded(lambda: inspect_cluster(inv, exclude=exclude or ()))
     if output is Output.json:
         print_json(report.to_json())
     else:
@@ -116,6 +117,10 @@ AllowQuorumOpt = Annotated[bool, typer.Option(
     "it still has quorum (every member is fenced and re-added).")]
 
 
+ExcludeOpt = Annotated[list[str] | None, typer.Option(
+    "--exclude", help="Plan without this member's data (repeatable): a reachable member "
+    "whose data cannot be read is refused otherwise. It is only moved aside and re-added, "
+    "never kept.")]
 TakeOverOpt = Annotated[bool, typer.Option(
     "--take-over-lock", help="Take the hosts' recovery lock over from a dead run (the lock "
     "step then overwrites it).")]
@@ -124,19 +129,21 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v",
 
 
 def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
-                 run_id: str | None = None) -> Any:
+                 run_id: str | None = None, exclude: list[str] | None = None) -> Any:
     """Inspect and lay out the plan (pure planning over what inspect read)."""
     from .inspect import inspect_cluster, read_configs
     from .plan import make_plan
     from .render import inspect_table
 
-    report = guarded(lambda: inspect_cluster(inv, allow_quorum=allow_quorum))
+    report = guarded(lambda: inspect_cluster(inv, allow_quorum=allow_quorum,
+                                             exclude=exclude or ()))
     if report.decision.refused:
         inspect_table(report, err)
         fail(RefusedError(f"no plan: {report.decision.reason}"))
     configs = guarded(lambda: read_configs(inv, report))
     return guarded(lambda: make_plan(inv, report, configs, run_id or new_run_id(),
-                                     allow_quorum=allow_quorum, take_over_lock=take_over_lock))
+                                     allow_quorum=allow_quorum, take_over_lock=take_over_lock,
+                                     exclude=exclude or ()))
 
 
 def _show_plan(plan: Any, output: PlanOutput, inv: Any) -> None:
@@ -156,10 +163,11 @@ def plan(inventory: InventoryOpt,
          output: Annotated[PlanOutput, typer.Option("--output", "-o")] = PlanOutput.table,
          save: Annotated[Path | None, typer.Option("--save", help="Write the plan (JSON, "
                                                    "with its state fingerprint).")] = None,
-         allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False) -> None:
+         allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False,
+         exclude: ExcludeOpt = None) -> None:
     """Inspect, choose the member to keep, and lay out every step (a dry run)."""
     inv = guarded(lambda: load_inventory(inventory))
-    the_plan = _derive_plan(inv, allow_quorum, take_over_lock)
+    the_plan = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude)
     _show_plan(the_plan, output, inv)
     if save is not None:
         try:
@@ -223,7 +231,7 @@ def execute(inventory: InventoryOpt,
             abandon: Annotated[bool, typer.Option(
                 "--abandon", help="Give up the unfinished run (its journal is kept; its host "
                 "locks then need --take-over-lock) so that a new plan can be made.")] = False,
-            verbose: VerboseOpt = False,
+            verbose: VerboseOpt = False, exclude: ExcludeOpt = None,
             output: OutputOpt = Output.table) -> None:
     """Carry out the plan step by step (needs --confirm), journaled and resumable."""
     from .journal import Journal
@@ -259,7 +267,9 @@ def execute(inventory: InventoryOpt,
             allow = bool(saved.steps and saved.steps[0].params.get("allow_quorum"))
             lock = next((s for s in saved.steps if s.kind.value == "lock"), None)
             takeover = bool(lock and "--take-over-lock" in lock.title)
-            derived = _derive_plan(inv, allow, takeover, run_id=saved.run_id)
+            excluded = list(saved.steps[0].params.get("exclude", [])) if saved.steps else []
+            derived = _derive_plan(inv, allow, takeover, run_id=saved.run_id,
+                                   exclude=excluded)
             diff = saved.first_difference(derived)
             if diff is not None:
                 fail(RefusedError(f"{plan_file}: the saved plan is not what this inventory "
@@ -267,7 +277,7 @@ def execute(inventory: InventoryOpt,
                                   "changed; make a new plan"))
             the_plan = saved
         else:
-            the_plan = _derive_plan(inv, allow_quorum, take_over_lock)
+            the_plan = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude)
         journal = _confirmed_journal(the_plan, confirm, jdir)
     summary = _run(inv, the_plan, journal, verbose, check_fingerprint=not resume)
     later = {name: f"etcd-recovery rejoin {name} -i {inventory}"
@@ -304,6 +314,8 @@ def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring b
         fail(RefusedError(f"run {current.run_id} is unfinished (journal in {jdir}): "
                           "continue it with `execute --resume`"))
     report = guarded(lambda: inspect_cluster(inv))
+    if report.decision.refused == "inventory":
+        fail(RefusedError(f"no plan: {report.decision.reason}"))
     if not report.quorum.has_quorum or report.quorum.via is None:
         fail(RefusedError("the cluster has no quorum: recover it first with `etcd-recovery "
                           "execute`; rejoin adds a member to a healthy cluster"))

@@ -398,7 +398,7 @@ class Executor:
     def prepare_preflight(self, step: Step) -> dict[int, str]:
         allow = bool(step.params["allow_quorum"])
         report = inspect_cluster(self.inv, factory=self.factory, allow_quorum=allow,
-                                 prefer=self.plan.chosen)
+                                 prefer=self.plan.chosen, exclude=step.params["exclude"])
         if report.quorum.has_quorum and not allow:
             raise PreconditionError(f"the cluster has quorum again ({report.decision.reason})")
         if report.decision.refused:

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from .choose import decide
+from .crosscheck import check_member, mismatches, process_flags
 from .errors import (
     EtcdApiError,
     EtcdRecoveryError,
@@ -31,7 +32,8 @@ from .formats.snap import latest_snapshot, parse_snap_name
 from .formats.wal import WalState, read_wal, wal_file_names
 from .inventory import Inventory, Member
 from .live import EtcdClient
-from .model import InspectReport, MemberState, PeerView, Quorum, WalTail
+from .model import Decision, InspectReport, MemberState, PeerView, Quorum, WalTail
+from .runtimes.base import runtime_for
 from .transport.base import HostTarget, Transport
 
 TransportFactory = Callable[[Member], Transport]
@@ -191,6 +193,37 @@ def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState
 
 # ------------------------------------------------------------------------------- per member
 
+def _host_config(t: Transport, member: Member, runtime: str, pids: list[str]
+                 ) -> tuple[str | None, str | None, dict[str, str] | None]:
+    """The member's configuration file text (or why not), and the running etcd's flags."""
+    path = runtime_for(runtime).config_path(member)
+    text: str | None = None
+    error: str | None = None
+    try:
+        src = t.open_file(path, sudo=member.ssh.sudo)
+        size = src.size()
+        if size > 1024 * 1024:
+            error = "larger than 1 MiB: not an etcd configuration"
+        else:
+            text = src.read(0, size).decode("utf-8")
+    except TransportError as exc:
+        error = str(exc)
+    except UnicodeDecodeError:
+        error = "not UTF-8 text"
+    running: dict[str, str] | None = None
+    if pids:
+        try:
+            cmd = t.run(["cat", f"/proc/{pids[0]}/cmdline"], sudo=True, check=False,
+                        timeout=10).stdout
+            env = t.run(["cat", f"/proc/{pids[0]}/environ"], sudo=True, check=False,
+                        timeout=10).stdout
+            if cmd:
+                running = process_flags(cmd, env)
+        except TransportError:
+            running = None
+    return text, error, running
+
+
 def inspect_member(member: Member, inv: Inventory,
                    factory: TransportFactory = ssh_transport) -> tuple[MemberState, Quorum]:
     t0 = time.monotonic()
@@ -202,69 +235,89 @@ def inspect_member(member: Member, inv: Inventory,
         except TransportError as exc:  # unreachable, host key refused, auth failed
             return replace(base, error=str(exc), elapsed_s=time.monotonic() - t0), Quorum(False)
         running = res.exit_status == 0
-        live_error = None
-        if running:
-            try:
-                state, quorum = read_live(t, member, inv)
-                return replace(state, elapsed_s=time.monotonic() - t0), quorum
-            except EtcdRecoveryError as exc:
-                live_error = f"etcd runs but did not answer over gRPC: {exc}"
-        try:
-            state = read_disk(t, member)
-        except FormatError as exc:
-            state = MemberState(name=member.name, host=member.ssh.host, reachable=True,
-                                etcd_running=running, source=None, corrupt=True,
-                                error=str(exc))
-        except TransportError as exc:
-            state = MemberState(name=member.name, host=member.ssh.host, reachable=True,
-                                etcd_running=running, source=None, error=str(exc))
-        if running:
-            notes = (*state.notes, live_error) if live_error else state.notes
-            state = replace(state, etcd_running=True, notes=notes)
-        return replace(state, elapsed_s=time.monotonic() - t0), Quorum(False)
+        pids = res.stdout.decode(errors="replace").split() if running else []
+        state, quorum = _read_state(t, member, inv, running)
+        text, error, flags = _host_config(t, member, inv.runtime, pids)
+        own = next((p.name for p in state.membership if p.id == state.member_id and p.name),
+                   None)
+        checks = check_member(member, inv.runtime, runtime_for(inv.runtime).config_path(member),
+                              text, error, flags, own)
+        return replace(state, checks=checks, config_text=text,
+                       elapsed_s=time.monotonic() - t0), quorum
     finally:
         t.close()
 
 
+def _read_state(t: Transport, member: Member, inv: Inventory, running: bool
+                ) -> tuple[MemberState, Quorum]:
+    live_error = None
+    if running:
+        try:
+            return read_live(t, member, inv)
+        except EtcdRecoveryError as exc:
+            live_error = f"etcd runs but did not answer over gRPC: {exc}"
+    try:
+        state = read_disk(t, member)
+    except FormatError as exc:
+        state = MemberState(name=member.name, host=member.ssh.host, reachable=True,
+                            etcd_running=running, source=None, corrupt=True, error=str(exc))
+    except TransportError as exc:
+        state = MemberState(name=member.name, host=member.ssh.host, reachable=True,
+                            etcd_running=running, source=None, error=str(exc))
+    if running:
+        notes = (*state.notes, live_error) if live_error else state.notes
+        state = replace(state, etcd_running=True, notes=notes)
+    return state, Quorum(False)
+
+
 def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
                     members: Sequence[Member] | None = None,
-                    allow_quorum: bool = False, prefer: str | None = None) -> InspectReport:
-    """Read every member concurrently, then decide which one to keep."""
+                    allow_quorum: bool = False, prefer: str | None = None,
+                    exclude: Sequence[str] = ()) -> InspectReport:
+    """Read every member concurrently, check the inventory against what the hosts say, then
+    decide which one to keep."""
     t0 = time.monotonic()
     todo = list(members or inv.members)
+    for name in exclude:
+        inv.member(name)  # an unknown name is an inventory error, not a silent no-op
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
         results = list(pool.map(lambda m: inspect_member(m, inv, factory), todo))
-    states = tuple(s for s, _ in results)
+    states = tuple(replace(s, excluded=True, notes=(*s.notes, "excluded with --exclude: its "
+                                                    "data is not used; it is only moved aside "
+                                                    "and re-added"))
+                   if s.name in exclude else s for s, _ in results)
     quorum = next((q for _, q in results if q.has_quorum), Quorum(False))
     if quorum.has_quorum and quorum.leader_id:
         names = {s.member_id: s.name for s in states if s.member_id is not None}
         quorum = replace(quorum, leader_name=names.get(quorum.leader_id))
-    decision = decide(states, quorum, allow_quorum=allow_quorum, prefer=prefer)
+    decision = _inventory_refusal(inv, states) or decide(
+        states, quorum, allow_quorum=allow_quorum, prefer=prefer)
     return InspectReport(cluster=inv.name, members=states, quorum=quorum, decision=decision,
                          elapsed_s=time.monotonic() - t0)
 
 
-def read_configs(inv: Inventory, report: InspectReport,
-                 factory: TransportFactory = ssh_transport,
-                 members: Sequence[Member] | None = None) -> dict[str, str]:
-    """Each reachable member's etcd configuration (static pod manifest or env file) text."""
-    def one(member: Member) -> tuple[str, str | None]:
-        path = member.manifest if inv.runtime == "static-pod" else member.env_file
-        assert path
-        t = factory(member)
-        try:
-            src = t.open_file(path, sudo=member.ssh.sudo)
-            size = src.size()
-            if size > 1024 * 1024:
-                raise FormatError(src.name, 0, "configuration file larger than 1 MiB")
-            return member.name, src.read(0, size).decode("utf-8")
-        except (TransportError, UnicodeDecodeError):
-            return member.name, None
-        finally:
-            t.close()
+def _inventory_refusal(inv: Inventory, states: Sequence[MemberState]) -> Decision | None:
+    """The inventory does not describe the hosts, or a reachable member's data is unknown."""
+    bad = [c for s in states for c in mismatches(s.checks)]
+    if bad:
+        more = f" (and {len(bad) - 1} more mismatch(es): inspect shows them all)" \
+            if len(bad) > 1 else ""
+        return Decision(None, bad[0].message(inv.path) + more, refused="inventory")
+    unread = [s for s in states if s.reachable and s.source is None and not s.corrupt
+              and not s.excluded]
+    if unread and any(s.readable for s in states):
+        s = unread[0]
+        return Decision(None, f"{s.name} is reachable but its data could not be read "
+                              f"({s.error}); it may hold the newest data. Fix the cause, or "
+                              f"plan without its data with --exclude {s.name} (it is then only "
+                              "moved aside and re-added, never kept)", refused="unreadable")
+    return None
 
-    reachable = [m for m in (members or inv.members)
-                 if any(s.name == m.name and s.reachable for s in report.members)]
-    with ThreadPoolExecutor(max_workers=max(1, len(reachable))) as pool:
-        results = list(pool.map(one, reachable))
-    return {name: text for name, text in results if text is not None}
+
+def read_configs(inv: Inventory, report: InspectReport,
+                 members: Sequence[Member] | None = None) -> dict[str, str]:
+    """Each reachable member's etcd configuration (static pod manifest or env file) text, as
+    inspect read it (no second SSH round)."""
+    wanted = {m.name for m in (members or inv.members)}
+    return {s.name: s.config_text for s in report.members
+            if s.name in wanted and s.reachable and s.config_text is not None}

@@ -25,6 +25,27 @@ class PeerView:
 
 
 @dataclass(frozen=True)
+class Check:
+    member: str
+    field: str                  # a key of FIELDS, or "membership name"
+    inventory: str
+    host: str | None            # None: the host does not say
+    source: str                 # where the host's value was read
+    ok: bool
+
+    def message(self, inventory_path: str) -> str:
+        fix = {"data_dir": "data_dir", "wal_dir": "data_dir", "peer_url": "peer_url",
+               "client_url": "client_url", "runtime": "cluster.runtime"}.get(self.field, "name")
+        return (f"{self.member}: {self.field} is {self.inventory!r} in the inventory but "
+                f"{self.host!r} in {self.source}; fix {fix!r} of {self.member} in "
+                f"{inventory_path} (or the host, if the inventory is right)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"field": self.field, "inventory": self.inventory, "host": self.host,
+                "source": self.source, "ok": self.ok}
+
+
+@dataclass(frozen=True)
 class WalTail:
     """Where a stopped member's WAL ends: what appending a record after it needs."""
 
@@ -73,6 +94,9 @@ class MemberState:
     wal_tail: WalTail | None = None
     # the log's terms over the WAL entries read: (first index of a term, the term), ascending
     term_starts: tuple[tuple[int, int], ...] = ()
+    checks: tuple[Check, ...] = ()        # the inventory against the host (crosscheck.py)
+    config_text: str | None = None        # its manifest / env file (not in JSON)
+    excluded: bool = False                # named with --exclude: never kept
     corrupt: bool = False
     error: str | None = None
     notes: tuple[str, ...] = ()
@@ -81,7 +105,7 @@ class MemberState:
 
     @property
     def readable(self) -> bool:
-        return self.source is not None and self.commit_index is not None
+        return self.source is not None and self.commit_index is not None and not self.excluded
 
     @property
     def in_own_membership(self) -> bool | None:
@@ -116,6 +140,8 @@ class MemberState:
                             "is_learner": p.is_learner} for p in self.membership],
             "in_own_membership": self.in_own_membership,
             "torn_tail": self.torn_tail,
+            "checks": [c.to_json() for c in self.checks],
+            "excluded": self.excluded,
             "corrupt": self.corrupt,
             "error": self.error,
             "notes": list(self.notes),

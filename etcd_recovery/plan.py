@@ -76,7 +76,8 @@ class StepKind(StrEnum):
 # Each kind's parameters (what the executor needs beyond the actions), with their JSON types.
 _STR_LIST = "list[str]"
 STEP_PARAMS: dict[StepKind, dict[str, str]] = {
-    StepKind.PREFLIGHT: {"members": _STR_LIST, "fingerprint": "str", "allow_quorum": "bool"},
+    StepKind.PREFLIGHT: {"members": _STR_LIST, "fingerprint": "str", "allow_quorum": "bool",
+                         "exclude": _STR_LIST},
     StepKind.PREFLIGHT_REJOIN: {"via": "str", "name": "str"},
     StepKind.LOCK: {"path": "str", "members": _STR_LIST},
     StepKind.VERIFY: {"members": _STR_LIST, "keys_before": "int|None"},
@@ -320,7 +321,7 @@ def _members_arg(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
 
 def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
               run_id: str, keys_before: int | None = None, allow_quorum: bool = False,
-              take_over_lock: bool = False) -> Plan:
+              take_over_lock: bool = False, exclude: Sequence[str] = ()) -> Plan:
     """Lay out the recovery. ``configs`` maps member name -> its manifest / env file text."""
     d = report.decision
     if d.refused or d.chosen is None:
@@ -353,7 +354,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                    "has the most up-to-date log; free space >= data size on every host",
              actions=tuple(Run(m.name, tuple(space_argv(m.data_dir)), 60.0) for m in reachable),
              params={"members": names, "fingerprint": fingerprint(report),
-                     "allow_quorum": allow_quorum}))
+                     "allow_quorum": allow_quorum, "exclude": sorted(exclude)}))
     add(lock_step(run_id, reachable, take_over_lock))
 
     # 2. fence every reachable member, the one to keep last: while others stop, whatever the
@@ -417,7 +418,8 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     others = [m for m in reachable if m.name != chosen.name]
     current = [(chosen.name, chosen.peer_url)]
     for m in others:
-        steps.extend(rejoin_steps(rt, m, configs[m.name], run_id, chosen, current))
+        steps.extend(rejoin_steps(rt, m, configs[m.name], run_id, chosen, current,
+                                  unknown=m.name in exclude))
         current = [*current, (m.name, m.peer_url)]
 
     # 6. verify and release
@@ -522,7 +524,7 @@ def align_step(m: Member, st: MemberState, run_id: str) -> Step:
 
 
 def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
-                 members_before: Sequence[tuple[str, str]]) -> list[Step]:
+                 members_before: Sequence[tuple[str, str]], unknown: bool = False) -> list[Step]:
     """Move a member's old data aside and bring it back as a learner, then promote it.
     ``members_before`` are the cluster's members (name, peer URL) just before its add."""
     rdir = run_dir(run_id)
@@ -540,7 +542,9 @@ def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
     ep = via.client_url
     return [
         Step(id=f"move-aside:{m.name}", phase="rejoin", kind=StepKind.MOVE_ASIDE, host=m.name,
-             title=f"Move {m.name}'s old data aside to {moved}",
+             title=f"Move {m.name}'s old data aside to {moved}"
+                   + (" (its data is unknown: excluded with --exclude, never used)"
+                      if unknown else ""),
              precondition=f"etcd is not running on {m.name}; its backup is verified",
              check=f"{member_dir} no longer exists; the old data is in {moved}",
              actions=(Run(m.name, tuple(move), 600.0),

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .executor import Summary
-from .model import InspectReport, id_hex
+from .model import Check, InspectReport, id_hex
 from .plan import Plan
 
 
@@ -33,18 +33,25 @@ def inspect_table(report: InspectReport, console: Console) -> None:
     for col, justify in (("member", "left"), ("host", "left"), ("reachable", "left"),
                          ("etcd", "left"), ("source", "left"), ("member ID", "left"),
                          ("term", "right"), ("commit", "right"), ("applied/cindex", "right"),
-                         ("last index", "right"), ("revision", "right"), ("DB", "right"),
-                         ("read", "right")):
+                         ("last term", "right"), ("last index", "right"),
+                         ("revision", "right"), ("DB", "right"), ("read", "right"),
+                         ("inventory", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for m in report.members:
         etcd = "-" if m.etcd_running is None else ("running" if m.etcd_running else "stopped")
         style = "bold green" if m.name == report.decision.chosen else None
         table.add_row(m.name, m.host, _fmt(m.reachable), etcd, _fmt(m.source),
                       _fmt(id_hex(m.member_id)), _fmt(m.term), _fmt(m.commit_index),
-                      _fmt(m.consistent_index), _fmt(m.last_index), _fmt(m.revision),
-                      _size(m.db_size_bytes), _size(m.bytes_read), style=style)
+                      _fmt(m.consistent_index), _fmt(m.last_term), _fmt(m.last_index),
+                      _fmt(m.revision), _size(m.db_size_bytes), _size(m.bytes_read),
+                      _checks(m.checks, m.reachable), style=style)
     console.print(table)
     for m in report.members:
+        for c in m.checks:
+            if not c.ok:
+                console.print(f"  {m.name}: [red]inventory mismatch[/]: {c.field} is "
+                              f"{c.inventory!r} in the inventory, {c.host!r} in {c.source}",
+                              markup=True, highlight=False)
         if m.error:
             console.print(f"  {m.name}: [red]{m.error}[/]", markup=True, highlight=False)
         for note in m.notes:
@@ -57,6 +64,13 @@ def inspect_table(report: InspectReport, console: Console) -> None:
                       f"{report.decision.reason}", markup=True, highlight=False)
     console.print(f"inspected {len(report.members)} members in {report.elapsed_s:.2f} s",
                   markup=False)
+
+
+def _checks(checks: tuple[Check, ...], reachable: bool) -> str:
+    if not reachable:
+        return "-"
+    bad = [c for c in checks if not c.ok]
+    return f"{len(bad)} mismatch" if bad else f"ok ({len(checks)} checks)"
 
 
 def plan_table(plan: Plan, console: Console) -> None:

@@ -51,7 +51,7 @@ from .raft_history import (
 )
 
 NOQ = Quorum(False)
-SETTINGS = settings(max_examples=1000, derandomize=True, database=None, deadline=None,
+SETTINGS = settings(max_examples=700, derandomize=True, database=None, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 # --- drawing histories ----------------------------------------------------------------------

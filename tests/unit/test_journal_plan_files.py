@@ -19,7 +19,8 @@ from etcd_recovery.plan import Plan, Step, StepKind
 def sample_plan() -> Plan:
     steps = (Step(id="preflight", phase="preflight", kind=StepKind.PREFLIGHT, host=None,
                   title="t", precondition="p", check="c", mutating=False,
-                  params={"members": ["a"], "fingerprint": "f", "allow_quorum": False}),
+                  params={"members": ["a"], "fingerprint": "f", "allow_quorum": False,
+                          "exclude": []}),
              Step(id="fence:a", phase="fence", kind=StepKind.FENCE, host="a", title="t",
                   precondition="p", check="c",
                   actions=(Run("a", ("sh", "-c", "x"), 60.0),

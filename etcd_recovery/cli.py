@@ -89,7 +89,7 @@ def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
     from .inspect import inspect_cluster
     from .render import inspect_table
 
-    inv = guarded(lambda: load_inventory(inventory))
+    inv = guarded(lambda: load_inventory(inventory, check_files=True))
     report = guarded(lambda: inspect_cluster(inv, exclude=exclude or ()))
     if output is Output.json:
         print_json(report.to_json())
@@ -166,7 +166,7 @@ def plan(inventory: InventoryOpt,
          allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False,
          exclude: ExcludeOpt = None) -> None:
     """Inspect, choose the member to keep, and lay out every step (a dry run)."""
-    inv = guarded(lambda: load_inventory(inventory))
+    inv = guarded(lambda: load_inventory(inventory, check_files=True))
     the_plan = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude)
     _show_plan(the_plan, output, inv)
     if save is not None:
@@ -238,7 +238,7 @@ def execute(inventory: InventoryOpt,
     from .render import summary_table
 
     jdir = _journal_dir(inventory, journal_dir)
-    inv = guarded(lambda: load_inventory(inventory))
+    inv = guarded(lambda: load_inventory(inventory, check_files=True))
     current = guarded(lambda: Journal.current(jdir))
     if abandon:
         if current is None:
@@ -307,7 +307,7 @@ def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring b
     from .render import summary_table
 
     jdir = _journal_dir(inventory, journal_dir)
-    inv = guarded(lambda: load_inventory(inventory))
+    inv = guarded(lambda: load_inventory(inventory, check_files=True))
     member = guarded(lambda: inv.member(name))
     current = guarded(lambda: Journal.current(jdir))
     if current is not None:
@@ -345,7 +345,7 @@ def verify(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
     from .session import Session, reachable_members
     from .verify import verify_cluster
 
-    inv = guarded(lambda: load_inventory(inventory))
+    inv = guarded(lambda: load_inventory(inventory, check_files=True))
     names, unreachable = guarded(lambda: reachable_members(inv))
 
     def run() -> list[str]:
@@ -377,7 +377,7 @@ def verify(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
 @inventory_app.command("check")
 def inventory_check(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
     """Validate an inventory file and show what it describes."""
-    inv = guarded(lambda: load_inventory(inventory))
+    inv = guarded(lambda: load_inventory(inventory, check_files=True))
     if output is Output.json:
         print_json({"cluster": inv.name, "runtime": inv.runtime,
                     "members": [{"name": m.name, "ssh_host": m.ssh.host,

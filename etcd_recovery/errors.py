@@ -61,6 +61,11 @@ class HostUnreachable(TransportError):
     """The host did not answer (refused, timed out, no route, auth failed)."""
 
 
+class AccessDenied(HostUnreachable):
+    """The host answered but would not let us in (authentication, identity file): not a host
+    that is gone, but an inventory or credentials mistake."""
+
+
 class HostKeyError(TransportError):
     """The host's SSH key is unknown or has changed: never trusted silently."""
 

@@ -22,9 +22,11 @@ from typing import Any
 from .choose import decide
 from .crosscheck import check_member, mismatches, process_flags
 from .errors import (
+    AccessDenied,
     EtcdApiError,
     EtcdRecoveryError,
     FormatError,
+    HostKeyError,
     TransportError,
 )
 from .formats.backend import read_backend
@@ -233,7 +235,9 @@ def inspect_member(member: Member, inv: Inventory,
         try:
             res = t.run(["pgrep", "-x", "etcd"], check=False, timeout=10)
         except TransportError as exc:  # unreachable, host key refused, auth failed
-            return replace(base, error=str(exc), elapsed_s=time.monotonic() - t0), Quorum(False)
+            return replace(base, error=str(exc), elapsed_s=time.monotonic() - t0,
+                           ssh_refused=isinstance(exc, AccessDenied | HostKeyError)
+                           ), Quorum(False)
         running = res.exit_status == 0
         pids = res.stdout.decode(errors="replace").split() if running else []
         state, quorum = _read_state(t, member, inv, running)
@@ -303,6 +307,16 @@ def _inventory_refusal(inv: Inventory, states: Sequence[MemberState]) -> Decisio
         more = f" (and {len(bad) - 1} more mismatch(es): inspect shows them all)" \
             if len(bad) > 1 else ""
         return Decision(None, bad[0].message(inv.path) + more, refused="inventory")
+    refused = [s for s in states if s.ssh_refused and not s.excluded]
+    if refused:
+        s = refused[0]
+        m = inv.member(s.name)
+        return Decision(None, f"{s.error}. The host answered but SSH refused us: check "
+                              f"ssh.user, ssh.identity_file and ssh.known_hosts of {s.name} in "
+                              f"{inv.path} (a host that is gone does not answer at all), or plan "
+                              f"without it with --exclude {s.name}"
+                              + (f" (ssh.jump {m.ssh.jump})" if m.ssh.jump else ""),
+                        refused="inventory")
     unread = [s for s in states if s.reachable and s.source is None and not s.corrupt
               and not s.excluded]
     if unread and any(s.readable for s in states):

@@ -288,7 +288,34 @@ def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
                      auth=auth)
 
 
-def load_inventory(path: str | os.PathLike[str]) -> Inventory:
+def load_inventory(path: str | os.PathLike[str], check_files: bool = False) -> Inventory:
+    """Read and validate an inventory; with ``check_files``, every local file it names (TLS,
+    SSH identity and known_hosts, the etcd password) must be there and readable too, so that
+    a missing one is named now, not mid-run."""
+    inv = _load(path)
+    if check_files:
+        _check_local_files(inv)
+    return inv
+
+
+def _check_local_files(inv: Inventory) -> None:
+    wanted: list[tuple[str | None, str, str | None]] = [
+        (inv.tls.ca, "tls.ca", None), (inv.tls.cert, "tls.cert", None),
+        (inv.tls.key, "tls.key", None),
+        (inv.auth.password_file if inv.auth else None, "auth.password_file", None)]
+    for m in inv.members:
+        wanted += [(m.ssh.identity_file, "ssh.identity_file", m.name),
+                   (m.ssh.known_hosts, "ssh.known_hosts", m.name)]
+    for path, field, member in wanted:
+        if path is None:
+            continue
+        if not os.path.isfile(path):
+            raise InventoryError(inv.path, f"{path}: no such file", member, field)
+        if not os.access(path, os.R_OK):
+            raise InventoryError(inv.path, f"{path}: not readable", member, field)
+
+
+def _load(path: str | os.PathLike[str]) -> Inventory:
     p = os.fspath(path)
     try:
         with open(p, encoding="utf-8") as fh:

@@ -97,6 +97,7 @@ class MemberState:
     checks: tuple[Check, ...] = ()        # the inventory against the host (crosscheck.py)
     config_text: str | None = None        # its manifest / env file (not in JSON)
     excluded: bool = False                # named with --exclude: never kept
+    ssh_refused: bool = False             # SSH answered but refused us (keys, user, host key)
     corrupt: bool = False
     error: str | None = None
     notes: tuple[str, ...] = ()
@@ -142,6 +143,7 @@ class MemberState:
             "torn_tail": self.torn_tail,
             "checks": [c.to_json() for c in self.checks],
             "excluded": self.excluded,
+            "ssh_refused": self.ssh_refused,
             "corrupt": self.corrupt,
             "error": self.error,
             "notes": list(self.notes),

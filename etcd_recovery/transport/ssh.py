@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager, contextmanager
 import paramiko
 
 from etcd_recovery.errors import (
+    AccessDenied,
     HostUnreachable,
     RemoteCommandError,
     TransportError,
@@ -91,7 +92,7 @@ class SshTransport:
         t = self.target
         for identity in ep.identity_files:
             if not os.access(identity, os.R_OK):
-                raise HostUnreachable(self._label, f"{ep.role} {ep.where}: identity file "
+                raise AccessDenied(self._label, f"{ep.role} {ep.where}: identity file "
                                       f"{identity} is missing or unreadable")
         client = paramiko.SSHClient()
         enforce_known_hosts(client, self._label, ep, known_hosts, extra_known,
@@ -116,11 +117,11 @@ class SshTransport:
             if isinstance(exc, paramiko.BadHostKeyException):
                 raise host_key_changed(self._label, ep, known_hosts, exc) from exc
             if isinstance(exc, paramiko.PasswordRequiredException):
-                raise HostUnreachable(
+                raise AccessDenied(
                     self._label, f"{where}: authentication failed for user {ep.user}: the "
                     "private key is passphrase-protected; load it into ssh-agent") from exc
             if isinstance(exc, paramiko.AuthenticationException):
-                raise HostUnreachable(
+                raise AccessDenied(
                     self._label, f"{where}: authentication failed for user {ep.user}"
                 ) from exc
             raise HostUnreachable(self._label, f"{where}: {describe(exc, timeout)}") from exc

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import EXIT_REFUSED, EtcdRecoveryError, RefusedError, UsageError
+from .errors import EXIT_REFUSED, EtcdRecoveryError, FormatError, RefusedError, UsageError
 from .inventory import load_inventory
 
 app = typer.Typer(add_completion=True, no_args_is_help=False, invoke_without_command=True,
@@ -213,7 +213,10 @@ def _load_saved_plan(plan_file: Path) -> Any:
         fail(UsageError(f"{plan_file}: cannot read the plan: {exc}"))
     except ValueError as exc:
         fail(UsageError(f"{plan_file}: not JSON: {exc}"))
-    return guarded(lambda: Plan.from_json(data, str(plan_file)))
+    try:
+        return Plan.from_json(data, str(plan_file))
+    except FormatError as exc:  # a saved plan that is not one: a usage error, exit 2
+        fail(UsageError(str(exc)))
 
 
 @app.command()

@@ -66,6 +66,10 @@ class AccessDenied(HostUnreachable):
     that is gone, but an inventory or credentials mistake."""
 
 
+class JumpHostError(HostUnreachable):
+    """The jump host (ProxyJump) did not let us through: says nothing about the member."""
+
+
 class HostKeyError(TransportError):
     """The host's SSH key is unknown or has changed: never trusted silently."""
 

@@ -27,6 +27,7 @@ from .errors import (
     EtcdRecoveryError,
     FormatError,
     HostKeyError,
+    JumpHostError,
     TransportError,
 )
 from .formats.backend import read_backend
@@ -236,7 +237,7 @@ def inspect_member(member: Member, inv: Inventory,
             res = t.run(["pgrep", "-x", "etcd"], check=False, timeout=10)
         except TransportError as exc:  # unreachable, host key refused, auth failed
             return replace(base, error=str(exc), elapsed_s=time.monotonic() - t0,
-                           ssh_refused=isinstance(exc, AccessDenied | HostKeyError)
+                           ssh_refused=isinstance(exc, AccessDenied | HostKeyError | JumpHostError)
                            ), Quorum(False)
         running = res.exit_status == 0
         pids = res.stdout.decode(errors="replace").split() if running else []
@@ -311,11 +312,11 @@ def _inventory_refusal(inv: Inventory, states: Sequence[MemberState]) -> Decisio
     if refused:
         s = refused[0]
         m = inv.member(s.name)
-        return Decision(None, f"{s.error}. The host answered but SSH refused us: check "
-                              f"ssh.user, ssh.identity_file and ssh.known_hosts of {s.name} in "
-                              f"{inv.path} (a host that is gone does not answer at all), or plan "
-                              f"without it with --exclude {s.name}"
-                              + (f" (ssh.jump {m.ssh.jump})" if m.ssh.jump else ""),
+        how = (f"ssh.jump ({m.ssh.jump}), ssh.user, ssh.identity_file and ssh.known_hosts"
+               if m.ssh.jump else "ssh.user, ssh.identity_file and ssh.known_hosts")
+        return Decision(None, f"{s.error}. SSH did not let us reach {s.name}, which says "
+                              f"nothing about whether it is gone: check {how} of {s.name} in "
+                              f"{inv.path}, or plan without it with --exclude {s.name}",
                         refused="inventory")
     unread = [s for s in states if s.reachable and s.source is None and not s.corrupt
               and not s.excluded]

@@ -28,6 +28,7 @@ import paramiko
 from etcd_recovery.errors import (
     AccessDenied,
     HostUnreachable,
+    JumpHostError,
     RemoteCommandError,
     TransportError,
 )
@@ -124,6 +125,8 @@ class SshTransport:
                 raise AccessDenied(
                     self._label, f"{where}: authentication failed for user {ep.user}"
                 ) from exc
+            if ep.role == "jump host":  # nothing learned about the member behind it
+                raise JumpHostError(self._label, f"{where}: {describe(exc, timeout)}") from exc
             raise HostUnreachable(self._label, f"{where}: {describe(exc, timeout)}") from exc
         transport = client.get_transport()
         if transport is None:  # pragma: no cover - connect() always sets it

@@ -130,6 +130,14 @@ def test_cli_exit_code_2_and_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "member 'etcd-2'" in proc.stderr and "ssh.host" in proc.stderr
+    # Every local file the inventory names must be there: named as missing, then accepted.
+    missing = subprocess.run([CLI, "inventory", "check", "-i", str(write(tmp_path, good()))],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "tls.ca" in missing.stderr and "no such file" in \
+        missing.stderr, missing.stderr
+    for rel in ("pki/ca.crt", "pki/client.crt", "pki/client.key", "ssh/id", "known_hosts"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
     ok = subprocess.run([CLI, "inventory", "check", "-i", str(write(tmp_path, good())),
                          "-o", "json"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr

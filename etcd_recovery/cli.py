@@ -22,7 +22,8 @@ app = typer.Typer(add_completion=True, no_args_is_help=False, invoke_without_com
                   help="Bring an etcd cluster back after it has lost quorum.")
 lab_app = typer.Typer(no_args_is_help=True,
                       help="A lab of real etcd hosts (Docker, SSH, TLS) to test and rehearse on.")
-inventory_app = typer.Typer(no_args_is_help=True, help="Check an inventory file.")
+inventory_app = typer.Typer(no_args_is_help=True,
+                            help="Check, discover or import an inventory.")
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
 
@@ -395,6 +396,94 @@ def inventory_check(inventory: InventoryOpt, output: OutputOpt = Output.table) -
         port = f":{m.ssh.port}" if m.ssh.port else ""
         table.add_row(m.name, f"{user}{m.ssh.host}{port}", m.client_url, m.peer_url, m.data_dir)
     out.print(table)
+
+
+@inventory_app.command("discover")
+def inventory_discover(
+        hosts: Annotated[list[str], typer.Argument(help="The hosts' addresses (or ~/.ssh/config "
+                                                        "aliases).")],
+        user: Annotated[str | None, typer.Option("--user", help="SSH user.")] = None,
+        port: Annotated[int | None, typer.Option("--port", help="SSH port.")] = None,
+        identity_file: Annotated[Path | None, typer.Option("--identity-file")] = None,
+        known_hosts: Annotated[Path | None, typer.Option("--known-hosts")] = None,
+        jump: Annotated[str | None, typer.Option("--jump", help="[user@]host[:port]")] = None,
+        sudo: Annotated[bool, typer.Option("--sudo", help="Read through sudo -n (a non-root "
+                                                          "user).")] = False,
+        cluster: Annotated[str | None, typer.Option("--cluster", help="Cluster name (default: "
+                                                    "from the cluster token).")] = None,
+        output_file: Annotated[Path | None, typer.Option("--output", "-o", help="Write the "
+                                                         "inventory here (default: stdout).")]
+        = None,
+        fetch_client_cert: Annotated[Path | None, typer.Option(
+            "--fetch-client-cert", help="Copy a client certificate (kubeadm's "
+            "healthcheck-client, else the member's peer certificate) and the CA from a host "
+            "into this directory (mode 0600) and use them.")] = None) -> None:
+    """Write an inventory from what the hosts say about their etcd (manifest, unit or
+    process). Hosts that disagree are reported (exit 3), never merged."""
+    import yaml
+
+    from .discover import client_files_of, inventory_from, local_names, probe_all
+    from .transport.base import HostTarget
+    from .transport.ssh import SshTransport
+
+    def connect(address: str) -> Any:
+        return SshTransport(address, HostTarget(
+            host=address, port=port or 22, user=user,
+            identity_file=str(identity_file.resolve()) if identity_file else None,
+            known_hosts=str(known_hosts.resolve()) if known_hosts else None,
+            proxy_jump=jump, sudo=sudo))
+
+    findings = guarded(lambda: probe_all(hosts, connect))
+    tls: dict[str, str] | None = None
+    if fetch_client_cert is not None:
+        got = client_files_of(findings)
+        if got is None:
+            fail(RefusedError("--fetch-client-cert: no reachable host holds a client "
+                              "certificate (kubeadm's healthcheck-client or a peer certificate)"))
+        finding, remote = got
+        fetch_client_cert.mkdir(parents=True, exist_ok=True, mode=0o700)
+        names = local_names(remote)
+        t = connect(finding.address)
+        try:
+            for path, name in zip(remote, names, strict=True):
+                src = guarded(lambda p=path: t.open_file(p, sudo=True))  # type: ignore[misc]
+                data = guarded(lambda s=src: s.read(0, s.size()))  # type: ignore[misc]
+                dest = fetch_client_cert / name
+                dest.touch(mode=0o600, exist_ok=True)
+                dest.chmod(0o600)
+                dest.write_bytes(data)
+        finally:
+            t.close()
+        d = fetch_client_cert.resolve()
+        tls = {"ca": str(d / names[0]), "cert": str(d / names[1]), "key": str(d / names[2])}
+        err.print(f"client certificate from {finding.address}:{remote[1]} copied to {d}",
+                  markup=False)
+    ssh = {k: v for k, v in (("user", user), ("port", port),
+                             ("identity_file", str(identity_file.resolve())
+                              if identity_file else None),
+                             ("known_hosts", str(known_hosts.resolve()) if known_hosts
+                              else None), ("jump", jump), ("sudo", sudo or None))
+           if v is not None}
+    found = inventory_from(findings, cluster, ssh, tls)
+    for problem in found.problems:
+        err.print(f"problem: {problem}", markup=False)
+    if found.problems:
+        fail(RefusedError(f"discover: {len(found.problems)} problem(s) above; nothing was "
+                          "written (hosts that disagree are not merged)"))
+    text = "".join(f"# {line}\n" for line in (
+        f"Inventory discovered from {', '.join(hosts)} by etcd-recovery inventory discover.",
+        *(f"MISSING: {m}" for m in found.missing))) + yaml.safe_dump(found.inventory,
+                                                                     sort_keys=False)
+    for m in found.missing:
+        err.print(f"missing: {m}", markup=False)
+    if output_file is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            output_file.write_text(text)
+        except OSError as exc:
+            fail(UsageError(f"{output_file}: cannot write: {exc.strerror or exc}"))
+        err.print(f"inventory written to {output_file}", markup=False)
 
 
 # ------------------------------------------------------------------------------------ lab

@@ -247,6 +247,9 @@ def host_files(state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKe
     ips = [h.mgmt_ip, h.peer_ip, "127.0.0.1"]
     server = pki.issue(ca, h.name, dns=[h.name, "localhost"], ips=ips, server=True, client=True)
     peer = pki.issue(ca, h.name, dns=[h.name, "localhost"], ips=ips, server=True, client=True)
+    # kubeadm also leaves a client certificate for health checks on every control-plane host
+    health = pki.issue(ca, "kube-etcd-healthcheck-client", dns=[], ips=[], server=False,
+                       client=True)
     pki_dir = "/etc/kubernetes/pki/etcd" if state.runtime == "static-pod" else "/etc/etcd/pki"
     flags = etcd_flags(h, state.hosts, pki_dir, f"{state.id}-token")
     files: dict[str, tuple[bytes, int]] = {
@@ -255,6 +258,9 @@ def host_files(state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKe
         f"{pki_dir}/server.key": (server.key_pem, 0o600),
         f"{pki_dir}/peer.crt": (peer.cert_pem, 0o644),
         f"{pki_dir}/peer.key": (peer.key_pem, 0o600),
+        **({f"{pki_dir}/healthcheck-client.crt": (health.cert_pem, 0o644),
+            f"{pki_dir}/healthcheck-client.key": (health.key_pem, 0o600)}
+           if state.runtime == "static-pod" else {}),
         "/etc/ssh/ssh_host_ed25519_key": (host_key.private_openssh, 0o600),
         "/etc/ssh/ssh_host_ed25519_key.pub": (host_key.public_line.encode() + b"\n", 0o644),
         "/etc/ssh/sshd_config.d/lab.conf": (

@@ -1,0 +1,242 @@
+"""inventory discover: write the inventory from what the hosts say.
+
+Over SSH (``~/.ssh/config``, the agent, known_hosts and ProxyJump honoured as inspect does),
+each host is asked how it runs etcd: a kubeadm manifest, a systemd unit with its environment
+file, or (failing both) the running process. From their flags comes a complete inventory:
+member names, URLs, data dirs, runtime, and the TLS files to use. Hosts that disagree (two
+cluster tokens, two runtimes) are reported, not merged. With one reachable host, the other
+members come from its ``--initial-cluster`` and are marked as not reached.
+
+Reading a host is the edge (:func:`probe_host`); turning findings into an inventory is pure
+(:func:`inventory_from`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .crosscheck import process_flags
+from .errors import EtcdRecoveryError, FormatError, TransportError
+from .inventory import DEFAULTS
+from .runtimes import config as rconf
+from .transport.base import Transport
+
+MANIFEST = DEFAULTS["static-pod"]["manifest"]
+UNIT = DEFAULTS["systemd"]["unit"]
+# kubeadm's client certificate for health checks: what an operator uses against its etcd.
+KUBEADM_CLIENT = ("/etc/kubernetes/pki/etcd/ca.crt",
+                  "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+                  "/etc/kubernetes/pki/etcd/healthcheck-client.key")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one host said about its etcd (or why it said nothing)."""
+
+    address: str
+    runtime: str | None = None
+    flags: dict[str, str] = field(default_factory=dict)
+    config_path: str | None = None
+    unit: str | None = None
+    client_files: tuple[str, str, str] | None = None   # ca, cert, key on the host
+    error: str | None = None
+    unreachable: bool = False                            # SSH did not get through
+
+
+def _read(t: Transport, path: str) -> str | None:
+    try:
+        src = t.open_file(path, sudo=True)
+        size = src.size()
+        return src.read(0, min(size, 1024 * 1024)).decode("utf-8", errors="replace")
+    except TransportError:
+        return None
+
+
+def probe_host(address: str, t: Transport) -> Finding:
+    """Ask one host how it runs etcd."""
+    try:
+        manifest = _read(t, MANIFEST)
+        if manifest is not None:
+            flags = rconf.manifest_flags(manifest, MANIFEST)
+            return Finding(address, "static-pod", flags, MANIFEST, None, _client_files(t))
+        show = t.run(["systemctl", "show", "-p", "EnvironmentFiles", "-p", "LoadState",
+                      UNIT], sudo=True, check=False, timeout=15).stdout.decode(errors="replace")
+        if "LoadState=loaded" in show:
+            env_path = _env_file(show) or DEFAULTS["systemd"]["env_file"]
+            text = _read(t, env_path)
+            if text is not None:
+                flags = rconf.env_flags(text, env_path)
+                return Finding(address, "systemd", flags, env_path, UNIT,
+                               _etcd_client_files(flags))
+        pids = t.run(["pgrep", "-x", "etcd"], check=False, timeout=10).stdout.split()
+        if pids:
+            pid = pids[0].decode()
+            cmd = t.run(["cat", f"/proc/{pid}/cmdline"], sudo=True, check=False).stdout
+            env = t.run(["cat", f"/proc/{pid}/environ"], sudo=True, check=False).stdout
+            flags = process_flags(cmd, env)
+            return Finding(address, None, flags, None, None, _etcd_client_files(flags),
+                           error="etcd runs, but neither a kubeadm manifest nor "
+                                 f"{UNIT} defines it: its runtime is unknown")
+        return Finding(address, error=f"no etcd here: no {MANIFEST}, no {UNIT}, no etcd "
+                                      "process")
+    except (TransportError, FormatError) as exc:
+        return Finding(address, error=str(exc))
+
+
+def _env_file(show: str) -> str | None:
+    for line in show.splitlines():
+        if line.startswith("EnvironmentFiles="):
+            value = line.split("=", 1)[1].strip()
+            if value:
+                return value.split()[0]
+    return None
+
+
+def _client_files(t: Transport) -> tuple[str, str, str] | None:
+    ok = all(t.run(["test", "-r", p], sudo=True, check=False).exit_status == 0
+             for p in KUBEADM_CLIENT)
+    return KUBEADM_CLIENT if ok else None
+
+
+def _etcd_client_files(flags: dict[str, str]) -> tuple[str, str, str] | None:
+    """Without kubeadm's health-check client: the member's peer certificate, which is a
+    client certificate to its peers, with the CA its client port trusts."""
+    ca, cert, key = (flags.get(k) for k in ("trusted-ca-file", "peer-cert-file",
+                                            "peer-key-file"))
+    return (ca, cert, key) if ca and cert and key else None
+
+
+def probe_all(addresses: Sequence[str], connect: Callable[[str], Transport]) -> list[Finding]:
+    def one(address: str) -> Finding:
+        try:
+            t = connect(address)
+            t.run(["true"], timeout=15)
+        except EtcdRecoveryError as exc:
+            return Finding(address, error=str(exc), unreachable=True)
+        try:
+            return probe_host(address, t)
+        finally:
+            t.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, len(addresses))) as pool:
+        return list(pool.map(one, addresses))
+
+
+# ------------------------------------------------------------------------------ pure part
+
+def _first(urls: str, avoid_loopback: bool = True) -> str | None:
+    items = [u.strip().rstrip("/") for u in urls.split(",") if u.strip()]
+    for u in items:
+        host = urlsplit(u).hostname or ""
+        if not (avoid_loopback and (host.startswith("127.") or host in ("localhost", "::1"))):
+            return u
+    return items[0] if items else None
+
+
+@dataclass
+class Discovered:
+    inventory: dict[str, Any]
+    problems: list[str]          # disagreements: reported, never merged (exit 3)
+    missing: list[str]           # what the hosts did not say (stated, not guessed silently)
+    unreached: list[str]         # members named by --initial-cluster whom we did not reach
+
+
+def inventory_from(findings: Sequence[Finding], cluster: str | None, ssh: dict[str, Any],
+                   tls: dict[str, str] | None) -> Discovered:
+    """Findings -> an inventory (as the YAML tree ``load_inventory`` reads)."""
+    found = [f for f in findings if f.runtime is not None]
+    problems = [f"{f.address}: {f.error}" for f in findings if f.error and not f.unreachable]
+    runtimes = {f.runtime for f in found}
+    if len(runtimes) > 1:
+        problems.append("hosts disagree on the runtime: " + ", ".join(
+            f"{f.address}={f.runtime}" for f in found))
+    tokens = {f.flags.get("initial-cluster-token") for f in found}
+    if len(tokens) > 1:
+        problems.append("hosts disagree on the cluster token (two clusters?): " + ", ".join(
+            f"{f.address}={f.flags.get('initial-cluster-token')}" for f in found))
+    members: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    for f in found:
+        name = f.flags.get("name")
+        peer = _first(f.flags.get("initial-advertise-peer-urls", ""), avoid_loopback=False)
+        client = _first(f.flags.get("advertise-client-urls", ""))
+        if not name or not peer or not client:
+            problems.append(f"{f.address}: its etcd flags lack --name, "
+                            "--initial-advertise-peer-urls or --advertise-client-urls")
+            continue
+        if name in seen:
+            problems.append(f"{f.address} and {seen[name]} both run member {name!r}")
+            continue
+        seen[name] = f.address
+        m: dict[str, Any] = {"name": name, "ssh": {"host": f.address}, "peer_url": peer,
+                             "client_url": client,
+                             "data_dir": f.flags.get("data-dir", "/var/lib/etcd")}
+        if f.runtime == "static-pod":
+            m["manifest"] = f.config_path
+        if f.runtime == "systemd":
+            m["env_file"] = f.config_path
+            m["unit"] = f.unit
+        members.append(m)
+    unreached: list[str] = []
+    for f in found[:1]:
+        listed = f.flags.get("initial-cluster")
+        pairs = rconf.parse_initial_cluster(listed, "--initial-cluster") if listed else []
+        for name, url in pairs:
+            if name in seen or any(m["peer_url"] == url for m in members):
+                continue
+            host = urlsplit(url).hostname or ""
+            unreached.append(name)
+            seen[name] = host
+            entry: dict[str, Any] = {"name": name, "ssh": {"host": host}, "peer_url": url,
+                                     "client_url": f"https://{host}:2379",
+                                     "data_dir": f.flags.get("data-dir", "/var/lib/etcd")}
+            if f.runtime == "systemd":
+                entry["env_file"], entry["unit"] = f.config_path, f.unit
+            else:
+                entry["manifest"] = f.config_path
+            members.append(entry)
+    members.sort(key=lambda m: m["name"])
+    missing = [f"{f.address} was not reached ({f.error})" for f in findings if f.unreachable]
+    if unreached:
+        missing.append(f"not reached, taken from --initial-cluster (ssh.host and client_url "
+                       f"are guesses from the peer URL; check them): {', '.join(unreached)}")
+    runtime = next(iter(runtimes)) if len(runtimes) == 1 else None
+    inv: dict[str, Any] = {"cluster": {"name": cluster or _cluster_name(found),
+                                       "runtime": runtime or "static-pod"}}
+    if tls:
+        inv["tls"] = tls
+    else:
+        missing.append("tls: no client certificate here: copy the cluster's CA and a client "
+                       "certificate to this machine (kubeadm: ca.crt and healthcheck-client.* "
+                       "under /etc/kubernetes/pki/etcd), or use --fetch-client-cert DIR")
+    if ssh:
+        inv["ssh"] = ssh
+    inv["members"] = members
+    if not members:
+        problems.append("no host told us about an etcd member")
+    return Discovered(inv, problems, missing, unreached)
+
+
+def _cluster_name(found: Sequence[Finding]) -> str:
+    token = next((f.flags.get("initial-cluster-token") for f in found
+                  if f.flags.get("initial-cluster-token")), None)
+    name = (token or "etcd").removesuffix("-token")
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.")
+    return safe or "etcd"
+
+
+def client_files_of(findings: Sequence[Finding]) -> tuple[Finding, tuple[str, str, str]] | None:
+    """The first reachable host that holds a client certificate, and its files."""
+    for f in findings:
+        if f.runtime is not None and f.client_files:
+            return f, f.client_files
+    return None
+
+
+def local_names(files: tuple[str, str, str]) -> tuple[str, str, str]:
+    return ("ca.crt", posixpath.basename(files[1]), posixpath.basename(files[2]))

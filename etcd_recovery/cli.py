@@ -398,42 +398,59 @@ def inventory_check(inventory: InventoryOpt, output: OutputOpt = Output.table) -
     out.print(table)
 
 
-@inventory_app.command("discover")
-def inventory_discover(
-        hosts: Annotated[list[str], typer.Argument(help="The hosts' addresses (or ~/.ssh/config "
-                                                        "aliases).")],
-        user: Annotated[str | None, typer.Option("--user", help="SSH user.")] = None,
-        port: Annotated[int | None, typer.Option("--port", help="SSH port.")] = None,
-        identity_file: Annotated[Path | None, typer.Option("--identity-file")] = None,
-        known_hosts: Annotated[Path | None, typer.Option("--known-hosts")] = None,
-        jump: Annotated[str | None, typer.Option("--jump", help="[user@]host[:port]")] = None,
-        sudo: Annotated[bool, typer.Option("--sudo", help="Read through sudo -n (a non-root "
-                                                          "user).")] = False,
-        cluster: Annotated[str | None, typer.Option("--cluster", help="Cluster name (default: "
-                                                    "from the cluster token).")] = None,
-        output_file: Annotated[Path | None, typer.Option("--output", "-o", help="Write the "
-                                                         "inventory here (default: stdout).")]
-        = None,
-        fetch_client_cert: Annotated[Path | None, typer.Option(
-            "--fetch-client-cert", help="Copy a client certificate (kubeadm's "
-            "healthcheck-client, else the member's peer certificate) and the CA from a host "
-            "into this directory (mode 0600) and use them.")] = None) -> None:
-    """Write an inventory from what the hosts say about their etcd (manifest, unit or
-    process). Hosts that disagree are reported (exit 3), never merged."""
+SshUserOpt = Annotated[str | None, typer.Option("--user", help="SSH user.")]
+SshPortOpt = Annotated[int | None, typer.Option("--port", help="SSH port.")]
+IdentityOpt = Annotated[Path | None, typer.Option("--identity-file")]
+KnownHostsOpt = Annotated[Path | None, typer.Option("--known-hosts")]
+JumpOpt = Annotated[str | None, typer.Option("--jump", help="[user@]host[:port]")]
+SudoOpt = Annotated[bool, typer.Option("--sudo", help="Read through sudo -n (a non-root "
+                                                      "user).")]
+ClusterOpt = Annotated[str | None, typer.Option("--cluster", help="Cluster name (default: from "
+                                                "the cluster token).")]
+OutFileOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the inventory "
+                                                 "here (default: stdout).")]
+FetchOpt = Annotated[Path | None, typer.Option(
+    "--fetch-client-cert", help="Copy a client certificate (kubeadm's healthcheck-client, else "
+    "the member's peer certificate) and the CA from a host into this directory (mode 0600) and "
+    "use them.")]
+
+
+def _abs(p: Path | None) -> str | None:
+    return str(p.expanduser().resolve()) if p else None
+
+
+def _read_remote(t: Any, path: str) -> bytes:
+    src = t.open_file(path, sudo=True)
+    data: bytes = src.read(0, src.size())
+    return data
+
+
+def _write_discovered(hosts: list[Any], common: dict[str, Any], cluster: str | None,
+                      output_file: Path | None, fetch_client_cert: Path | None,
+                      origin: str) -> None:
+    """Probe ``hosts`` (ImportedHost: address, member name, per-host SSH), then write the
+    inventory, or report the problems (exit 3) and write nothing."""
     import yaml
 
     from .discover import client_files_of, inventory_from, local_names, probe_all
     from .transport.base import HostTarget
     from .transport.ssh import SshTransport
 
-    def connect(address: str) -> Any:
-        return SshTransport(address, HostTarget(
-            host=address, port=port or 22, user=user,
-            identity_file=str(identity_file.resolve()) if identity_file else None,
-            known_hosts=str(known_hosts.resolve()) if known_hosts else None,
-            proxy_jump=jump, sudo=sudo))
+    by_address = {h.address: h for h in hosts}
 
-    findings = guarded(lambda: probe_all(hosts, connect))
+    def per_host(address: str) -> dict[str, Any]:
+        h = by_address[address]
+        mine = {"user": h.user, "port": h.port, "identity_file": h.identity_file}
+        return {**common, **{k: v for k, v in mine.items() if v is not None}}
+
+    def connect(address: str) -> Any:
+        o = per_host(address)
+        return SshTransport(address, HostTarget(
+            host=address, port=o.get("port") or 22, user=o.get("user"),
+            identity_file=o.get("identity_file"), known_hosts=o.get("known_hosts"),
+            proxy_jump=o.get("jump"), sudo=bool(o.get("sudo"))))
+
+    findings = guarded(lambda: probe_all(list(by_address), connect))
     tls: dict[str, str] | None = None
     if fetch_client_cert is not None:
         got = client_files_of(findings)
@@ -441,13 +458,12 @@ def inventory_discover(
             fail(RefusedError("--fetch-client-cert: no reachable host holds a client "
                               "certificate (kubeadm's healthcheck-client or a peer certificate)"))
         finding, remote = got
-        fetch_client_cert.mkdir(parents=True, exist_ok=True, mode=0o700)
         names = local_names(remote)
+        fetch_client_cert.mkdir(parents=True, exist_ok=True, mode=0o700)
         t = connect(finding.address)
         try:
             for path, name in zip(remote, names, strict=True):
-                src = guarded(lambda p=path: t.open_file(p, sudo=True))  # type: ignore[misc]
-                data = guarded(lambda s=src: s.read(0, s.size()))  # type: ignore[misc]
+                data = guarded(lambda p=path: _read_remote(t, p))  # type: ignore[misc]
                 dest = fetch_client_cert / name
                 dest.touch(mode=0o600, exist_ok=True)
                 dest.chmod(0o600)
@@ -458,32 +474,80 @@ def inventory_discover(
         tls = {"ca": str(d / names[0]), "cert": str(d / names[1]), "key": str(d / names[2])}
         err.print(f"client certificate from {finding.address}:{remote[1]} copied to {d}",
                   markup=False)
-    ssh = {k: v for k, v in (("user", user), ("port", port),
-                             ("identity_file", str(identity_file.resolve())
-                              if identity_file else None),
-                             ("known_hosts", str(known_hosts.resolve()) if known_hosts
-                              else None), ("jump", jump), ("sudo", sudo or None))
-           if v is not None}
-    found = inventory_from(findings, cluster, ssh, tls)
+    found = inventory_from(findings, cluster, {k: v for k, v in common.items()
+                                               if v not in (None, False)}, tls)
+    for m in found.inventory["members"]:
+        h = by_address.get(m["ssh"]["host"]) or next(
+            (x for x in hosts if x.member_name == m["name"]), None)
+        if h is None:
+            continue
+        own = {k: v for k, v in (("host", h.address), ("user", h.user), ("port", h.port),
+                                 ("identity_file", h.identity_file)) if v is not None}
+        m["ssh"] = {**m["ssh"], **own}
+        if h.member_name and h.member_name != m["name"] and m["ssh"]["host"] == h.address:
+            found.problems.append(f"{origin} names {h.address} member {h.member_name!r}, but "
+                                  f"its etcd is named {m['name']!r}")
     for problem in found.problems:
         err.print(f"problem: {problem}", markup=False)
     if found.problems:
-        fail(RefusedError(f"discover: {len(found.problems)} problem(s) above; nothing was "
-                          "written (hosts that disagree are not merged)"))
+        fail(RefusedError(f"{len(found.problems)} problem(s) above; nothing was written "
+                          "(hosts that disagree are not merged)"))
     text = "".join(f"# {line}\n" for line in (
-        f"Inventory discovered from {', '.join(hosts)} by etcd-recovery inventory discover.",
-        *(f"MISSING: {m}" for m in found.missing))) + yaml.safe_dump(found.inventory,
-                                                                     sort_keys=False)
+        f"Inventory discovered from {origin}.", *(f"MISSING: {m}" for m in found.missing))) \
+        + yaml.safe_dump(found.inventory, sort_keys=False)
     for m in found.missing:
         err.print(f"missing: {m}", markup=False)
     if output_file is None:
         sys.stdout.write(text)
-    else:
-        try:
-            output_file.write_text(text)
-        except OSError as exc:
-            fail(UsageError(f"{output_file}: cannot write: {exc.strerror or exc}"))
-        err.print(f"inventory written to {output_file}", markup=False)
+        return
+    try:
+        output_file.write_text(text)
+    except OSError as exc:
+        fail(UsageError(f"{output_file}: cannot write: {exc.strerror or exc}"))
+    err.print(f"inventory written to {output_file}", markup=False)
+
+
+@inventory_app.command("discover")
+def inventory_discover(
+        hosts: Annotated[list[str], typer.Argument(help="The hosts' addresses (or ~/.ssh/config "
+                                                        "aliases).")],
+        user: SshUserOpt = None, port: SshPortOpt = None, identity_file: IdentityOpt = None,
+        known_hosts: KnownHostsOpt = None, jump: JumpOpt = None, sudo: SudoOpt = False,
+        cluster: ClusterOpt = None, output_file: OutFileOpt = None,
+        fetch_client_cert: FetchOpt = None) -> None:
+    """Write an inventory from what the hosts say about their etcd (manifest, unit or
+    process). Hosts that disagree are reported (exit 3), never merged."""
+    from .importer import ImportedHost
+
+    common = {"user": user, "port": port, "identity_file": _abs(identity_file),
+              "known_hosts": _abs(known_hosts), "jump": jump, "sudo": sudo or None}
+    _write_discovered([ImportedHost(h) for h in hosts], common, cluster, output_file,
+                      fetch_client_cert, ", ".join(hosts))
+
+
+@inventory_app.command("import")
+def inventory_import(
+        source: Annotated[Path, typer.Argument(help="A kubespray / Ansible inventory (YAML or "
+                                                    "INI, the etcd group) or vmware/etcd-"
+                                                    "recovery's hosts.json.")],
+        known_hosts: KnownHostsOpt = None, jump: JumpOpt = None, sudo: SudoOpt = False,
+        cluster: ClusterOpt = None, output_file: OutFileOpt = None,
+        fetch_client_cert: FetchOpt = None) -> None:
+    """Take the hosts (and their SSH settings) from an inventory people already keep; what it
+    does not say is read from the hosts (as discover does) or stated as missing."""
+    from .importer import ImportedHost, parse_source
+
+    try:
+        text = source.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(UsageError(f"{source}: cannot read: {exc}"))
+    hosts = guarded(lambda: parse_source(text, str(source)))
+    base = source.resolve().parent
+    hosts = [ImportedHost(h.address, h.member_name, h.user, h.port,
+                          str((base / Path(h.identity_file).expanduser()).resolve())
+                          if h.identity_file else None) for h in hosts]
+    common = {"known_hosts": _abs(known_hosts), "jump": jump, "sudo": sudo or None}
+    _write_discovered(hosts, common, cluster, output_file, fetch_client_cert, str(source))
 
 
 # ------------------------------------------------------------------------------------ lab

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from collections.abc import Callable
 
@@ -46,6 +47,29 @@ def check_runtime(make_lab: Callable[..., LabHandle], runtime: str, version: str
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     # plan accepts it (the cross-check against the hosts included).
     cli("plan", "-i", str(lab.dir / "discovered.yaml"), "-o", "json")
+    # The same hosts from a kubespray INI inventory and from a vmware hosts.json.
+    key = lab.dir / "ssh" / "id_ed25519"
+    (lab.dir / "hosts.ini").write_text("[all]\n" + "".join(
+        f"node{n[-1]} ansible_host={lab.ip(n)} etcd_member_name={n}\n" for n in everyone)
+        + f"[etcd]\nnode1\nnode2\nnode3\n[all:vars]\nansible_user=root\n"
+          f"ansible_ssh_private_key_file={key}\n")
+    (lab.dir / "hosts.json").write_text(json.dumps([
+        {"name": f"cp-{n}", "member_name": n, "host": lab.ip(n), "username": "root",
+         "private_key": str(key)} for n in everyone]))
+    for src in ("hosts.ini", "hosts.json"):
+        out = lab.dir / f"imported-{src}.yaml"
+        cli("inventory", "import", str(lab.dir / src), "--known-hosts",
+            str(lab.dir / "known_hosts"), "-o", str(out))
+        same(yaml.safe_load(out.read_text()), lab_inv, everyone, everyone)
+        cli("inventory", "check", "-i", str(out))
+    # A source that names a member wrongly is reported, and nothing is written.
+    (lab.dir / "wrong.json").write_text(json.dumps([
+        {"name": "x", "member_name": "etcd-9", "host": lab.ip("etcd-1"), "username": "root",
+         "private_key": str(key)}]))
+    bad = cli("inventory", "import", str(lab.dir / "wrong.json"), "--known-hosts",
+              str(lab.dir / "known_hosts"), "-o", str(lab.dir / "wrong.yaml"), check=False)
+    assert bad.returncode == 3 and "etcd-9" in bad.stderr and "etcd-1" in bad.stderr
+    assert not (lab.dir / "wrong.yaml").exists()
     # A host down: the others name it from --initial-cluster, marked as not reached.
     cli("lab", "kill-host", "etcd-3", "--dir", str(lab.dir))
     res = cli("inventory", "discover", *(lab.ip(n) for n in everyone), "--user", "root",

@@ -661,7 +661,23 @@ def main() -> None:
     # failures reach the operator through the tool's own errors.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     logging.getLogger("etcd_recovery.transport").setLevel(logging.CRITICAL)
-    app()
+    try:
+        app(standalone_mode=True)
+    except EtcdRecoveryError as exc:  # one that escaped a command's own handling
+        err.print(f"error: {exc}", markup=False)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        raise SystemExit(130) from None
+    except Exception as exc:  # a bug: say what and where, never a traceback
+        import traceback
+
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        err.print(f"internal error: {exc.__class__.__name__}: {exc} (at "
+                  f"{Path(frame.filename).name}:{frame.lineno}); nothing after this point "
+                  "was done. Please report it with the command line that caused it.",
+                  markup=False)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

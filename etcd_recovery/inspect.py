@@ -50,7 +50,8 @@ def ssh_transport(member: Member) -> Transport:
     s = member.ssh
     return SshTransport(member.name, HostTarget(
         host=s.host, port=s.port or 22, user=s.user, identity_file=s.identity_file,
-        known_hosts=s.known_hosts, proxy_jump=s.jump, sudo=s.sudo))
+        known_hosts=s.known_hosts, proxy_jump=s.jump, sudo=s.sudo,
+        probe_timeout=s.connect_timeout or 1.0))
 
 
 def _source_bytes(src: Any) -> int:

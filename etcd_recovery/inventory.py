@@ -62,6 +62,7 @@ class SshTarget:
     known_hosts: str | None = None
     jump: str | None = None
     sudo: bool = False
+    connect_timeout: float | None = None   # the first TCP connect (default 1 s)
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,8 @@ def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
                         field="auth.password_file")
         assert user is not None
         auth = EtcdAuth(user, pfile)
-    ssh_keys = ("host", "port", "user", "identity_file", "known_hosts", "jump", "sudo")
+    ssh_keys = ("host", "port", "user", "identity_file", "known_hosts", "jump", "sudo",
+                "connect_timeout")
     ssh_defaults = r.mapping(top.get("ssh") or {}, "ssh", allowed=ssh_keys)
 
     members_raw = top.get("members")
@@ -246,6 +248,11 @@ def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
         sudo = ssh_map.get("sudo", False)
         if not isinstance(sudo, bool):
             raise r.err("must be true or false", mname, "ssh.sudo")
+        ct = ssh_map.get("connect_timeout")
+        if ct is not None and (isinstance(ct, bool) or not isinstance(ct, int | float)
+                               or not 0.05 <= ct <= 120):
+            raise r.err(f"{ct!r} is not a number of seconds from 0.05 to 120", mname,
+                        "ssh.connect_timeout")
         jump = r.string(ssh_map, "jump", "ssh.jump", mname, required=False,
                         pattern=re.compile(r"^([a-z_][a-z0-9_.-]*@)?[A-Za-z0-9.-]+(:\d+)?$"),
                         what="jump host ([user@]host[:port])")
@@ -255,7 +262,7 @@ def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
                           what="user name"),
             identity_file=r.local_path(ssh_map, "identity_file", "ssh.identity_file", mname),
             known_hosts=r.local_path(ssh_map, "known_hosts", "ssh.known_hosts", mname),
-            jump=jump, sudo=sudo)
+            jump=jump, sudo=sudo, connect_timeout=float(ct) if ct is not None else None)
         defaults = DEFAULTS[runtime]
         paths: dict[str, str | None] = {}
         for key in ("data_dir", "manifest", "env_file", "unit"):

@@ -71,7 +71,8 @@ class HostTarget:
     known_hosts: str | None = None
     proxy_jump: str | None = None
     sudo: bool = False
-    connect_timeout: float = 5.0
+    connect_timeout: float = 5.0   # SSH handshake, authentication, channels
+    probe_timeout: float = 1.0     # the first TCP connect: how long a dead host costs
     use_agent: bool = True
     ssh_config: str | None = None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import socket
 import threading
 import time
 import weakref
@@ -100,6 +101,16 @@ class SshTransport:
                             jumped=sock is not None)
         timeout = t.connect_timeout
         where = f"{ep.role} {ep.where}"
+        conn: paramiko.Channel | socket.socket | None = sock
+        if conn is None:
+            # A fast TCP connect first: a host that is gone costs the probe timeout (1 s by
+            # default), not the SSH handshake's; the connected socket is then handed over.
+            try:
+                conn = socket.create_connection((ep.hostname, ep.port),
+                                                timeout=t.probe_timeout)
+            except OSError as exc:
+                err = (JumpHostError if ep.role == "jump host" else HostUnreachable)
+                raise err(self._label, f"{where}: {describe(exc, t.probe_timeout)}") from exc
         try:
             client.connect(
                 ep.hostname, ep.port, username=ep.user,
@@ -107,7 +118,7 @@ class SshTransport:
                 key_filename=list(ep.identity_files) or None,  # type: ignore[arg-type]
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
                 channel_timeout=timeout, allow_agent=t.use_agent,
-                look_for_keys=not ep.identity_files, sock=sock,
+                look_for_keys=not ep.identity_files, sock=conn,
             )
         except BaseException as exc:
             if not isinstance(exc, Exception):  # Ctrl-C and exits pass through

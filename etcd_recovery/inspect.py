@@ -296,8 +296,9 @@ def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
     if quorum.has_quorum and quorum.leader_id:
         names = {s.member_id: s.name for s in states if s.member_id is not None}
         quorum = replace(quorum, leader_name=names.get(quorum.leader_id))
-    decision = _inventory_refusal(inv, states) or decide(
-        states, quorum, allow_quorum=allow_quorum, prefer=prefer)
+    decision = decide(states, quorum, allow_quorum=allow_quorum, prefer=prefer)
+    if decision.refused not in ("cluster-id", "corrupt"):  # those say more, so they win
+        decision = _inventory_refusal(inv, states) or decision
     return InspectReport(cluster=inv.name, members=states, quorum=quorum, decision=decision,
                          elapsed_s=time.monotonic() - t0)
 

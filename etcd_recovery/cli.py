@@ -142,9 +142,17 @@ def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
         inspect_table(report, err)
         fail(RefusedError(f"no plan: {report.decision.reason}"))
     configs = guarded(lambda: read_configs(inv, report))
-    return guarded(lambda: make_plan(inv, report, configs, run_id or new_run_id(),
+    plan = guarded(lambda: make_plan(inv, report, configs, run_id or new_run_id(),
                                      allow_quorum=allow_quorum, take_over_lock=take_over_lock,
                                      exclude=exclude or ()))
+    _UNREACHABLE.clear()
+    _UNREACHABLE.extend(s for s in report.members if not s.reachable)
+    return plan
+
+
+# Members this invocation found unreachable while planning: execute's preflight takes them as
+# they are instead of paying their connect timeout a second time in the same run.
+_UNREACHABLE: list[Any] = []
 
 
 def _show_plan(plan: Any, output: PlanOutput, inv: Any) -> None:
@@ -197,7 +205,8 @@ def _run(inv: Any, the_plan: Any, journal: Any, verbose: bool,
     from .executor import Executor
 
     ex = Executor(inv, the_plan, journal, log=lambda msg: err.print(msg, markup=False),
-                  verbose=verbose, check_fingerprint=check_fingerprint)
+                  verbose=verbose, check_fingerprint=check_fingerprint,
+                  known_unreachable=tuple(_UNREACHABLE))
     return guarded(ex.run)
 
 

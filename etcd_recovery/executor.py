@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from . import choose
 from .actions import Action, AppendWal, EtcdCall, Run, Wait, WriteFile, shell_join
@@ -73,6 +73,15 @@ class Summary:
                           for s in self.steps]}
 
 
+class _InStep(Exception):
+    """A failure inside one of several steps run together: which step, and what."""
+
+    def __init__(self, step: Step | None, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.step = step
+        self.error = error
+
+
 def done_actions(events: list[Event]) -> set[tuple[str, int]]:
     return {(e.step, int(e.detail["action"])) for e in events
             if e.event in ("action-done", "action-skipped") and e.step
@@ -89,7 +98,8 @@ class Executor:
                  factory: TransportFactory = ssh_transport,
                  client_factory: ClientFactory = tunnel_client, log: Log = lambda _: None,
                  verbose: bool = False, check_fingerprint: bool = True,
-                 stop_after: str | None = None) -> None:
+                 stop_after: str | None = None,
+                 known_unreachable: Sequence[MemberState] = ()) -> None:
         self.inv = inv
         self.plan = plan
         self.journal = journal
@@ -101,6 +111,8 @@ class Executor:
         self.stop_after = stop_after   # for tests and rehearsals: stop after this step id
         self.rdir = run_dir(plan.run_id)
         self.refs: dict[str, Any] = {}
+        # Hosts the plan found unreachable moments ago: not waited on again in this run.
+        self.known_unreachable = tuple(known_unreachable)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Summary:
@@ -116,68 +128,112 @@ class Executor:
             self.journal.append("resume", done=sorted(done))
         total = len(self.plan.steps)
         current: Step | None = None
+        steps = self.plan.steps
         try:
-            for i, step in enumerate(self.plan.steps, 1):
-                current = step
-                if step.id in done:
-                    summary.steps.append(StepTiming(step.id, 0.0, skipped=True))
-                    self.log(f"[{i}/{total}] {step.id}: done before (journal)")
-                    continue
-                s0 = time.monotonic()
-                self.log(f"[{i}/{total}] {step.id}: {step.title}")
-                self.journal.append("step-start", step.id)
-                self.run_step(step, acts_done)
-                elapsed = time.monotonic() - s0
-                self.journal.append("step-done", step.id, seconds=round(elapsed, 3))
-                summary.steps.append(StepTiming(step.id, elapsed))
-                self.log(f"[{i}/{total}] {step.id}: done in {elapsed:.2f} s "
-                         f"(at {time.monotonic() - t0:.1f} s)")
-                if self.stop_after == step.id:
-                    summary.stopped_at = step.id
-                    summary.message = f"stopped after {step.id} as asked"
+            i = 0
+            while i < len(steps):
+                batch = [steps[i]]
+                while steps[i].group and i + len(batch) < len(steps) and \
+                        steps[i + len(batch)].group == steps[i].group:
+                    batch.append(steps[i + len(batch)])
+                todo: list[tuple[int, Step]] = []
+                for n, step in enumerate(batch, i + 1):
+                    if step.id in done:
+                        summary.steps.append(StepTiming(step.id, 0.0, skipped=True))
+                        self.log(f"[{n}/{total}] {step.id}: done before (journal)")
+                    else:
+                        todo.append((n, step))
+                i += len(batch)
+                if len(todo) == 1:
+                    current = todo[0][1]
+                    summary.steps.append(self.one_step(todo[0][0], total, current, acts_done,
+                                                       t0))
+                elif todo:
+                    current = todo[0][1]
+                    summary.steps.extend(self.together(todo, total, acts_done, t0))
+                if self.stop_after in {s.id for s in batch}:
+                    summary.stopped_at = self.stop_after
+                    summary.message = f"stopped after {self.stop_after} as asked"
                     summary.total_s = time.monotonic() - t0
                     return summary
             self.journal.finish()
             summary.ok = True
             summary.message = "recovered and verified"
-        except KeyboardInterrupt:
-            sid = current.id if current else None
+        except BaseException as exc:
+            if isinstance(exc, _InStep):
+                current, exc = exc.step, exc.error
+            self._stopped(exc, current, summary, t0)
+        finally:
+            self.session.close()
+        summary.total_s = time.monotonic() - t0
+        return summary
+
+    def _stopped(self, exc: BaseException, current: Step | None, summary: Summary,
+                 t0: float) -> NoReturn:
+        """Journal why the run stopped, close it when nothing was changed, and raise."""
+        sid = current.id if current else None
+        summary.stopped_at = sid
+        summary.total_s = time.monotonic() - t0
+        if isinstance(exc, KeyboardInterrupt):
             self.journal.append("interrupted", sid)
-            summary.stopped_at = sid
             summary.message = (f"interrupted during {sid}; the journal says where; "
                                "run again with --resume")
-            summary.total_s = time.monotonic() - t0
-            raise
-        except RefusedError as exc:
-            sid = current.id if current else None
+            raise exc
+        if isinstance(exc, RefusedError):
             self.journal.append("step-refused", sid, error=str(exc))
             if not self._changed_anything():
                 self.journal.abandon()  # nothing was touched: close the run
-            summary.stopped_at, summary.message = sid, str(exc)
-            summary.total_s = time.monotonic() - t0
-            raise
-        except EtcdRecoveryError as exc:
-            sid = current.id if current else None
+            summary.message = str(exc)
+            raise exc
+        if isinstance(exc, EtcdRecoveryError):
             self.journal.append("step-failed", sid, error=str(exc))
-            summary.stopped_at, summary.message = sid, str(exc)
-            summary.total_s = time.monotonic() - t0
+            summary.message = str(exc)
             if not self._changed_anything():
                 self.journal.abandon()
                 raise StepFailed(f"step {sid} failed: {exc}. Nothing had been changed; the "
                                  "run is closed, so the next execute starts afresh") from exc
             raise StepFailed(f"step {sid} failed: {exc}. Nothing after it was done; fix the "
                              "cause and run again with --resume") from exc
-        except Exception as exc:  # a bug must not leave a traceback and an open run behind
-            sid = current.id if current else None
-            self.journal.append("step-failed", sid, error=f"internal error: {exc!r}")
-            summary.total_s = time.monotonic() - t0
-            raise StepFailed(f"step {sid} failed with an internal error ({exc!r}); the journal "
-                             "says where; run again with --resume once the cause is fixed"
-                             ) from exc
-        finally:
-            self.session.close()
-        summary.total_s = time.monotonic() - t0
-        return summary
+        if not isinstance(exc, Exception):  # SystemExit and the like pass through
+            raise exc
+        # a bug must not leave a traceback and an open run behind
+        self.journal.append("step-failed", sid, error=f"internal error: {exc!r}")
+        raise StepFailed(f"step {sid} failed with an internal error ({exc!r}); the journal "
+                         "says where; run again with --resume once the cause is fixed") from exc
+
+    def one_step(self, n: int, total: int, step: Step, acts_done: set[tuple[str, int]],
+                 t0: float) -> StepTiming:
+        s0 = time.monotonic()
+        self.log(f"[{n}/{total}] {step.id}: {step.title}")
+        self.journal.append("step-start", step.id)
+        self.run_step(step, acts_done)
+        elapsed = time.monotonic() - s0
+        self.journal.append("step-done", step.id, seconds=round(elapsed, 3))
+        self.log(f"[{n}/{total}] {step.id}: done in {elapsed:.2f} s "
+                 f"(at {time.monotonic() - t0:.1f} s)")
+        return StepTiming(step.id, elapsed)
+
+    def together(self, todo: list[tuple[int, Step]], total: int,
+                 acts_done: set[tuple[str, int]], t0: float) -> list[StepTiming]:
+        """Run steps of one group (each on its own host) at the same time; when one fails,
+        the others still finish what they started, then the first failure is raised."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+            futures = [pool.submit(self.one_step, n, total, step, acts_done, t0)
+                       for n, step in todo]
+            results: list[StepTiming] = []
+            failure: BaseException | None = None
+            failed: Step | None = None
+            for (_, step), f in zip(todo, futures, strict=True):
+                try:
+                    results.append(f.result())
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, in plan order
+                    if failure is None:
+                        failure, failed = exc, step
+        if failure is not None:
+            raise _InStep(failed, failure)
+        return results
 
     def _changed_anything(self) -> bool:
         """Has any mutating action of this run been started (as the journal says)? A lock step
@@ -398,7 +454,8 @@ class Executor:
     def prepare_preflight(self, step: Step) -> dict[int, str]:
         allow = bool(step.params["allow_quorum"])
         report = inspect_cluster(self.inv, factory=self.factory, allow_quorum=allow,
-                                 prefer=self.plan.chosen, exclude=step.params["exclude"])
+                                 prefer=self.plan.chosen, exclude=step.params["exclude"],
+                                 known_unreachable=self.known_unreachable)
         if report.quorum.has_quorum and not allow:
             raise PreconditionError(f"the cluster has quorum again ({report.decision.reason})")
         if report.decision.refused:

@@ -279,15 +279,24 @@ def _read_state(t: Transport, member: Member, inv: Inventory, running: bool
 def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
                     members: Sequence[Member] | None = None,
                     allow_quorum: bool = False, prefer: str | None = None,
-                    exclude: Sequence[str] = ()) -> InspectReport:
+                    exclude: Sequence[str] = (),
+                    known_unreachable: Sequence[MemberState] = ()) -> InspectReport:
     """Read every member concurrently, check the inventory against what the hosts say, then
-    decide which one to keep."""
+    decide which one to keep. ``known_unreachable``: members found unreachable moments ago
+    in this same run, taken as they are rather than waited on a second time."""
     t0 = time.monotonic()
     todo = list(members or inv.members)
     for name in exclude:
         inv.member(name)  # an unknown name is an inventory error, not a silent no-op
+    known = {s.name: s for s in known_unreachable if not s.reachable}
+
+    def one(m: Member) -> tuple[MemberState, Quorum]:
+        if m.name in known:
+            return known[m.name], Quorum(False)
+        return inspect_member(m, inv, factory)
+
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-        results = list(pool.map(lambda m: inspect_member(m, inv, factory), todo))
+        results = list(pool.map(one, todo))
     states = tuple(replace(s, excluded=True, notes=(*s.notes, "excluded with --exclude: its "
                                                     "data is not used; it is only moved aside "
                                                     "and re-added"))

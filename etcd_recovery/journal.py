@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any
 
 from .errors import FormatError, UsageError
 from .plan import Plan
+
+_APPEND_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -111,12 +114,13 @@ class Journal:
     def append(self, event: str, step: str | None = None, **detail: Any) -> None:
         line = json.dumps({"ts": round(time.time(), 3), "run": self.run_id, "event": event,
                            "step": step, "detail": detail}, sort_keys=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, (line + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with _APPEND_LOCK:  # steps of one group journal from several threads
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, (line + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def finish(self) -> None:
         self.append("run-done")

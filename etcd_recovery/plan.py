@@ -29,7 +29,7 @@ import hashlib
 import json
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -99,11 +99,13 @@ class Step:
     actions: tuple[Action, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
     mutating: bool = True
+    # Consecutive steps of one group touch different hosts and run at the same time.
+    group: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "phase": self.phase, "kind": self.kind.value, "host": self.host,
                 "title": self.title, "precondition": self.precondition, "check": self.check,
-                "mutating": self.mutating, "params": dict(self.params),
+                "mutating": self.mutating, "group": self.group, "params": dict(self.params),
                 "actions": [action_to_json(a) for a in self.actions]}
 
     @classmethod
@@ -112,7 +114,7 @@ class Step:
         if not isinstance(d, Mapping):
             raise FormatError(where, 0, "a step must be an object")
         keys = {"id", "phase", "kind", "host", "title", "precondition", "check", "mutating",
-                "params", "actions"}
+                "group", "params", "actions"}
         if set(d) != keys:
             missing, extra = sorted(keys - set(d)), sorted(set(d) - keys)
             raise FormatError(where, 0, "step fields: " + "; ".join(
@@ -129,6 +131,8 @@ class Step:
             raise FormatError(where, 0, "step field 'host' must be a string or null")
         if not isinstance(d["mutating"], bool):
             raise FormatError(where, 0, "step field 'mutating' must be true or false")
+        if d["group"] is not None and not isinstance(d["group"], str):
+            raise FormatError(where, 0, "step field 'group' must be a string or null")
         params = d["params"]
         want = STEP_PARAMS.get(kind, {})
         if not isinstance(params, Mapping) or set(params) != set(want):
@@ -148,7 +152,7 @@ class Step:
                         for i, a in enumerate(d["actions"]))
         return cls(id=d["id"], phase=d["phase"], kind=kind, host=d["host"], title=d["title"],
                    precondition=d["precondition"], check=d["check"], actions=actions,
-                   params=dict(params), mutating=d["mutating"])
+                   params=dict(params), mutating=d["mutating"], group=d["group"])
 
 
 _PLAN_KEYS = {"version", "cluster", "runtime", "run_id", "chosen", "reason", "fingerprint",
@@ -223,7 +227,7 @@ class Plan:
                 continue
             if a["id"] != b["id"]:
                 return f"step {i}: {a['id']!r} here, {b['id']!r} now"
-            for key in ("kind", "host", "mutating"):
+            for key in ("kind", "host", "mutating", "group"):
                 if a[key] != b[key]:
                     return f"step {i} ({a['id']}): {key} is {a[key]!r} here, {b[key]!r} now"
             for key in sorted({*a["params"], *b["params"]}):
@@ -359,12 +363,14 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
 
     # 2. fence every reachable member, the one to keep last: while others stop, whatever the
     #    rest still commits (a new leader's first entry, say) reaches it too
-    for m in [*(m for m in reachable if m.name != chosen.name), chosen]:
-        add(fence_step(rt, m, run_id))
-
-    # 3. back up every reachable member's data dir and configuration
     for m in reachable:
-        add(backup_step(rt, m, run_id))
+        if m.name != chosen.name:
+            add(replace(fence_step(rt, m, run_id), group="fence"))
+    add(fence_step(rt, chosen, run_id))
+
+    # 3. back up every reachable member's data dir and configuration, all at once
+    for m in reachable:
+        add(replace(backup_step(rt, m, run_id), group="backup"))
 
     # 4. align the kept member's WAL commit, force a new cluster from it, then restart it
     #    without the flag
@@ -414,13 +420,18 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                       Wait("members-are", chosen.name, chosen.client_url, 30.0,
                            _members_arg([(chosen.name, chosen.peer_url)])))))
 
-    # 5. peers come back one at a time as learners
+    # 5. every peer's old data moved aside at once; then the peers come back one at a time
+    #    as learners (one learner at a time is all etcd 3.4/3.5 allow)
     others = [m for m in reachable if m.name != chosen.name]
     current = [(chosen.name, chosen.peer_url)]
+    later: list[Step] = []
     for m in others:
-        steps.extend(rejoin_steps(rt, m, configs[m.name], run_id, chosen, current,
-                                  unknown=m.name in exclude))
+        move, *rest = rejoin_steps(rt, m, configs[m.name], run_id, chosen, current,
+                                   unknown=m.name in exclude)
+        add(replace(move, group="move-aside"))
+        later.extend(rest)
         current = [*current, (m.name, m.peer_url)]
+    steps.extend(later)
 
     # 6. verify and release
     expected = [chosen.name, *[m.name for m in others]]

@@ -224,3 +224,30 @@ def test_a_member_list_unlike_the_plan_stops_the_step(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="timed out.*member list"):
         executor(w, learner_steps()[:1], tmp_path).run()
     assert w.etcd.calls == []
+
+
+def test_steps_of_one_group_run_together_and_a_failure_names_its_step(tmp_path: Path) -> None:
+    import dataclasses
+    import threading
+
+    w = World()
+    inside = threading.Barrier(2, timeout=5)  # both fences must be running at once
+
+    class Meeting(FakeTransport):
+        def run(self, argv: Any, **kw: Any) -> Any:
+            if tuple(argv)[:2] == ("systemctl", "disable"):
+                inside.wait()
+            return super().run(argv, **kw)
+
+    w.hosts = {n: Meeting(n) for n in NAMES}
+    for n in NAMES:
+        w.hosts[n].expect(["systemctl", "disable", "--now", "etcd.service"])
+        w.hosts[n].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    w.hosts["a"].expect(["record", "done"])
+    w.hosts["b"].expect(["record", "done"], exit_status=1, stderr="disk full")
+    steps = tuple(dataclasses.replace(fence_step(n), group="fence") for n in NAMES)
+    with pytest.raises(Exception, match="step fence:b failed.*disk full"):
+        executor(w, steps, tmp_path).run()
+    done = [s for e, s, _ in events(tmp_path) if e == "step-done"]
+    assert done == ["fence:a"]  # a finished although b failed beside it
+    assert Journal.current(tmp_path) is not None  # hosts were changed: resume, not closed

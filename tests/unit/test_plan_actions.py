@@ -108,6 +108,11 @@ def test_golden_shape_of_a_recovery(runtime: str) -> None:
         ("verify", []),
         ("unlock", ["run", "run"]),
     ]
+    # Fences of the other members, all backups and all move-asides run together; the member
+    # to keep is fenced alone, last.
+    assert [(s.id, s.group) for s in plan.steps if s.group or s.kind.value == "fence"] == [
+        ("fence:etcd-3", "fence"), ("fence:etcd-1", None), ("backup:etcd-1", "backup"),
+        ("backup:etcd-3", "backup"), ("move-aside:etcd-3", "move-aside")]
     by_id = {s.id: s for s in plan.steps}
     # The learner's configuration is computed: the members after its add, state existing.
     write = by_id["start-learner:etcd-3"].actions[1]

@@ -1,0 +1,178 @@
+"""execute --confirm against the floor (benchmarks/floor.py), on the same lab, same breakage.
+
+For each shape: bring a lab up, break it, run the floor; bring the lab up again identically,
+break it the same way, run ``execute --confirm``. Prints phase x floor x execute x ratio, the
+CLI's peak RSS, inspect and plan times, and writes a PNG of both timelines.
+
+Usage: python benchmarks/bench.py [--out DIR] [--shapes 3:static-pod,3:systemd,5:static-pod]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "etcd-recovery")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from floor import Floor  # noqa: E402
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=900)
+    if res.returncode != 0:
+        raise RuntimeError(f"etcd-recovery {' '.join(args)}: {res.stderr[-2000:]}")
+    return res
+
+
+def timed(*args: str) -> tuple[float, int, subprocess.CompletedProcess[str]]:
+    """Seconds and peak RSS (KiB, from wait4) of one CLI run."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([CLI, *args], stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - t0
+        out.seek(0)
+        err.seek(0)
+        return seconds, int(usage.ru_maxrss), subprocess.CompletedProcess(
+            args, proc.returncode, out.read(), err.read())
+
+
+def lab_up(d: Path, members: int, runtime: str, keys: int) -> None:
+    if (d / "lab.json").exists():
+        cli("lab", "down", "--dir", str(d))
+    cli("lab", "up", "--dir", str(d), "--members", str(members), "--runtime", runtime,
+        "--etcd-version", "3.5", "--keys", str(keys))
+
+
+def breakage(d: Path, members: int) -> list[str]:
+    """Lose quorum: etcd crashes on all but etcd-1 (5 members: one host gone as well)."""
+    if members == 5:
+        cli("lab", "kill-host", "etcd-5", "--dir", str(d))
+        for n in ("etcd-3", "etcd-4"):
+            cli("lab", "stop-etcd", n, "--dir", str(d))
+        cli("lab", "stop-etcd", "etcd-2", "--dir", str(d))
+        return [f"etcd-{i}" for i in range(1, 5)]
+    for n in ("etcd-2", "etcd-3"):
+        cli("lab", "stop-etcd", n, "--dir", str(d))
+    return ["etcd-1", "etcd-2", "etcd-3"]
+
+
+def kept_of(d: Path) -> str:
+    plan = json.loads(cli("plan", "-i", str(d / "inventory.yaml"), "-o", "json").stdout)
+    return str(plan["chosen"])
+
+
+# execute's steps grouped into the floor's phases
+def phase_of(step: str) -> str:
+    kind = step.split(":")[0]
+    if kind in ("preflight", "lock", "fence"):
+        return "stop"
+    if kind in ("backup", "align-commit"):
+        return "backup"
+    if kind == "force-new-cluster":
+        return "force-new-cluster"
+    if kind in ("remove-flag", "remove-stale-members"):
+        return "restart"
+    if kind in ("move-aside", "learner-add", "start-learner", "promote"):
+        return f"peer {step.split(':')[1]}" if kind != "move-aside" else "peers"
+    return "hashkv"
+
+
+def shape(members: int, runtime: str, keys: int, d: Path) -> dict[str, Any]:
+    lab_up(d, members, runtime, keys)
+    reachable = breakage(d, members)
+    kept = kept_of(d)
+    floor = dict(Floor(d, kept).run(reachable))
+    lab_up(d, members, runtime, keys)
+    breakage(d, members)
+    inv = str(d / "inventory.yaml")
+    t_inspect, _, _ = timed("inspect", "-i", inv, "-o", "json")
+    t_plan, rss_plan, _ = timed("plan", "-i", inv, "-o", "json")
+    seconds, rss, res = timed("execute", "-i", inv, "--confirm", "-o", "json")
+    summary = json.loads(res.stdout)
+    assert summary["ok"], summary
+    execute: dict[str, float] = {}
+    for s in summary["steps"]:
+        p = phase_of(s["id"])
+        if p == "peers":  # all move-asides at once: charged to the first peer
+            p = next((f"peer {n}" for n in reachable if n != kept), "peers")
+        execute[p] = execute.get(p, 0.0) + s["seconds"]
+    execute["total"] = summary["total_s"]
+    steps = [(s["id"], s["seconds"]) for s in summary["steps"]]
+    return {"shape": f"{members} members, {runtime}", "floor": floor, "execute": execute,
+            "wall_s": seconds, "rss_kib": rss, "rss_plan_kib": rss_plan,
+            "inspect_s": t_inspect, "plan_s": t_plan, "steps": steps,
+            "floor_phases": list(floor.items())}
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = [f"### {r['shape']}", "", "| phase | floor | execute | ratio |", "|---|---|---|---|"]
+    for p, f in r["floor"].items():
+        e = r["execute"].get(p, 0.0)
+        rows.append(f"| {p} | {f:.2f} s | {e:.2f} s | {e / f:.2f} |" if f > 0.005
+                    else f"| {p} | {f:.2f} s | {e:.2f} s | - |")
+    rows += ["", f"execute wall clock {r['wall_s']:.1f} s; peak RSS {r['rss_kib'] / 1024:.0f} "
+             f"MiB (plan {r['rss_plan_kib'] / 1024:.0f} MiB); inspect {r['inspect_s']:.2f} s, "
+             f"plan {r['plan_s']:.2f} s on the broken lab", ""]
+    return "\n".join(rows)
+
+
+def chart(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 1, figsize=(11, 2.4 * len(results)), squeeze=False)
+    for ax, r in zip(axes[:, 0], results, strict=True):
+        for row, (_label, items) in enumerate((("floor", [p for p in r["floor_phases"]
+                                                         if p[0] != "total"]),
+                                              ("execute", r["steps"]))):
+            x = 0.0
+            for i, (name, sec) in enumerate(items):
+                ax.barh(row, sec, left=x, color=f"C{i % 10}", edgecolor="white")
+                if sec > 0.6:
+                    ax.text(x + sec / 2, row, name.split(":")[0], ha="center", va="center",
+                            fontsize=6, rotation=90)
+                x += sec
+        ax.set_yticks([0, 1], ["floor", "execute"])
+        ax.set_title(r["shape"], fontsize=9)
+        ax.set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    out = Path(args[args.index("--out") + 1]) if "--out" in args else ROOT / "benchmarks"
+    shapes = args[args.index("--shapes") + 1] if "--shapes" in args else \
+        "3:static-pod,3:systemd,5:static-pod"
+    keys = 4000
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    results = []
+    try:
+        for item in shapes.split(","):
+            n, runtime = item.split(":")
+            r = shape(int(n), runtime, keys, work / f"lab-{n}-{runtime}")
+            print(table(r), flush=True)
+            results.append(r)
+            cli("lab", "down", "--dir", str(work / f"lab-{n}-{runtime}"))
+    finally:
+        for d in work.glob("lab-*"):
+            subprocess.run([CLI, "lab", "down", "--dir", str(d)], capture_output=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    chart(results, out / "bench.png")
+    print(f"chart: {out / 'bench.png'}; figures: {out / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main()

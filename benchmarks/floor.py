@@ -1,0 +1,176 @@
+"""The floor: the fewest, fastest commands an expert would type to recover a lab cluster.
+
+Plain OpenSSH to the hosts (one shared connection per host, as an expert's ControlMaster
+gives) and plain etcdctl from this machine, timed per phase:
+
+1. stop etcd everywhere (all hosts at once), so that no supervisor starts it again;
+2. back up every data dir (``cp -a``, all hosts at once);
+3. start the kept member with ``--force-new-cluster``; poll until healthy;
+4. restart it without the flag; poll until healthy;
+5. for each peer: move its old data aside, member add as a learner, start it with
+   ``--initial-cluster-state=existing``, promote as soon as etcd allows;
+6. one HashKV check across the members.
+
+No checks beyond what an expert needs to go on; no journal, no lock. This is what
+``execute --confirm`` is measured against (``scripts/bench``).
+
+Usage: python benchmarks/floor.py LAB_DIR KEPT [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from etcd_recovery.lab.lab import Lab
+from etcd_recovery.runtimes import config as rconf
+
+
+class Floor:
+    def __init__(self, lab_dir: Path, kept: str) -> None:
+        self.lab = Lab(lab_dir)
+        self.state = self.lab.state()
+        self.kept = kept
+        self.hosts = {h.name: h for h in self.state.hosts}
+        self.ctl_dir = Path(tempfile.mkdtemp(prefix="floor-ssh-"))
+        tls = self.lab._tls()
+        self.env = {"ETCDCTL_API": "3", "ETCDCTL_CACERT": str(tls.ca),
+                    "ETCDCTL_CERT": str(tls.cert), "ETCDCTL_KEY": str(tls.key),
+                    "PATH": f"{self.state.etcd_bin}:/usr/bin:/bin"}
+        self.static = self.state.runtime == "static-pod"
+        self.cfg = "/etc/kubernetes/manifests/etcd.yaml" if self.static else "/etc/etcd/etcd.env"
+        self.phases: list[tuple[str, float]] = []
+
+    # ------------------------------------------------------------------ plumbing
+    def ssh(self, name: str, command: str, stdin: str | None = None) -> str:
+        h = self.hosts[name]
+        argv = ["ssh", "-F", "/dev/null", "-i", str(self.lab.dir / "ssh" / "id_ed25519"),
+                "-o", f"UserKnownHostsFile={self.lab.dir / 'known_hosts'}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                "-o", "ControlMaster=auto", "-o", f"ControlPath={self.ctl_dir}/%h",
+                "-o", "ControlPersist=60", f"root@{h.mgmt_ip}", command]
+        res = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            raise RuntimeError(f"{name}: {command}: {res.stderr.strip()}")
+        return res.stdout
+
+    def ctl(self, *args: str, endpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+        ep = endpoint or self.hosts[self.kept].client_url
+        return subprocess.run(["etcdctl", f"--endpoints={ep}", *args], capture_output=True,
+                              text=True, env=self.env, timeout=30)
+
+    def until(self, fn: Any, timeout: float = 120) -> Any:
+        end = time.monotonic() + timeout
+        while True:
+            value = fn()
+            if value:
+                return value
+            if time.monotonic() > end:
+                raise RuntimeError("timed out")
+            time.sleep(0.05)
+
+    def healthy(self, name: str) -> bool:
+        return self.ctl("endpoint", "health", endpoint=self.hosts[name].client_url)\
+            .returncode == 0
+
+    def phase(self, name: str, t0: float) -> float:
+        now = time.monotonic()
+        self.phases.append((name, now - t0))
+        return now
+
+    def all_hosts(self, fn: Any) -> None:
+        with ThreadPoolExecutor(max_workers=len(self.hosts)) as pool:
+            list(pool.map(fn, self.hosts))
+
+    # ------------------------------------------------------------------ the procedure
+    def run(self, reachable: list[str]) -> list[tuple[str, float]]:
+        for n in reachable:  # the SSH connections an expert already has open
+            self.ssh(n, "true")
+        configs = {n: self.ssh(n, f"cat {self.cfg}") for n in reachable}
+        t0 = start = time.monotonic()
+
+        def stop(n: str) -> None:
+            if self.static:
+                self.ssh(n, f"mv {self.cfg} /root/etcd.yaml.stopped; "
+                            "while pgrep -x etcd >/dev/null; do sleep 0.05; done")
+            else:
+                self.ssh(n, "systemctl stop etcd.service")
+
+        with ThreadPoolExecutor(max_workers=len(reachable)) as pool:
+            list(pool.map(stop, reachable))
+        t0 = self.phase("stop", t0)
+        with ThreadPoolExecutor(max_workers=len(reachable)) as pool:
+            list(pool.map(lambda n: self.ssh(n, "cp -a /var/lib/etcd /var/lib/etcd.floor-bak"),
+                          reachable))
+        t0 = self.phase("backup", t0)
+        kept, rt = self.kept, self.state.runtime
+        forced = rconf.config_with_flags(rt, configs[kept], self.cfg,
+                                         {rconf.FLAG_FORCE_NEW_CLUSTER: "true"}, ())
+        self.start(kept, forced)
+        self.until(lambda: self.healthy(kept))
+        t0 = self.phase("force-new-cluster", t0)
+        self.start(kept, configs[kept], restart=True)
+        self.until(lambda: self.healthy(kept) and "force-new-cluster" not in self.ssh(
+            kept, "tr '\\0' ' ' < /proc/$(pgrep -x etcd | head -n1)/cmdline; "
+                  "tr '\\0' ' ' < /proc/$(pgrep -x etcd | head -n1)/environ").lower()
+                   .replace("_", "-"))
+        t0 = self.phase("restart", t0)
+        members = [(kept, self.hosts[kept].peer_url)]
+        for n in reachable:
+            if n == kept:
+                continue
+            h = self.hosts[n]
+            self.ssh(n, "mv /var/lib/etcd/member /var/lib/etcd/member.floor-old")
+            self.until(lambda: self.ctl("member", "add", n, "--learner",  # noqa: B023
+                                        f"--peer-urls={h.peer_url}").returncode == 0)  # noqa: B023
+            members.append((n, h.peer_url))
+            cfg = rconf.config_with_flags(rt, configs[n], self.cfg, {
+                "initial-cluster": rconf.initial_cluster(members),
+                "initial-cluster-state": "existing"}, ())
+            self.start(n, cfg)
+            mid = self.member_id(h.peer_url)
+            self.until(lambda: self.ctl("member", "promote", mid).returncode == 0)  # noqa: B023
+            t0 = self.phase(f"peer {n}", t0)
+        self.until(lambda: len({line.split(", ")[-1] for line in self.ctl(
+            "endpoint", "hashkv", "--cluster").stdout.splitlines() if line}) == 1, 30)
+        self.phase("hashkv", t0)
+        self.phases.append(("total", time.monotonic() - start))
+        return self.phases
+
+    def start(self, name: str, config: str, restart: bool = False) -> None:
+        if self.static:
+            self.ssh(name, f"cat > /root/etcd.yaml.new && mv /root/etcd.yaml.new {self.cfg}; "
+                           "rm -f /run/kubelet-lite/hold/etcd", stdin=config)
+        else:
+            verb = "restart" if restart else "start"
+            self.ssh(name, f"cat > {self.cfg} && systemctl {verb} --no-block etcd.service",
+                     stdin=config)
+
+    def member_id(self, peer_url: str) -> str:
+        for line in self.ctl("member", "list").stdout.splitlines():
+            parts = line.split(", ")
+            if len(parts) > 3 and parts[3] == peer_url:
+                return parts[0]
+        raise RuntimeError(f"{peer_url} is not in the member list")
+
+
+def main() -> None:
+    lab_dir, kept = Path(sys.argv[1]), sys.argv[2]
+    floor = Floor(lab_dir, kept)
+    reachable = [n for n in floor.hosts if floor.lab.host_up(floor.hosts[n])]
+    phases = floor.run(reachable)
+    if "--json" in sys.argv:
+        print(json.dumps(phases))
+    else:
+        for name, seconds in phases:
+            print(f"{name:24s} {seconds:7.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -101,11 +101,18 @@ def shape(members: int, runtime: str, keys: int, d: Path) -> dict[str, Any]:
     summary = json.loads(res.stdout)
     assert summary["ok"], summary
     execute: dict[str, float] = {}
+    together: dict[tuple[str, str], float] = {}  # steps run at the same time: the longest
     for s in summary["steps"]:
         p = phase_of(s["id"])
         if p == "peers":  # all move-asides at once: charged to the first peer
             p = next((f"peer {n}" for n in reachable if n != kept), "peers")
-        execute[p] = execute.get(p, 0.0) + s["seconds"]
+        kind = s["id"].split(":")[0]
+        if kind in ("backup", "move-aside") or (kind == "fence" and s["id"] != f"fence:{kept}"):
+            together[(p, kind)] = max(together.get((p, kind), 0.0), s["seconds"])
+        else:
+            execute[p] = execute.get(p, 0.0) + s["seconds"]
+    for (p, _), sec in together.items():
+        execute[p] = execute.get(p, 0.0) + sec
     execute["total"] = summary["total_s"]
     steps = [(s["id"], s["seconds"]) for s in summary["steps"]]
     return {"shape": f"{members} members, {runtime}", "floor": floor, "execute": execute,
@@ -120,6 +127,8 @@ def table(r: dict[str, Any]) -> str:
         e = r["execute"].get(p, 0.0)
         rows.append(f"| {p} | {f:.2f} s | {e:.2f} s | {e / f:.2f} |" if f > 0.005
                     else f"| {p} | {f:.2f} s | {e:.2f} s | - |")
+    rows += ["", "execute, step by step: " + ", ".join(f"{sid} {sec:.2f}"
+                                                   for sid, sec in r["steps"])]
     rows += ["", f"execute wall clock {r['wall_s']:.1f} s; peak RSS {r['rss_kib'] / 1024:.0f} "
              f"MiB (plan {r['rss_plan_kib'] / 1024:.0f} MiB); inspect {r['inspect_s']:.2f} s, "
              f"plan {r['plan_s']:.2f} s on the broken lab", ""]

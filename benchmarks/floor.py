@@ -117,9 +117,9 @@ class Floor:
         t0 = self.phase("force-new-cluster", t0)
         self.start(kept, configs[kept], restart=True)
         self.until(lambda: self.healthy(kept) and "force-new-cluster" not in self.ssh(
-            kept, "tr '\\0' ' ' < /proc/$(pgrep -x etcd | head -n1)/cmdline; "
-                  "tr '\\0' ' ' < /proc/$(pgrep -x etcd | head -n1)/environ").lower()
-                   .replace("_", "-"))
+            kept, "pid=$(pgrep -x etcd | head -n1); if [ -z \"$pid\" ]; then "
+                  "echo force-new-cluster; else tr '\\0' ' ' < /proc/$pid/cmdline; "
+                  "tr '\\0' ' ' < /proc/$pid/environ; fi; true").lower().replace("_", "-"))
         t0 = self.phase("restart", t0)
         members = [(kept, self.hosts[kept].peer_url)]
         for n in reachable:

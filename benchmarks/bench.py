@@ -115,7 +115,8 @@ def shape(members: int, runtime: str, keys: int, d: Path) -> dict[str, Any]:
         execute[p] = execute.get(p, 0.0) + sec
     execute["total"] = summary["total_s"]
     steps = [(s["id"], s["seconds"]) for s in summary["steps"]]
-    return {"shape": f"{members} members, {runtime}", "floor": floor, "execute": execute,
+    return {"shape": f"{members} members, {runtime}", "kept": kept, "floor": floor,
+            "execute": execute,
             "wall_s": seconds, "rss_kib": rss, "rss_plan_kib": rss_plan,
             "inspect_s": t_inspect, "plan_s": t_plan, "steps": steps,
             "floor_phases": list(floor.items())}
@@ -146,13 +147,23 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
         for row, (_label, items) in enumerate((("floor", [p for p in r["floor_phases"]
                                                          if p[0] != "total"]),
                                               ("execute", r["steps"]))):
-            x = 0.0
+            x = end = 0.0
+            prev = ""
             for i, (name, sec) in enumerate(items):
-                ax.barh(row, sec, left=x, color=f"C{i % 10}", edgecolor="white")
-                if sec > 0.6:
-                    ax.text(x + sec / 2, row, name.split(":")[0], ha="center", va="center",
-                            fontsize=6, rotation=90)
-                x += sec
+                kind = name.split(":")[0]
+                together = kind in ("backup", "move-aside", "fence") and kind == prev \
+                    and name != f"fence:{r['kept']}"
+                if not together:
+                    x = end
+                ax.barh(row + (0.25 * (i % 3) - 0.25 if kind in ("backup", "move-aside",
+                                                                   "fence") else 0),
+                        sec, left=x, height=0.3 if kind in ("backup", "move-aside", "fence")
+                        else 0.8, color=f"C{i % 10}", edgecolor="white")
+                if sec > 0.6 and not together:
+                    ax.text(x + sec / 2, row, kind, ha="center", va="center", fontsize=6,
+                            rotation=90)
+                end = max(end, x + sec)
+                prev = kind
         ax.set_yticks([0, 1], ["floor", "execute"])
         ax.set_title(r["shape"], fontsize=9)
         ax.set_xlabel("seconds")

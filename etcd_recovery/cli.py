@@ -145,14 +145,14 @@ def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
     plan = guarded(lambda: make_plan(inv, report, configs, run_id or new_run_id(),
                                      allow_quorum=allow_quorum, take_over_lock=take_over_lock,
                                      exclude=exclude or ()))
-    _UNREACHABLE.clear()
-    _UNREACHABLE.extend(s for s in report.members if not s.reachable)
+    _PLANNED_FROM.clear()
+    _PLANNED_FROM.append(report)
     return plan
 
 
-# Members this invocation found unreachable while planning: execute's preflight takes them as
-# they are instead of paying their connect timeout a second time in the same run.
-_UNREACHABLE: list[Any] = []
+# The inspection this invocation planned from: execute's preflight takes it as its reading
+# when it is moments old, and otherwise does not wait again on the hosts it found unreachable.
+_PLANNED_FROM: list[Any] = []
 
 
 def _show_plan(plan: Any, output: PlanOutput, inv: Any) -> None:
@@ -201,12 +201,14 @@ def _confirmed_journal(the_plan: Any, confirm: bool, jdir: Path) -> Any:
 
 
 def _run(inv: Any, the_plan: Any, journal: Any, verbose: bool,
-         check_fingerprint: bool) -> Any:
+         check_fingerprint: bool, fresh: bool = False) -> Any:
     from .executor import Executor
 
     ex = Executor(inv, the_plan, journal, log=lambda msg: err.print(msg, markup=False),
                   verbose=verbose, check_fingerprint=check_fingerprint,
-                  known_unreachable=tuple(_UNREACHABLE))
+                  known_unreachable=tuple(s for r in _PLANNED_FROM for s in r.members
+                                          if not s.reachable),
+                  fresh_report=_PLANNED_FROM[-1] if _PLANNED_FROM and fresh else None)
     return guarded(ex.run)
 
 
@@ -292,7 +294,8 @@ def execute(inventory: InventoryOpt,
         else:
             the_plan = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude)
         journal = _confirmed_journal(the_plan, confirm, jdir)
-    summary = _run(inv, the_plan, journal, verbose, check_fingerprint=not resume)
+    summary = _run(inv, the_plan, journal, verbose, check_fingerprint=not resume,
+                   fresh=not resume and plan_file is None)
     later = {name: f"etcd-recovery rejoin {name} -i {inventory}"
              for name in the_plan.rejoin_later}
     if output is Output.json:

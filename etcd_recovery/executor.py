@@ -38,7 +38,7 @@ from .inspect import TransportFactory, inspect_cluster, read_disk, ssh_transport
 from .inventory import Inventory
 from .journal import Event, Journal, done_steps
 from .live import ERR_LEARNER_NOT_READY, ERR_TOO_MANY_LEARNERS, ERR_UNHEALTHY, MemberInfo
-from .model import MemberState, Quorum
+from .model import InspectReport, MemberState, Quorum
 from .plan import Plan, Step, StepKind, fingerprint, run_dir, unlock_argv
 from .session import ClientFactory, Session, tunnel_client
 from .transport.base import CommandResult
@@ -46,6 +46,7 @@ from .verify import poll, verify_cluster
 
 T = TypeVar("T")
 Log = Callable[[str], None]
+FRESH_S = 10.0
 
 __all__ = ["Executor", "StepFailed", "Summary", "poll", "require_kept"]
 
@@ -99,7 +100,8 @@ class Executor:
                  client_factory: ClientFactory = tunnel_client, log: Log = lambda _: None,
                  verbose: bool = False, check_fingerprint: bool = True,
                  stop_after: str | None = None,
-                 known_unreachable: Sequence[MemberState] = ()) -> None:
+                 known_unreachable: Sequence[MemberState] = (),
+                 fresh_report: InspectReport | None = None) -> None:
         self.inv = inv
         self.plan = plan
         self.journal = journal
@@ -113,6 +115,10 @@ class Executor:
         self.refs: dict[str, Any] = {}
         # Hosts the plan found unreachable moments ago: not waited on again in this run.
         self.known_unreachable = tuple(known_unreachable)
+        # The inspection this same invocation planned from, moments ago: it is the preflight's
+        # reading (it is read again when older than FRESH_S, or for a saved or resumed plan).
+        self.fresh_report = fresh_report
+        self.fresh_at = time.monotonic()
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Summary:
@@ -453,9 +459,13 @@ class Executor:
     # ------------------------------------------------------------------ preconditions
     def prepare_preflight(self, step: Step) -> dict[int, str]:
         allow = bool(step.params["allow_quorum"])
-        report = inspect_cluster(self.inv, factory=self.factory, allow_quorum=allow,
-                                 prefer=self.plan.chosen, exclude=step.params["exclude"],
-                                 known_unreachable=self.known_unreachable)
+        if self.fresh_report is not None and time.monotonic() - self.fresh_at < FRESH_S:
+            report = self.fresh_report
+            self.log("      the plan's inspection, moments old, is the preflight's reading")
+        else:
+            report = inspect_cluster(self.inv, factory=self.factory, allow_quorum=allow,
+                                     prefer=self.plan.chosen, exclude=step.params["exclude"],
+                                     known_unreachable=self.known_unreachable)
         if report.quorum.has_quorum and not allow:
             raise PreconditionError(f"the cluster has quorum again ({report.decision.reason})")
         if report.decision.refused:

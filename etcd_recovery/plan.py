@@ -654,7 +654,8 @@ def _backup_argv(data_dir: str, cfg: str, bdir: str) -> list[str]:
               'rm -rf "$3/data.partial"; cp -a "$1" "$3/data.partial"; '
               'cp -a "$2" "$3/"; diff -rq "$1" "$3/data.partial"; '
               'diff -q "$2" "$3/$(basename "$2")"; mv "$3/data.partial" "$3/data"; '
-              '(cd "$3" && find data "$(basename "$2")" -type f -print0 | sort -z '
-              '| xargs -0 sha256sum > SHA256SUMS.partial && '
-              'mv SHA256SUMS.partial SHA256SUMS); '
+              '(cd "$3" && find data "$(basename "$2")" -type f -print0 '
+              '| xargs -0 -n 1 -P 4 sha256sum > SHA256SUMS.unsorted && '
+              'sort -k 2 SHA256SUMS.unsorted > SHA256SUMS.partial && rm SHA256SUMS.unsorted '
+              '&& mv SHA256SUMS.partial SHA256SUMS); '
               'else cd "$3" && sha256sum --quiet -c SHA256SUMS; fi', data_dir, cfg, bdir)

@@ -365,7 +365,7 @@ class Executor:
                 if not transient or time.monotonic() >= deadline:
                     raise StepFailed(f"{what}: {exc}") from exc
                 time.sleep(delay)
-                delay = min(0.5, delay * 1.5)
+                delay = min(0.15, delay * 1.5)
 
     def condition(self, w: Wait) -> bool:
         s = self.session

@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 def poll(fn: Callable[[], T | None], timeout: float, what: str, first: float = 0.02,
-         cap: float = 0.5) -> T:
+         cap: float = 0.1) -> T:
     """Call ``fn`` until it returns something other than None, backing off from ``first`` to
     ``cap`` seconds; raise StepFailed after ``timeout``."""
     deadline = time.monotonic() + timeout

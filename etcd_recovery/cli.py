@@ -202,14 +202,37 @@ def _confirmed_journal(the_plan: Any, confirm: bool, jdir: Path) -> Any:
 
 def _run(inv: Any, the_plan: Any, journal: Any, verbose: bool,
          check_fingerprint: bool, fresh: bool = False) -> Any:
+    import contextlib
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from .executor import Executor
 
-    ex = Executor(inv, the_plan, journal, log=lambda msg: err.print(msg, markup=False),
-                  verbose=verbose, check_fingerprint=check_fingerprint,
-                  known_unreachable=tuple(s for r in _PLANNED_FROM for s in r.members
-                                          if not s.reachable),
-                  fresh_report=_PLANNED_FROM[-1] if _PLANNED_FROM and fresh else None)
-    return guarded(ex.run)
+    kw: dict[str, Any] = dict(
+        verbose=verbose, check_fingerprint=check_fingerprint,
+        known_unreachable=tuple(s for r in _PLANNED_FROM for s in r.members if not s.reachable),
+        fresh_report=_PLANNED_FROM[-1] if _PLANNED_FROM and fresh else None)
+    if not err.is_terminal:  # plain lines for logs and pipes
+        return guarded(Executor(inv, the_plan, journal,
+                                log=lambda msg: err.print(msg, markup=False), **kw).run)
+    # On a terminal: finished steps as lines, and a live line per running step with its time.
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=err, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def on_step(event: str, step: Any) -> None:
+        if event == "start":
+            tasks[step.id] = progress.add_task(f"{step.id}: {step.title}"[:100])
+        elif step.id in tasks:
+            progress.remove_task(tasks.pop(step.id))
+
+    def log(msg: str) -> None:
+        if verbose or ": done" in msg or "WARNING" in msg or not msg.startswith("["):
+            progress.console.print(msg, markup=False, highlight=False)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(progress)
+        return guarded(Executor(inv, the_plan, journal, log=log, on_step=on_step, **kw).run)
 
 
 def _journal_dir(inventory: Path, journal_dir: Path | None) -> Path:

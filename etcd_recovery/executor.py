@@ -101,7 +101,8 @@ class Executor:
                  verbose: bool = False, check_fingerprint: bool = True,
                  stop_after: str | None = None,
                  known_unreachable: Sequence[MemberState] = (),
-                 fresh_report: InspectReport | None = None) -> None:
+                 fresh_report: InspectReport | None = None,
+                 on_step: Callable[[str, Step], None] | None = None) -> None:
         self.inv = inv
         self.plan = plan
         self.journal = journal
@@ -119,6 +120,20 @@ class Executor:
         # reading (it is read again when older than FRESH_S, or for a saved or resumed plan).
         self.fresh_report = fresh_report
         self.fresh_at = time.monotonic()
+        self.on_step = on_step or (lambda _event, _step: None)  # a live status line's feed
+        # Each step kind's precondition (which may find actions already in effect) and its
+        # check after the actions; kinds without one have only their actions.
+        k = StepKind
+        self._prepare: dict[StepKind, Callable[[Step], dict[int, str]]] = {
+            k.PREFLIGHT: self.prepare_preflight, k.PREFLIGHT_REJOIN: self.prepare_preflight_rejoin,
+            k.BACKUP: self.prepare_backup, k.ALIGN_COMMIT: self.prepare_align_commit,
+            k.FORCE_NEW_CLUSTER: self.prepare_force_new_cluster,
+            k.RESTART_PLAIN: self.prepare_restart_plain, k.REMOVE_STALE: self.prepare_remove_stale,
+            k.REMOVE_OLD: self.prepare_remove_old, k.MOVE_ASIDE: self.prepare_move_aside,
+            k.LEARNER_ADD: self.prepare_learner_add, k.START_LEARNER: self.prepare_start_learner,
+            k.PROMOTE: self.prepare_promote}
+        self._finish: dict[StepKind, Callable[[Step], None]] = {
+            k.FORCE_NEW_CLUSTER: self.finish_force_new_cluster, k.VERIFY: self.finish_verify}
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Summary:
@@ -211,8 +226,12 @@ class Executor:
                  t0: float) -> StepTiming:
         s0 = time.monotonic()
         self.log(f"[{n}/{total}] {step.id}: {step.title}")
+        self.on_step("start", step)
         self.journal.append("step-start", step.id)
-        self.run_step(step, acts_done)
+        try:
+            self.run_step(step, acts_done)
+        finally:
+            self.on_step("end", step)
         elapsed = time.monotonic() - s0
         self.journal.append("step-done", step.id, seconds=round(elapsed, 3))
         self.log(f"[{n}/{total}] {step.id}: done in {elapsed:.2f} s "
@@ -256,7 +275,7 @@ class Executor:
 
     # ------------------------------------------------------------------ one step
     def run_step(self, step: Step, acts_done: set[tuple[str, int]]) -> None:
-        prepare = getattr(self, f"prepare_{step.kind.value}", None)
+        prepare = self._prepare.get(step.kind)
         in_effect: dict[int, str] = prepare(step) if prepare else {}
         for n, action in enumerate(step.actions, 1):
             if (step.id, n) in acts_done:
@@ -276,7 +295,7 @@ class Executor:
             detail = self.perform(step, n, action)
             self.journal.append("action-done", step.id, action=n,
                                 seconds=round(time.monotonic() - a0, 3), **detail)
-        finish = getattr(self, f"finish_{step.kind.value}", None)
+        finish = self._finish.get(step.kind)
         if finish:
             finish(step)
 

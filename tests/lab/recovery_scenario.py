@@ -139,7 +139,10 @@ def run_recovery(lab: LabHandle, members: int, keys: int) -> dict[str, Any]:
     writes = 150
     lose_quorum(lab, newest, stale, gone, writes)
     plan = json.loads(cli("plan", "-i", inventory(lab), "-o", "json").stdout)
-    assert plan["chosen"] == newest, plan["reason"]
+    # A member that took the same writes as the newest one holds the same log: raft's rule
+    # calls that a tie, and either is right (the tie is said so).
+    tied = plan["reason"].startswith("tie:") and newest in plan["reason"].split(" have ")[0]
+    assert plan["chosen"] == newest or tied, plan["reason"]
     assert plan["unreachable"] == gone
     md = cli("plan", "-i", inventory(lab), "-o", "markdown").stdout
     assert "--force-new-cluster" in md and "## " in md

@@ -75,13 +75,15 @@ def check_runtime(make_lab: Callable[..., LabHandle], runtime: str, version: str
     res = cli("inventory", "discover", *(lab.ip(n) for n in everyone), "--user", "root",
               "--identity-file", str(lab.dir / "ssh" / "id_ed25519"),
               "--known-hosts", str(lab.dir / "known_hosts"), "-o",
-              str(lab.dir / "down.yaml"))
+              str(lab.dir / "down.yaml"), "--fetch-client-cert", str(lab.dir / "fetched2"))
     assert "was not reached" in res.stderr and "etcd-3" in res.stderr
     text = (lab.dir / "down.yaml").read_text()
-    assert "# MISSING:" in text and "tls:" in text.split("# MISSING:")[-1].split("\n")[0] \
-        or "MISSING: tls" in text
+    assert "# MISSING:" in text and "etcd-3" in text.split("members:")[0]
     down = yaml.safe_load(text)
     same(down, lab_inv, everyone, ["etcd-1", "etcd-2"])
+    # plan accepts it too: the member not reached is planned as unreachable.
+    planned = json.loads(cli("plan", "-i", str(lab.dir / "down.yaml"), "-o", "json").stdout)
+    assert planned["unreachable"] == ["etcd-3"]
 
 
 def test_discover_static_pod(make_lab: Callable[..., LabHandle]) -> None:

@@ -118,6 +118,8 @@ MISTAKES: list[tuple[str, Mutation, int, tuple[str, ...], tuple[str, ...]]] = [
     ("saved plan not JSON", lambda inv, d: None, 2, ("not JSON",), ("--plan", "PLAN_GARBAGE")),
     ("saved plan of unknown kind", lambda inv, d: None, 2, ("unknown step kind",),
      ("--plan", "PLAN_UNKNOWN")),
+    ("saved plan with an edited command", lambda inv, d: None, 3,
+     ("not what this inventory", "argv"), ("--plan", "PLAN_TAMPERED")),
 ]
 
 
@@ -136,6 +138,10 @@ def test_every_inventory_mistake_is_refused_clearly_and_changes_nothing(
     unknown = copy.deepcopy(plan)
     unknown["steps"][2]["kind"] = "rm_rf"
     (lab.dir / "unknown.json").write_text(json.dumps(unknown))
+    tampered = copy.deepcopy(plan)
+    fence = next(s for s in tampered["steps"] if s["id"].startswith("fence:"))
+    fence["actions"][0]["argv"] = ["sh", "-c", "rm -rf /var/lib/etcd"]
+    (lab.dir / "tampered.json").write_text(json.dumps(tampered))
     before = host_states(lab)
     urls = {m["name"]: (m["peer_url"].rsplit(":", 1)[0], m["client_url"].rsplit(":", 1)[0])
             for m in good["members"]}
@@ -150,7 +156,8 @@ def test_every_inventory_mistake_is_refused_clearly_and_changes_nothing(
             body = body.replace(f"PEER{name[-1]}", peer).replace(f"CLIENT{name[-1]}", client)
         path.write_text(body)
         args = [a.replace("PLAN_GARBAGE", str(lab.dir / "garbage.json"))
-                .replace("PLAN_UNKNOWN", str(lab.dir / "unknown.json")) for a in extra]
+                .replace("PLAN_UNKNOWN", str(lab.dir / "unknown.json"))
+                .replace("PLAN_TAMPERED", str(lab.dir / "tampered.json")) for a in extra]
         res = cli("execute", "-i", str(path), "--confirm", "--journal-dir",
                   str(lab.dir / f"journal-{i}"), *args, check=False, timeout=120)
         said = res.stdout + res.stderr

@@ -18,6 +18,7 @@ import contextlib
 import posixpath
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -242,8 +243,6 @@ class Executor:
                  acts_done: set[tuple[str, int]], t0: float) -> list[StepTiming]:
         """Run steps of one group (each on its own host) at the same time; when one fails,
         the others still finish what they started, then the first failure is raised."""
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(max_workers=len(todo)) as pool:
             futures = [pool.submit(self.one_step, n, total, step, acts_done, t0)
                        for n, step in todo]
@@ -605,8 +604,11 @@ class Executor:
         self._require_all_fenced()
         # All members are stopped now, so their disks are authoritative: the member to keep
         # is decided again, by the same function that chose it for the plan.
-        states = [read_disk(self.session.t(other), self.session.m(other))
-                  for other in self.plan.steps[0].params["members"]]
+        names = self.plan.steps[0].params["members"]
+        transports = [self.session.t(n) for n in names]  # opened here, read concurrently
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            states = list(pool.map(lambda nt: read_disk(nt[1], self.session.m(nt[0])),
+                                   zip(names, transports, strict=True)))
         require_kept(states, name, self.plan.inventory)
         return {}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from .errors import EtcdApiError, StepFailed, TransportError
@@ -61,26 +62,33 @@ def verify_cluster(s: Session, expected: list[str], keys_before: int | None,
                             + ", ".join(f"{n}={h:x}" for n, h in hashes.items()))
     except StepFailed as exc:
         problems.append(str(exc))
-    for n in expected:
-        st = s.client(n).status()
-        if not st.leader:
-            problems.append(f"{n} has no leader")
-        if st.errors:
-            problems.append(f"{n} reports errors: {list(st.errors)}")
     alarms = c.alarms()
     if alarms:
         problems.append(f"alarms raised: {[(hex(a.member_id), a.alarm) for a in alarms]}")
     rt = runtime_for(s.inv.runtime)
-    for n in expected:
+
+    def member(n: str) -> list[str]:
+        """One member's own checks (each member's on its own connection, all at once)."""
+        found = []
+        st = s.client(n).status()
+        if not st.leader:
+            found.append(f"{n} has no leader")
+        if st.errors:
+            found.append(f"{n} reports errors: {list(st.errors)}")
         path = rt.config_path(s.m(n))
         res = s.run(n, ["cat", path], check=False)
         text = res.stdout.decode(errors="replace")
         if res.exit_status != 0:
-            problems.append(f"{n}: cannot read {path}")
+            found.append(f"{n}: cannot read {path}")
         elif rconf.FLAG_FORCE_NEW_CLUSTER in rt.config_flags(text, path):
-            problems.append(f"{n}: {path} still has --force-new-cluster")
+            found.append(f"{n}: {path} still has --force-new-cluster")
         if not s.runs_without_force(n):
-            problems.append(f"{n}: etcd is not running, or runs with --force-new-cluster")
+            found.append(f"{n}: etcd is not running, or runs with --force-new-cluster")
+        return found
+
+    with ThreadPoolExecutor(max_workers=max(1, len(expected))) as pool:
+        for found in pool.map(member, expected):
+            problems.extend(found)
     if keys_before is not None:
         count = c.count_keys()
         if count < keys_before:

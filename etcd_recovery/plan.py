@@ -313,10 +313,6 @@ def host_record(host: str, run_id: str, step_id: str) -> Run:
                                                               "journal.jsonl"))), 10.0)
 
 
-def config_path(runtime: str, m: Member) -> str:
-    return runtime_for(runtime).config_path(m)
-
-
 def _members_arg(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(f"{name}={url}" for name, url in pairs)
 

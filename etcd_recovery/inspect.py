@@ -13,6 +13,7 @@ Per member (the edge; the parsing and the choice are pure and live elsewhere):
 from __future__ import annotations
 
 import posixpath
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from .inventory import Inventory, Member
 from .live import EtcdClient
 from .model import Decision, InspectReport, MemberState, PeerView, Quorum, WalTail
 from .runtimes.base import runtime_for
+from .runtimes.config import manifest_image
 from .transport.base import HostTarget, Transport
 
 TransportFactory = Callable[[Member], Transport]
@@ -186,7 +188,7 @@ def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState
         source="live", member_id=st.member_id, cluster_id=st.cluster_id, term=st.raft_term,
         commit_index=st.raft_index, consistent_index=st.raft_applied_index,
         last_index=last_index, last_term=last_term, revision=st.revision, bytes_read=wal_bytes,
-        term_starts=term_starts,
+        term_starts=term_starts, etcd_version=st.version or None,
         db_size_bytes=st.db_size, leader_id=st.leader or None, is_learner=st.is_learner,
         alarms=alarms,
         membership=tuple(PeerView(m.id, m.name, tuple(m.peer_urls), m.is_learner)
@@ -228,6 +230,41 @@ def _host_config(t: Transport, member: Member, runtime: str, pids: list[str]
     return text, error, running
 
 
+_VERSION_RE = re.compile(r"(\d+\.\d+\.\d+)")
+
+
+def _version(t: Transport, runtime: str, config: str | None, pids: list[str]
+             ) -> tuple[str | None, str | None]:
+    """The member's etcd version when etcd does not answer: the static pod's image tag, else
+    the binary the running process or etcd.service runs (``etcd --version``)."""
+    if runtime == "static-pod" and config:
+        try:
+            image = manifest_image(config, "manifest") or ""
+        except FormatError:
+            image = ""
+        m = _VERSION_RE.search(image.rsplit(":", 1)[-1]) if ":" in image else None
+        if m:
+            return m.group(1), f"image {image}"
+        return None, None
+    try:
+        if pids:
+            exe = t.run(["readlink", "-f", f"/proc/{pids[0]}/exe"], sudo=True, check=False,
+                        timeout=10).stdout.decode(errors="replace").strip()
+        else:
+            show = t.run(["systemctl", "show", "-p", "ExecStart", "etcd.service"], check=False,
+                         timeout=10).stdout.decode(errors="replace")
+            found = re.search(r"path=(\S+)", show)
+            exe = found.group(1) if found else ""
+        if not exe:
+            return None, None
+        out = t.run([exe, "--version"], check=False, timeout=10).stdout.decode(
+            errors="replace")
+    except TransportError:
+        return None, None
+    m = re.search(r"etcd Version:\s*(\S+)", out)
+    return (m.group(1), f"{exe} --version") if m else (None, None)
+
+
 def inspect_member(member: Member, inv: Inventory,
                    factory: TransportFactory = ssh_transport) -> tuple[MemberState, Quorum]:
     t0 = time.monotonic()
@@ -248,7 +285,10 @@ def inspect_member(member: Member, inv: Inventory,
                    None)
         checks = check_member(member, inv.runtime, runtime_for(inv.runtime).config_path(member),
                               text, error, flags, own)
-        return replace(state, checks=checks, config_text=text,
+        version, where = (state.etcd_version, "live Status") if state.etcd_version else \
+            _version(t, inv.runtime, text, pids)
+        return replace(state, checks=checks, config_text=text, etcd_version=version,
+                       version_source=where if version else None,
                        elapsed_s=time.monotonic() - t0), quorum
     finally:
         t.close()

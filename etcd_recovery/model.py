@@ -98,6 +98,8 @@ class MemberState:
     config_text: str | None = None        # its manifest / env file (not in JSON)
     excluded: bool = False                # named with --exclude: never kept
     ssh_refused: bool = False             # SSH answered but refused us (keys, user, host key)
+    etcd_version: str | None = None       # e.g. "3.5.16": live Status, image tag or binary
+    version_source: str | None = None     # where etcd_version was read
     corrupt: bool = False
     error: str | None = None
     notes: tuple[str, ...] = ()
@@ -144,6 +146,8 @@ class MemberState:
             "checks": [c.to_json() for c in self.checks],
             "excluded": self.excluded,
             "ssh_refused": self.ssh_refused,
+            "etcd_version": self.etcd_version,
+            "version_source": self.version_source,
             "corrupt": self.corrupt,
             "error": self.error,
             "notes": list(self.notes),

@@ -31,7 +31,8 @@ def _size(n: int | None) -> str:
 def inspect_table(report: InspectReport, console: Console) -> None:
     table = Table(title=f"cluster {report.cluster}: what each member holds")
     for col, justify in (("member", "left"), ("host", "left"), ("reachable", "left"),
-                         ("etcd", "left"), ("source", "left"), ("member ID", "left"),
+                         ("etcd", "left"), ("version", "left"), ("source", "left"),
+                         ("member ID", "left"),
                          ("term", "right"), ("commit", "right"), ("applied/cindex", "right"),
                          ("last term", "right"), ("last index", "right"),
                          ("revision", "right"), ("DB", "right"), ("read", "right"),
@@ -40,7 +41,8 @@ def inspect_table(report: InspectReport, console: Console) -> None:
     for m in report.members:
         etcd = "-" if m.etcd_running is None else ("running" if m.etcd_running else "stopped")
         style = "bold green" if m.name == report.decision.chosen else None
-        table.add_row(m.name, m.host, _fmt(m.reachable), etcd, _fmt(m.source),
+        table.add_row(m.name, m.host, _fmt(m.reachable), etcd, _fmt(m.etcd_version),
+                      _fmt(m.source),
                       _fmt(id_hex(m.member_id)), _fmt(m.term), _fmt(m.commit_index),
                       _fmt(m.consistent_index), _fmt(m.last_term), _fmt(m.last_index),
                       _fmt(m.revision), _size(m.db_size_bytes), _size(m.bytes_read),
@@ -56,6 +58,10 @@ def inspect_table(report: InspectReport, console: Console) -> None:
             console.print(f"  {m.name}: [red]{m.error}[/]", markup=True, highlight=False)
         for note in m.notes:
             console.print(f"  {m.name}: {note}", markup=False)
+    versions = sorted({m.etcd_version for m in report.members if m.etcd_version})
+    if len(versions) > 1:
+        console.print(f"members run different etcd versions: {', '.join(versions)}",
+                      markup=False)
     if report.decision.refused:
         console.print(f"[bold red]REFUSED[/] ({report.decision.refused}): "
                       f"{report.decision.reason}", markup=True, highlight=False)

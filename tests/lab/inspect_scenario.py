@@ -45,6 +45,14 @@ def run_scenario(lab: LabHandle) -> None:
     report = inspect_json(lab)
     m = by_name(report)
     assert report["quorum"] is False
+    # Each reachable member's etcd version: live from Status, or (etcd stopped) the image tag
+    # of a static pod, or the binary etcd.service runs.
+    for name in ("etcd-1", "etcd-2"):
+        assert m[name]["etcd_version"] == lab.state.etcd_version, m[name]
+    assert m["etcd-1"]["version_source"] == "live Status"
+    assert m["etcd-2"]["version_source"].startswith(
+        "image" if lab.state.runtime == "static-pod" else "/"), m["etcd-2"]
+    assert m["etcd-3"]["etcd_version"] is None
     assert m["etcd-1"]["source"] == "live", m["etcd-1"]
     assert m["etcd-1"]["etcd_running"] is True
     assert m["etcd-2"]["source"] == "disk" and m["etcd-2"]["etcd_running"] is False

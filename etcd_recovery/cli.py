@@ -130,8 +130,10 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v",
 
 
 def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
-                 run_id: str | None = None, exclude: list[str] | None = None) -> Any:
-    """Inspect and lay out the plan (pure planning over what inspect read)."""
+                 run_id: str | None = None, exclude: list[str] | None = None
+                 ) -> tuple[Any, Any]:
+    """Inspect and lay out the plan (pure planning over what inspect read); the plan and the
+    inspection it was made from."""
     from .inspect import inspect_cluster, read_configs
     from .plan import make_plan
     from .render import inspect_table
@@ -145,14 +147,7 @@ def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
     plan = guarded(lambda: make_plan(inv, report, configs, run_id or new_run_id(),
                                      allow_quorum=allow_quorum, take_over_lock=take_over_lock,
                                      exclude=exclude or ()))
-    _PLANNED_FROM.clear()
-    _PLANNED_FROM.append(report)
-    return plan
-
-
-# The inspection this invocation planned from: execute's preflight takes it as its reading
-# when it is moments old, and otherwise does not wait again on the hosts it found unreachable.
-_PLANNED_FROM: list[Any] = []
+    return plan, report
 
 
 def _show_plan(plan: Any, output: PlanOutput, inv: Any) -> None:
@@ -176,7 +171,7 @@ def plan(inventory: InventoryOpt,
          exclude: ExcludeOpt = None) -> None:
     """Inspect, choose the member to keep, and lay out every step (a dry run)."""
     inv = guarded(lambda: load_inventory(inventory, check_files=True))
-    the_plan = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude)
+    the_plan, _ = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude)
     _show_plan(the_plan, output, inv)
     if save is not None:
         try:
@@ -201,17 +196,16 @@ def _confirmed_journal(the_plan: Any, confirm: bool, jdir: Path) -> Any:
 
 
 def _run(inv: Any, the_plan: Any, journal: Any, verbose: bool,
-         check_fingerprint: bool, fresh: bool = False) -> Any:
+         check_fingerprint: bool, planned_from: Any = None) -> Any:
+    """Run the plan; ``planned_from``: the inspection this invocation just made it from."""
     import contextlib
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .executor import Executor
 
-    kw: dict[str, Any] = dict(
-        verbose=verbose, check_fingerprint=check_fingerprint,
-        known_unreachable=tuple(s for r in _PLANNED_FROM for s in r.members if not s.reachable),
-        fresh_report=_PLANNED_FROM[-1] if _PLANNED_FROM and fresh else None)
+    kw: dict[str, Any] = dict(verbose=verbose, check_fingerprint=check_fingerprint,
+                              planned_from=planned_from)
     if not err.is_terminal:  # plain lines for logs and pipes
         return guarded(Executor(inv, the_plan, journal,
                                 log=lambda msg: err.print(msg, markup=False), **kw).run)
@@ -273,6 +267,7 @@ def execute(inventory: InventoryOpt,
             output: OutputOpt = Output.table) -> None:
     """Carry out the plan step by step (needs --confirm), journaled and resumable."""
     from .journal import Journal
+    from .plan import takeover_argv
     from .render import summary_table
 
     jdir = _journal_dir(inventory, journal_dir)
@@ -304,10 +299,11 @@ def execute(inventory: InventoryOpt,
             saved = _load_saved_plan(plan_file)
             allow = bool(saved.steps and saved.steps[0].params.get("allow_quorum"))
             lock = next((s for s in saved.steps if s.kind.value == "lock"), None)
-            takeover = bool(lock and "--take-over-lock" in lock.title)
+            takeover = bool(lock and lock.actions and getattr(lock.actions[0], "argv", None)
+                            == tuple(takeover_argv(saved.run_id)))
             excluded = list(saved.steps[0].params.get("exclude", [])) if saved.steps else []
-            derived = _derive_plan(inv, allow, takeover, run_id=saved.run_id,
-                                   exclude=excluded)
+            derived, planned_from = _derive_plan(inv, allow, takeover, run_id=saved.run_id,
+                                                 exclude=excluded)
             diff = saved.first_difference(derived)
             if diff is not None:
                 fail(RefusedError(f"{plan_file}: the saved plan is not what this inventory "
@@ -315,10 +311,11 @@ def execute(inventory: InventoryOpt,
                                   "changed; make a new plan"))
             the_plan = saved
         else:
-            the_plan = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude)
+            the_plan, planned_from = _derive_plan(inv, allow_quorum, take_over_lock,
+                                                  exclude=exclude)
         journal = _confirmed_journal(the_plan, confirm, jdir)
     summary = _run(inv, the_plan, journal, verbose, check_fingerprint=not resume,
-                   fresh=not resume and plan_file is None)
+                   planned_from=None if resume else planned_from)
     later = {name: f"etcd-recovery rejoin {name} -i {inventory}"
              for name in the_plan.rejoin_later}
     if output is Output.json:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .crosscheck import process_flags
 from .errors import EtcdRecoveryError, FormatError, TransportError
+from .inspect import running_flags
 from .inventory import DEFAULTS
 from .runtimes import config as rconf
 from .transport.base import Transport
@@ -75,10 +75,7 @@ def probe_host(address: str, t: Transport) -> Finding:
                                _etcd_client_files(flags))
         pids = t.run(["pgrep", "-x", "etcd"], check=False, timeout=10).stdout.split()
         if pids:
-            pid = pids[0].decode()
-            cmd = t.run(["cat", f"/proc/{pid}/cmdline"], sudo=True, check=False).stdout
-            env = t.run(["cat", f"/proc/{pid}/environ"], sudo=True, check=False).stdout
-            flags = process_flags(cmd, env)
+            flags = running_flags(t, pids[0].decode()) or {}
             return Finding(address, None, flags, None, None, _etcd_client_files(flags),
                            error="etcd runs, but neither a kubeadm manifest nor "
                                  f"{UNIT} defines it: its runtime is unknown")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
@@ -101,8 +101,7 @@ class Executor:
                  client_factory: ClientFactory = tunnel_client, log: Log = lambda _: None,
                  verbose: bool = False, check_fingerprint: bool = True,
                  stop_after: str | None = None,
-                 known_unreachable: Sequence[MemberState] = (),
-                 fresh_report: InspectReport | None = None,
+                 planned_from: InspectReport | None = None,
                  on_step: Callable[[str, Step], None] | None = None) -> None:
         self.inv = inv
         self.plan = plan
@@ -115,11 +114,10 @@ class Executor:
         self.stop_after = stop_after   # for tests and rehearsals: stop after this step id
         self.rdir = run_dir(plan.run_id)
         self.refs: dict[str, Any] = {}
-        # Hosts the plan found unreachable moments ago: not waited on again in this run.
-        self.known_unreachable = tuple(known_unreachable)
-        # The inspection this same invocation planned from, moments ago: it is the preflight's
-        # reading (it is read again when older than FRESH_S, or for a saved or resumed plan).
-        self.fresh_report = fresh_report
+        # The inspection this invocation planned from, moments ago: it is the preflight's
+        # reading while younger than FRESH_S; after that the preflight reads again, but does
+        # not wait a second time on the hosts it found unreachable. (None: a resumed run.)
+        self.planned_from = planned_from
         self.fresh_at = time.monotonic()
         self.on_step = on_step or (lambda _event, _step: None)  # a live status line's feed
         # Each step kind's precondition (which may find actions already in effect) and its
@@ -477,13 +475,16 @@ class Executor:
     # ------------------------------------------------------------------ preconditions
     def prepare_preflight(self, step: Step) -> dict[int, str]:
         allow = bool(step.params["allow_quorum"])
-        if self.fresh_report is not None and time.monotonic() - self.fresh_at < FRESH_S:
-            report = self.fresh_report
+        earlier = self.planned_from
+        if earlier is not None and time.monotonic() - self.fresh_at < FRESH_S:
+            report = earlier
             self.log("      the plan's inspection, moments old, is the preflight's reading")
         else:
-            report = inspect_cluster(self.inv, factory=self.factory, allow_quorum=allow,
-                                     prefer=self.plan.chosen, exclude=step.params["exclude"],
-                                     known_unreachable=self.known_unreachable)
+            report = inspect_cluster(
+                self.inv, factory=self.factory, allow_quorum=allow, prefer=self.plan.chosen,
+                exclude=step.params["exclude"],
+                known_unreachable=[s for s in earlier.members if not s.reachable]
+                if earlier else ())
         if report.quorum.has_quorum and not allow:
             raise PreconditionError(f"the cluster has quorum again ({report.decision.reason})")
         if report.decision.refused:

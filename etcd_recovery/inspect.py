@@ -219,15 +219,18 @@ def _host_config(t: Transport, member: Member, runtime: str, pids: list[str]
     running: dict[str, str] | None = None
     if pids:
         try:
-            cmd = t.run(["cat", f"/proc/{pids[0]}/cmdline"], sudo=True, check=False,
-                        timeout=10).stdout
-            env = t.run(["cat", f"/proc/{pids[0]}/environ"], sudo=True, check=False,
-                        timeout=10).stdout
-            if cmd:
-                running = process_flags(cmd, env)
+            running = running_flags(t, pids[0])
         except TransportError:
             running = None
     return text, error, running
+
+
+def running_flags(t: Transport, pid: str) -> dict[str, str] | None:
+    """The flags a running etcd was given (command line and ETCD_* environment), or None
+    when the process is gone."""
+    cmd = t.run(["cat", f"/proc/{pid}/cmdline"], sudo=True, check=False, timeout=10).stdout
+    env = t.run(["cat", f"/proc/{pid}/environ"], sudo=True, check=False, timeout=10).stdout
+    return process_flags(cmd, env) if cmd else None
 
 
 _VERSION_RE = re.compile(r"(\d+\.\d+\.\d+)")

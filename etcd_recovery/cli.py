@@ -595,15 +595,16 @@ class Runtime(StrEnum):
     systemd = "systemd"
 
 
-class EtcdVersion(StrEnum):
-    v34 = "3.4"
-    v35 = "3.5"
-
-
 @lab_app.command("up")
 def lab_up(members: Annotated[int, typer.Option(help="3 or 5 (1-9 accepted).")] = 3,
            runtime: Annotated[Runtime, typer.Option()] = Runtime.static_pod,
-           etcd_version: Annotated[EtcdVersion, typer.Option("--etcd-version")] = EtcdVersion.v35,
+           etcd_version: Annotated[str, typer.Option(
+               "--etcd-version", help="An installed etcd: exact (3.5.30) or a minor (3.5: its "
+               "newest build); a comma list gives one per host, the last repeating "
+               "(3.5.16,3.5.16,3.5.30).")] = "3.5",
+           etcd_binary: Annotated[Path | None, typer.Option(
+               "--etcd-binary", help="A directory holding any etcd build (etcd, etcdctl): "
+               "every host runs it instead of --etcd-version.")] = None,
            keys: Annotated[int, typer.Option(help="Keys to load once healthy.")] = 1000,
            auth: Annotated[bool, typer.Option(help="Turn on etcd user/password auth (user "
                                                "root; password in <dir>/etcd-root-password)."
@@ -612,12 +613,14 @@ def lab_up(members: Annotated[int, typer.Option(help="3 or 5 (1-9 accepted).")] 
     """Build (or reuse) the image, start the hosts and a healthy TLS cluster, load keys."""
     lab = _lab(lab_dir)
     state = guarded(lambda: lab.up(members=members, runtime=runtime.value,
-                                   version=etcd_version.value, keys=keys, auth=auth))
+                                   version=etcd_version, keys=keys, auth=auth,
+                                   etcd_binary=None if etcd_binary is None
+                                   else str(etcd_binary)))
     out.print(f"lab {state.id}: {len(state.hosts)} members, {state.runtime}, "
-              f"etcd {state.etcd_version}, in {lab.dir}")
+              f"etcd {', '.join(dict.fromkeys(state.versions))}, in {lab.dir}")
     for h in state.hosts:
         out.print(f"  {h.name:8} ssh root@{h.mgmt_ip}  client {h.client_url}  "
-                  f"peer {h.peer_url}")
+                  f"peer {h.peer_url}  etcd {state.version_of(h)}")
     out.print(f"inventory: {lab.inventory_path}")
     out.print(f"SSH:       ssh -i {lab.dir}/ssh/id_ed25519 -o UserKnownHostsFile="
               f"{lab.dir}/known_hosts root@{state.hosts[0].mgmt_ip}")
@@ -635,12 +638,13 @@ def lab_status(lab_dir: LabDirOpt = Path(".lab"), output: OutputOpt = Output.tab
     else:
         table = Table(title=f"lab {status['lab']} ({status['runtime']}, "
                             f"etcd {status['etcd_version']})")
-        for col in ("host", "ssh", "client URL", "host up", "etcd running", "healthy",
+        for col in ("host", "ssh", "client URL", "etcd", "host up", "etcd running", "healthy",
                     "partitioned"):
             table.add_column(col)
         yes = {True: "yes", False: "no"}
         for h in status["hosts"]:
-            table.add_row(h["name"], h["ssh"], h["client_url"], yes[h["host_up"]],
+            table.add_row(h["name"], h["ssh"], h["client_url"], h["etcd_version"],
+                          yes[h["host_up"]],
                           yes[h["etcd_running"]], yes[h["etcd_healthy"]], yes[h["partitioned"]])
         out.print(table)
         quorum = "has quorum" if status["quorum"] else "has LOST quorum"

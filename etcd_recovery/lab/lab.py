@@ -14,6 +14,7 @@ import io
 import ipaddress
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -32,7 +33,6 @@ from . import image, pki
 FILES = Path(__file__).parent / "files"
 LABEL = "etcd-recovery.lab"
 RUNTIMES = ("static-pod", "systemd")
-VERSIONS = ("3.4", "3.5")
 ETCD_ROOT = Path(os.environ.get("ETCD_RECOVERY_ETCD_DIR", "/opt"))
 KEY_PREFIX = "/lab/keys/"
 
@@ -43,16 +43,75 @@ def _nolog(_: str) -> None:
     return None
 
 
+def installed_etcd() -> dict[str, Path]:
+    """Every etcd build scripts/setup unpacked: version -> ETCD_ROOT/etcd-<version>."""
+    found: dict[str, Path] = {}
+    for p in ETCD_ROOT.glob("etcd-*"):
+        version = p.name.removeprefix("etcd-")
+        if (p / "etcd").is_file() and re.fullmatch(r"\d+\.\d+\.\d+", version):
+            found[version] = p
+    return found
+
+
+def _vkey(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split("."))
+
+
 def etcd_dir(version: str) -> Path:
-    """The newest installed /opt/etcd-<version>.* for a minor version like "3.5"."""
-    found = []
-    for p in ETCD_ROOT.glob(f"etcd-{version}.*"):
-        parts = p.name.removeprefix("etcd-").split(".")
-        if (p / "etcd").is_file() and all(x.isdigit() for x in parts):
-            found.append((tuple(int(x) for x in parts), p))
-    if not found:
-        raise LabError(f"no etcd {version} binaries under {ETCD_ROOT}; run scripts/setup")
-    return max(found)[1]
+    """An installed etcd: an exact version ("3.5.30"), or a minor ("3.5": its newest build)."""
+    installed = installed_etcd()
+    have = ", ".join(sorted(installed, key=_vkey)) or "none"
+    if re.fullmatch(r"\d+\.\d+\.\d+", version):
+        if version in installed:
+            return installed[version]
+    elif re.fullmatch(r"\d+\.\d+", version):
+        match = [v for v in installed if v.startswith(version + ".")]
+        if match:
+            return installed[max(match, key=_vkey)]
+    else:
+        raise UsageError(f"--etcd-version {version!r}: give a version such as 3.5 or 3.5.30 "
+                       f"(installed: {have})")
+    raise UsageError(f"no etcd {version} binaries under {ETCD_ROOT} (installed: {have}); run "
+                   "scripts/setup, or pass --etcd-binary DIR for another build")
+
+
+def binary_version(bindir: Path) -> str:
+    """The version a directory's ``etcd --version`` prints ("etcd Version: 3.6.5")."""
+    etcd = bindir / "etcd"
+    if not etcd.is_file() or not os.access(etcd, os.X_OK):
+        raise UsageError(f"--etcd-binary {bindir}: no executable etcd in it")
+    if not (bindir / "etcdctl").is_file():
+        raise UsageError(f"--etcd-binary {bindir}: no etcdctl beside etcd")
+    try:
+        res = subprocess.run([str(etcd), "--version"], capture_output=True, text=True,
+                             timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"--etcd-binary {bindir}: `etcd --version` failed: {exc}") from exc
+    m = re.search(r"etcd Version:\s*v?(\d+\.\d+\.\d+)", res.stdout)
+    if res.returncode != 0 or m is None:
+        raise UsageError(f"--etcd-binary {bindir}: `etcd --version` printed no version "
+                       f"({(res.stdout + res.stderr).strip()[-200:]!r})")
+    return m.group(1)
+
+
+def host_builds(spec: str, members: int, binary: str | None = None) -> list[tuple[str, Path]]:
+    """Each host's etcd (version, build directory), in host order. ``spec`` is one version, or
+    a comma list with one per host (the last one repeats); ``binary``, a directory holding
+    any etcd build, overrides it for every host."""
+    if binary is not None:
+        bindir = Path(binary).resolve()
+        return [(binary_version(bindir), bindir)] * members
+    parts = [p.strip() for p in spec.split(",")]
+    if any(not p for p in parts) or len(parts) > members:
+        raise UsageError(f"--etcd-version {spec!r}: one version, or at most one per host "
+                       f"({members}), separated by commas")
+    builds = [(d.name.removeprefix("etcd-"), d) for d in map(etcd_dir, parts)]
+    return [builds[min(i, len(builds) - 1)] for i in range(members)]
+
+
+def in_host(version: str) -> str:
+    """Where a host sees an etcd build (kubelet-lite maps an image tag to this path)."""
+    return f"/opt/etcd-{version}"
 
 
 @dataclass
@@ -61,6 +120,7 @@ class LabHost:
     container: str
     mgmt_ip: str
     peer_ip: str
+    etcd_version: str = ""     # this host's etcd when it differs across the lab
 
     @property
     def client_url(self) -> str:
@@ -76,7 +136,7 @@ class LabState:
     id: str
     dir: str
     runtime: str
-    etcd_version: str          # full version, e.g. "3.5.16"
+    etcd_version: str          # full version, e.g. "3.5.16" (the first host's)
     image: str
     mgmt_network: str
     peer_network: str
@@ -85,10 +145,19 @@ class LabState:
     hosts: list[LabHost] = field(default_factory=list)
     keys: int = 0
     auth: bool = False  # etcd --auth on: user root, password in <dir>/etcd-root-password
+    etcd_dirs: dict[str, str] = field(default_factory=dict)  # version -> build dir here
 
     @property
     def etcd_bin(self) -> Path:
-        return ETCD_ROOT / f"etcd-{self.etcd_version}"
+        return Path(self.etcd_dirs.get(self.etcd_version)
+                    or ETCD_ROOT / f"etcd-{self.etcd_version}")
+
+    def version_of(self, h: LabHost) -> str:
+        return h.etcd_version or self.etcd_version
+
+    @property
+    def versions(self) -> list[str]:
+        return [self.version_of(h) for h in self.hosts]
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:
@@ -273,7 +342,7 @@ def host_files(state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKe
     links: dict[str, str] = {}
     if state.runtime == "static-pod":
         files["/etc/kubernetes/manifests/etcd.yaml"] = (
-            static_pod_manifest(flags, state.etcd_version).encode(), 0o600)
+            static_pod_manifest(flags, state.version_of(h)).encode(), 0o600)
         files["/usr/local/bin/kubelet-lite"] = ((FILES / "kubelet-lite.py").read_bytes(), 0o755)
         files["/etc/systemd/system/kubelet-lite.service"] = (
             (FILES / "kubelet-lite.service").read_bytes(), 0o644)
@@ -285,8 +354,8 @@ def host_files(state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKe
                                                      0o644)
         links["/etc/systemd/system/multi-user.target.wants/etcd.service"] = \
             "/etc/systemd/system/etcd.service"
-        links["/usr/local/bin/etcd"] = f"{state.etcd_bin}/etcd"
-        links["/usr/local/bin/etcdctl"] = f"{state.etcd_bin}/etcdctl"
+        links["/usr/local/bin/etcd"] = f"{in_host(state.version_of(h))}/etcd"
+        links["/usr/local/bin/etcdctl"] = f"{in_host(state.version_of(h))}/etcdctl"
     return _tar(files, links, dirs)
 
 
@@ -324,31 +393,34 @@ class Lab:
 
     # ---------------------------------------------------------------- up
     def up(self, members: int = 3, runtime: str = "static-pod", version: str = "3.5",
-           keys: int = 1000, auth: bool = False) -> LabState:
+           keys: int = 1000, auth: bool = False, etcd_binary: str | None = None) -> LabState:
+        """``version``: one etcd version ("3.5", "3.5.30") or a comma list, one per host;
+        ``etcd_binary``: a directory with any etcd build, for every host."""
         if runtime not in RUNTIMES:
             raise LabError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-        if version not in VERSIONS:
-            raise LabError(f"unsupported etcd version {version!r}; use 3.4 or 3.5")
         if members < 1 or members > 9:
             raise LabError("a lab has 1 to 9 members")
+        builds = host_builds(version, members, etcd_binary)
         if self.exists():
-            return self._up_again(members, runtime, version)
+            return self._up_again(members, runtime, [v for v, _ in builds])
         t0 = time.monotonic()
         client = self.client
         tag = image.ensure_image(client, self.log)
-        bindir = etcd_dir(version)
         self.dir.mkdir(parents=True, exist_ok=True)
         mgmt_net, peer_net, mgmt_subnet, peer_subnet = self._create_networks()
         mgmt = ipaddress.ip_network(mgmt_subnet)
         peer = ipaddress.ip_network(peer_subnet)
+        first = builds[0][0]
         hosts = [LabHost(name=f"etcd-{i}", container=f"{self.id}-etcd-{i}",
                          mgmt_ip=str(mgmt.network_address + 10 + i),
-                         peer_ip=str(peer.network_address + 10 + i))
+                         peer_ip=str(peer.network_address + 10 + i),
+                         etcd_version="" if builds[i - 1][0] == first else builds[i - 1][0])
                  for i in range(1, members + 1)]
         state = LabState(id=self.id, dir=str(self.dir), runtime=runtime,
-                         etcd_version=bindir.name.removeprefix("etcd-"), image=tag,
+                         etcd_version=first, image=tag,
                          mgmt_network=mgmt_net, peer_network=peer_net,
-                         mgmt_subnet=mgmt_subnet, peer_subnet=peer_subnet, hosts=hosts)
+                         mgmt_subnet=mgmt_subnet, peer_subnet=peer_subnet, hosts=hosts,
+                         etcd_dirs={v: str(d) for v, d in builds})
         state.save()  # from here on, `lab down` can clean up whatever follows
         ca = pki.make_ca(f"{self.id}-etcd-ca")
         user_key = pki.make_ssh_key(f"{self.id}-operator")
@@ -356,7 +428,8 @@ class Lab:
                                 client=True)
         self._write_user_files(state, ca, client_cert, user_key)
         host_keys = {h.name: pki.make_ssh_key(h.name) for h in hosts}
-        self.log(f"starting {members} hosts ({runtime}, etcd {state.etcd_version})")
+        self.log(f"starting {members} hosts ({runtime}, etcd "
+                 f"{', '.join(dict.fromkeys(state.versions))})")
         with ThreadPoolExecutor(max_workers=min(4, members)) as pool:
             list(pool.map(lambda h: self._start_host(state, h, ca, host_keys[h.name], user_key),
                           hosts))
@@ -399,10 +472,9 @@ class Lab:
                                f"{res.stderr.strip()[-300:]}")
         state.auth = True
 
-    def _up_again(self, members: int, runtime: str, version: str) -> LabState:
+    def _up_again(self, members: int, runtime: str, versions: list[str]) -> LabState:
         state = self.state()
-        if (len(state.hosts), state.runtime) != (members, runtime) or \
-                not state.etcd_version.startswith(version + "."):
+        if (len(state.hosts), state.runtime, state.versions) != (members, runtime, versions):
             raise LabError(
                 f"a different lab already exists in {self.dir} ({len(state.hosts)} members, "
                 f"{state.runtime}, etcd {state.etcd_version}); run `etcd-recovery lab down "
@@ -454,6 +526,12 @@ class Lab:
                 raise LabError(f"cannot create the lab networks: {exc}") from exc
         raise LabError("no free /24 subnet left in 172.30.16-249.0 for the lab")
 
+    @staticmethod
+    def _builds(state: LabState) -> dict[str, str]:
+        """version -> build directory on this machine, for every version the lab runs."""
+        return {v: state.etcd_dirs.get(v) or str(ETCD_ROOT / f"etcd-{v}")
+                for v in state.versions}
+
     def _start_host(self, state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKey,
                     user_key: pki.SshKey) -> None:
         client = self.client
@@ -464,7 +542,8 @@ class Lab:
             security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             tmpfs={"/run": "rw,exec,mode=755", "/run/lock": "rw"},
             binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-                   str(state.etcd_bin): {"bind": str(state.etcd_bin), "mode": "ro"}},
+                   **{d: {"bind": in_host(v), "mode": "ro"}
+                      for v, d in self._builds(state).items()}},
             cgroupns="host", network_mode=state.mgmt_network, init=False)
         created = client.api.create_container(
             state.image, name=h.container, hostname=h.name, detach=True,
@@ -585,7 +664,8 @@ class Lab:
             running = self.etcd_running(h) if up or self.container(h) is not None else False
             healthy = self.endpoint_health(state, h) if running else False
             return {"name": h.name, "ssh": f"root@{h.mgmt_ip}:22", "client_url": h.client_url,
-                    "peer_url": h.peer_url, "host_up": up, "etcd_running": running,
+                    "peer_url": h.peer_url, "etcd_version": state.version_of(h), "host_up": up,
+                    "etcd_running": running,
                     "etcd_healthy": healthy, "partitioned": self.partitioned(h)}
 
         with ThreadPoolExecutor(max_workers=len(state.hosts)) as pool:

@@ -92,7 +92,7 @@ def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...,
 
     def make(members: int = 3, runtime: str = "static-pod", version: str = "3.5",
              keys: int = 1000, auth: bool = False) -> LabHandle:
-        lab_dir = tmp_path_factory.mktemp(f"lab-{runtime}-{version}-{members}")
+        lab_dir = tmp_path_factory.mktemp(f"lab-{runtime}-{version.replace(',', '_')}-{members}")
         made.append(lab_dir)
         cli("lab", "up", "--dir", str(lab_dir), "--members", str(members), "--runtime",
             runtime, "--etcd-version", version, "--keys", str(keys),

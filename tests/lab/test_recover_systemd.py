@@ -1,4 +1,5 @@
-"""Recovery on a 3-member systemd lab, etcd 3.4."""
+"""Recovery on a 3-member systemd lab: etcd 3.4, and 3.5.30 (Debian sid's build, which
+carries the force-new-cluster commit fix, etcd-io/etcd#20055)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import json
 import time
 from collections.abc import Callable
 
+import pytest
+
 from .conftest import LabHandle, cli, etcdctl
 from .recovery_scenario import check_recovered, inventory, run_recovery
 from .verbs import healthy
 
 
+@pytest.mark.parametrize("version", ["3.4", "3.5.30"])
 def test_recovery_three_members_two_lost_then_rejoin(
-        make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="systemd", version="3.4", keys=1000)
+        make_lab: Callable[..., LabHandle], version: str) -> None:
+    lab = make_lab(members=3, runtime="systemd", version=version, keys=1000)
     summary = run_recovery(lab, members=3, keys=1000)
     assert summary["total_s"] < 120
 

@@ -34,13 +34,12 @@ from .errors import (
 )
 from .formats.backend import read_backend
 from .formats.wal import read_wal, wal_file_names
-from .formats.walwrite import hardstate_frame
 from .inspect import TransportFactory, inspect_cluster, read_disk, ssh_transport
 from .inventory import Inventory
 from .journal import Event, Journal, done_steps
 from .live import ERR_LEARNER_NOT_READY, ERR_TOO_MANY_LEARNERS, ERR_UNHEALTHY, MemberInfo
-from .model import InspectReport, MemberState, Quorum
-from .plan import Plan, Step, StepKind, fingerprint, run_dir, unlock_argv
+from .model import InspectReport, MemberState, Quorum, WalTail
+from .plan import Plan, Step, StepKind, align_decision, fingerprint, run_dir, unlock_argv
 from .session import ClientFactory, Session, tunnel_client
 from .transport.base import CommandResult
 from .verify import poll, verify_cluster
@@ -451,26 +450,22 @@ class Executor:
                          for n in names[-2:]])
 
     def _wal_record(self, step: Step, host: str) -> AppendWal | None:
+        """The plan's align-commit decision (plan.align_decision), taken now from the fenced
+        member's WAL; None when there is nothing to write (said in the run's log)."""
         t = self.session.t(host)
         wal = self._read_wal(step)
         cindex = read_backend(t.open_file(step.params["db"], sudo=True)).consistent_index or 0
-        target = max(cindex, wal.last_index)
-        if target <= wal.hardstate_commit:
-            return None
-        if wal.torn_tail or wal.last_index < cindex:
-            why = ("the WAL ends in a torn write" if wal.torn_tail else
-                   f"the WAL's last entry ({wal.last_index}) is before the consistent index")
-            self.log(f"WARNING {host}: WAL commit {wal.hardstate_commit} < {target} but {why}: "
-                     "not aligning; verify's HashKV check will tell whether members diverge")
-            return None
-        data, _ = hardstate_frame(wal.last_crc, wal.hardstate_term, wal.hardstate_vote,
-                                  target)
         wal_dir = step.params["wal_dir"]
         last = posixpath.join(wal_dir, wal_file_names(
             f.name for f in t.list_dir(wal_dir, sudo=True))[-1])
-        if wal.end_offset + len(data) > t.open_file(last, sudo=True).size():
-            raise PreconditionError(f"{host}: no room after the last record of {last}")
-        return AppendWal(host, last, wal.end_offset, data.hex(), wal.last_crc, target)
+        tail = WalTail(file=last, offset=wal.end_offset, crc=wal.last_crc,  # ends in `last`
+                       room=t.open_file(last, sudo=True).size() - wal.end_offset,
+                       term=wal.hardstate_term, vote=wal.hardstate_vote)
+        d = align_decision(host, wal.hardstate_commit, wal.last_index, cindex,
+                           wal.torn_tail, tail, bool(step.params["commit_fix"]))
+        if d.record is None:
+            self.log(f"      {d.why}")
+        return d.record
 
     # ------------------------------------------------------------------ preconditions
     def prepare_preflight(self, step: Step) -> dict[int, str]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from . import versions
 from .actions import (
     Action,
     AppendWal,
@@ -43,10 +44,10 @@ from .actions import (
     action_from_json,
     action_to_json,
 )
-from .errors import FormatError, RefusedError
+from .errors import FormatError, RefusedError, UsageError
 from .formats.walwrite import hardstate_frame
 from .inventory import Inventory, Member
-from .model import InspectReport, MemberState, PeerView, id_hex
+from .model import InspectReport, MemberState, PeerView, WalTail, id_hex
 from .runtimes import config as rconf
 from .runtimes.base import Runtime, runtime_for, sh
 
@@ -81,9 +82,12 @@ STEP_PARAMS: dict[StepKind, dict[str, str]] = {
     StepKind.PREFLIGHT_REJOIN: {"via": "str", "name": "str"},
     StepKind.LOCK: {"path": "str", "members": _STR_LIST},
     StepKind.VERIFY: {"members": _STR_LIST, "keys_before": "int|None"},
-    StepKind.ALIGN_COMMIT: {"wal_dir": "str", "db": "str", "target": "str"},
+    StepKind.ALIGN_COMMIT: {"wal_dir": "str", "db": "str", "target": "str",
+                             "commit_fix": "bool"},
+    StepKind.FORCE_NEW_CLUSTER: {"etcd_image": "str|None"},
 }
 _PARAM_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "bool": (bool,),
+                                             "str|None": (str, type(None)),
                                              "int|None": (int, type(None)), _STR_LIST: (list,)}
 
 
@@ -156,7 +160,7 @@ class Step:
 
 
 _PLAN_KEYS = {"version", "cluster", "runtime", "run_id", "chosen", "reason", "fingerprint",
-              "inventory", "unreachable", "rejoin_later", "steps"}
+              "inventory", "unreachable", "rejoin_later", "advisories", "steps"}
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ class Plan:
     unreachable: tuple[str, ...]
     rejoin_later: tuple[str, ...]
     inventory: str
+    advisories: tuple[str, ...] = ()   # one line per etcd-version fact the plan answers
     version: int = PLAN_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -179,6 +184,7 @@ class Plan:
                 "fingerprint": self.fingerprint, "inventory": self.inventory,
                 "unreachable": list(self.unreachable),
                 "rejoin_later": list(self.rejoin_later),
+                "advisories": list(self.advisories),
                 "steps": [s.to_json() for s in self.steps]}
 
     @classmethod
@@ -198,7 +204,7 @@ class Plan:
                     "inventory"):
             if not isinstance(d[key], str):
                 raise FormatError(file, 0, f"not a valid plan: {key!r} must be a string")
-        for key in ("unreachable", "rejoin_later"):
+        for key in ("unreachable", "rejoin_later", "advisories"):
             if not isinstance(d[key], list) or not all(isinstance(x, str) for x in d[key]):
                 raise FormatError(file, 0, f"not a valid plan: {key!r} must be a list of "
                                            "strings")
@@ -209,7 +215,8 @@ class Plan:
         return cls(cluster=d["cluster"], runtime=d["runtime"], run_id=d["run_id"],
                    chosen=d["chosen"], reason=d["reason"], fingerprint=d["fingerprint"],
                    inventory=d["inventory"], unreachable=tuple(d["unreachable"]),
-                   rejoin_later=tuple(d["rejoin_later"]), steps=steps)
+                   rejoin_later=tuple(d["rejoin_later"]),
+                   advisories=tuple(d["advisories"]), steps=steps)
 
     def first_difference(self, other: Plan) -> str | None:
         """Where two plans differ in what they would do (run ids aside), or None."""
@@ -321,8 +328,10 @@ def _members_arg(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
 
 def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
               run_id: str, keys_before: int | None = None, allow_quorum: bool = False,
-              take_over_lock: bool = False, exclude: Sequence[str] = ()) -> Plan:
-    """Lay out the recovery. ``configs`` maps member name -> its manifest / env file text."""
+              take_over_lock: bool = False, exclude: Sequence[str] = (),
+              etcd_image: str | None = None) -> Plan:
+    """Lay out the recovery. ``configs`` maps member name -> its manifest / env file text.
+    ``etcd_image`` (static pods): the image the kept member runs from force-new-cluster on."""
     d = report.decision
     if d.refused or d.chosen is None:
         raise RefusedError(f"no plan: {d.reason}")
@@ -339,6 +348,18 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
         if m.name not in configs:
             raise RefusedError(f"{m.name}: its etcd configuration "
                                f"({rt.config_path(m)}) could not be read")
+    kept_versions = {m.name: states[m.name].etcd_version for m in reachable}
+    if etcd_image is not None:
+        if inv.runtime != "static-pod":
+            raise UsageError("--etcd-image applies to a static-pod cluster; for systemd, put "
+                             f"the etcd build to run on {chosen.name} where its unit runs it")
+        tag = versions.parse_version(etcd_image.rsplit(":", 1)[-1]
+                                     if ":" in etcd_image.rsplit("/", 1)[-1] else None)
+        kept_versions[chosen.name] = "{}.{}.{}".format(*tag) if tag else None
+    advs = versions.advisories(chosen.name, kept_versions)
+    for a in advs:
+        if a.refuse:
+            raise RefusedError(f"no plan: {a.line()}")
     rdir = run_dir(run_id)
     steps: list[Step] = []
     add = steps.append
@@ -370,25 +391,31 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
 
     # 4. align the kept member's WAL commit, force a new cluster from it, then restart it
     #    without the flag
-    add(align_step(chosen, states[chosen.name], run_id))
-    orig = configs[chosen.name]
+    add(align_step(chosen, replace(states[chosen.name],
+                                   etcd_version=kept_versions[chosen.name]), run_id))
     cfg_file = rt.config_path(chosen)
+    orig = configs[chosen.name]
+    if etcd_image is not None:
+        # the kept member keeps the image it is restored with (a patch-level change)
+        orig = rconf.manifest_with_image(orig, cfg_file, etcd_image)
     forced = rt.with_flags(orig, cfg_file, {rconf.FLAG_FORCE_NEW_CLUSTER: "true"})
     staged = posixpath.join(rdir, "config.staged")
     start = tuple(rt.start_argv(chosen, staged))
     add(Step(id=f"force-new-cluster:{chosen.name}", phase="restore",
              kind=StepKind.FORCE_NEW_CLUSTER, host=chosen.name,
-             title=f"Start {chosen.name} with --force-new-cluster ({d.reason})",
+             title=f"Start {chosen.name} with --force-new-cluster ({d.reason})"
+                   + (f", from image {etcd_image}" if etcd_image else ""),
              precondition="every reachable member is fenced (no etcd running); read from "
                           f"their disks, {chosen.name} still has the most up-to-date log; its "
                           "backup exists",
              check=f"{chosen.name} is healthy as a one-member cluster: it leads, the member "
                    "list holds only itself, a linearizable read succeeds",
              actions=(WriteFile(chosen.name, staged, forced, 0o600,
-                                rconf.unified_diff(orig, forced, cfg_file)),
+                                rconf.unified_diff(configs[chosen.name], forced, cfg_file)),
                       Run(chosen.name, start, 60.0),
                       Wait("leads-alone", chosen.name, chosen.client_url, 90.0),
-                      host_record(chosen.name, run_id, f"force-new-cluster:{chosen.name}"))))
+                      host_record(chosen.name, run_id, f"force-new-cluster:{chosen.name}")),
+             params={"etcd_image": etcd_image}))
     add(Step(id=f"remove-flag:{chosen.name}", phase="restore", kind=StepKind.RESTART_PLAIN,
              host=chosen.name,
              title=f"Restart {chosen.name} without --force-new-cluster",
@@ -435,7 +462,8 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     add(unlock_step(run_id, reachable))
     return Plan(cluster=inv.name, runtime=inv.runtime, run_id=run_id, chosen=chosen.name,
                 reason=d.reason, fingerprint=fingerprint(report), steps=tuple(steps),
-                unreachable=unreachable, rejoin_later=unreachable, inventory=inv.path)
+                unreachable=unreachable, rejoin_later=unreachable, inventory=inv.path,
+                advisories=tuple(a.line() for a in advs))
 
 
 def lock_step(run_id: str, members: Sequence[Member], take_over: bool) -> Step:
@@ -478,16 +506,69 @@ def fence_step(rt: Runtime, m: Member, run_id: str) -> Step:
                          host_record(m.name, run_id, sid)))
 
 
+@dataclass(frozen=True)
+class Align:
+    """What align-commit does to one member's WAL, decided from its WAL read on disk."""
+
+    outcome: str                 # "planned" | "none" | "etcd-does-it" | "skipped"
+    why: str                     # one line, for the plan's title or the run's log
+    record: AppendWal | None = None
+
+
+def align_decision(host: str, hardstate_commit: int, last_index: int, consistent: int,
+                   torn: bool, tail: WalTail | None, commit_fix: bool) -> Align:
+    """The align-commit decision, for the plan (etcd stopped when planned) and for the run
+    (etcd fenced after planning) alike.
+
+    --force-new-cluster keeps the WAL's entries up to its commit only; etcd with
+    etcd-io/etcd#20055 (``commit_fix``) first raises that commit to the consistent index. The
+    record written makes the commit max(last index, consistent index): the member's whole log,
+    which raft's up-to-date rule chose it for."""
+    target = max(consistent, last_index)
+    if target <= hardstate_commit:
+        return Align("none", f"Nothing to write: {host}'s WAL commit {hardstate_commit} "
+                             f"already covers its log (last index {last_index}, consistent "
+                             f"index {consistent})")
+    if commit_fix and last_index <= max(hardstate_commit, consistent):
+        return Align("etcd-does-it",
+                     f"Nothing to write (confirmed no-op): {host}'s etcd raises the commit "
+                     f"{hardstate_commit} to its consistent index {consistent} itself on "
+                     f"--force-new-cluster (etcd-io/etcd#20055), which covers its whole log "
+                     f"(last index {last_index})")
+    why = ("the WAL ends in a torn write" if torn else
+           f"the WAL's last entry ({last_index}) is before the consistent index ({consistent})"
+           if last_index < consistent else None)
+    data = b""
+    if why is None and tail is not None:
+        data, _ = hardstate_frame(tail.crc, tail.term, tail.vote, target)
+        if tail.room < len(data):
+            why = f"no room after the last record of {tail.file}"
+    elif why is None:
+        why = "the last WAL file holds no valid record to append after"
+    if why is not None:
+        return Align("skipped", f"WARNING: {host}'s WAL commit {hardstate_commit} < {target}, "
+                                f"but {why}: not aligning; verify's HashKV check will tell "
+                                "whether members diverge")
+    assert tail is not None
+    return Align("planned",
+                 f"Make {host}'s WAL commit cover every entry of its log: append one HardState "
+                 f"record (term {tail.term}, vote {tail.vote:x}, commit {target}; WAL commit "
+                 f"{hardstate_commit}, last index {last_index}, consistent index {consistent})",
+                 AppendWal(host, tail.file, tail.offset, data.hex(), tail.crc, target))
+
+
 def align_step(m: Member, st: MemberState, run_id: str) -> Step:
-    """Make the kept member's WAL commit cover its whole log (etcd-io/etcd#14009, #20009).
+    """Make the kept member's WAL commit cover its whole log (etcd-io/etcd#14009, #20055).
 
     The record is computed here when the member's WAL was read from disk (etcd stopped): its
     exact bytes and offset are in the plan, and the executor checks that the WAL still ends
     there. When etcd ran at planning time, its WAL can still change until it is fenced: the
-    record is then a named reference, resolved from the WAL after fencing and journaled."""
+    record is then a named reference, resolved from the WAL after fencing (the same decision,
+    :func:`align_decision`) and journaled."""
     sid = f"align-commit:{m.name}"
     wal_dir = posixpath.join(m.data_dir, "member", "wal")
     db = posixpath.join(m.data_dir, "member", "snap", "db")
+    fix = versions.commit_fix(versions.parse_version(st.etcd_version))
 
     def step(title: str, target: str, actions: tuple[Action, ...] = ()) -> Step:
         return Step(id=sid, phase="restore", kind=StepKind.ALIGN_COMMIT, host=m.name,
@@ -497,37 +578,21 @@ def align_step(m: Member, st: MemberState, run_id: str) -> Step:
                     check="the WAL's last HardState commit equals max(last index, "
                           "consistent index)",
                     actions=(*actions, host_record(m.name, run_id, sid)) if actions else (),
-                    params={"wal_dir": wal_dir, "db": db, "target": target})
+                    params={"wal_dir": wal_dir, "db": db, "target": target,
+                            "commit_fix": fix})
 
-    cindex = st.consistent_index or 0
-    target = max(cindex, st.last_index or 0)
-    tail = st.wal_tail
-    if st.source != "disk" or tail is None:
+    if st.source != "disk" or st.wal_tail is None:
         return step(f"Make {m.name}'s WAL commit cover every entry of its log: etcd ran when "
                     "this plan was made, so the HardState record (term and vote of the WAL's "
                     "last HardState, commit = max(last index, consistent index)) is computed "
                     "from its WAL once it is fenced; its bytes and offset go into the journal "
-                    f"as wal-record:{m.name}", "after-fence",
+                    f"as wal-record:{m.name}"
+                    + (" (or nothing, when etcd's own fix, etcd-io/etcd#20055, covers the "
+                       "log)" if fix else ""), "after-fence",
                     (AppendWal(m.name, "", -1, "", -1, -1),))
-    hs_commit = st.hardstate_commit or 0
-    if target <= hs_commit:
-        return step(f"Nothing to write: {m.name}'s WAL commit {hs_commit} already covers its "
-                    f"log (last index {st.last_index}, consistent index {cindex})", "none")
-    why = ("the WAL ends in a torn write" if st.torn_tail else
-           f"the WAL's last entry ({st.last_index}) is before the consistent index ({cindex})"
-           if (st.last_index or 0) < cindex else None)
-    data, _ = hardstate_frame(tail.crc, tail.term, tail.vote, target)
-    if why is None and tail.room < len(data):
-        why = f"no room after the last record of {tail.file}"
-    if why is not None:
-        return step(f"WARNING: {m.name}'s WAL commit {hs_commit} < {target}, but {why}: not "
-                    "aligning; verify's HashKV check will tell whether members diverge",
-                    "skipped")
-    return step(f"Make {m.name}'s WAL commit cover every entry of its log: append one "
-                f"HardState record (term {tail.term}, vote {tail.vote:x}, commit {target}; "
-                f"WAL commit {hs_commit}, last index {st.last_index}, consistent index "
-                f"{cindex})", "planned",
-                (AppendWal(m.name, tail.file, tail.offset, data.hex(), tail.crc, target),))
+    d = align_decision(m.name, st.hardstate_commit or 0, st.last_index or 0,
+                       st.consistent_index or 0, bool(st.torn_tail), st.wal_tail, fix)
+    return step(d.why, d.outcome, (d.record,) if d.record else ())
 
 
 def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,

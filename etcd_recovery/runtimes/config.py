@@ -199,6 +199,7 @@ class _Pod:
     flags: tuple[_Flag, ...]
     env_names: frozenset[str]
     image: str | None
+    image_node: yaml.ScalarNode | None = None
 
 
 def _compose(text: str, file: str) -> yaml.Node | None:
@@ -345,7 +346,9 @@ def _parse_pod(text: str, file: str) -> _Pod:
     image_value = (str(image.value) if isinstance(image, yaml.ScalarNode)
                    and image.tag != _NULL_TAG else None)
     return _Pod(root=root, command=command, args=args, items=tuple(items), flags=tuple(flags),
-                env_names=frozenset(env_names), image=image_value)
+                env_names=frozenset(env_names), image=image_value,
+                image_node=image if isinstance(image, yaml.ScalarNode)
+                and image_value is not None else None)
 
 
 def manifest_flags(text: str, file: str) -> dict[str, str]:
@@ -501,6 +504,39 @@ def manifest_with_flags(text: str, file: str, set_: Mapping[str, str],
     if _without_argv(_load(result, file)) != _without_argv(_load(text, file)):
         raise FormatError(file, 0, "the rewrite would change more than etcd's flags; "
                                    "nothing was changed")
+    return result
+
+
+def manifest_with_image(text: str, file: str, new_image: str) -> str:
+    """The manifest with the etcd container's image replaced in place (only that value
+    changes; its quoting style is kept where the new value allows it)."""
+    if not new_image or new_image != new_image.strip() or "\n" in new_image:
+        raise UsageError(f"image {new_image!r} is not a valid image reference")
+    pod = _parse_pod(text, file)
+    node = pod.image_node
+    if node is None or not isinstance(node, yaml.ScalarNode):
+        raise FormatError(file, 0, f"container {ETCD_CONTAINER!r} names no image to replace")
+    start, end = node.start_mark.index, node.end_mark.index
+    if node.style not in (None, "'", '"') or "\n" in text[start:end]:
+        raise _error(file, text, start, "the image is not written on one line as a plain or "
+                                        "quoted string; refusing to rewrite it")
+    if pod.image == new_image:
+        return text
+    result = _apply(text, [(start, end, _yaml_scalar(new_image, node.style))])
+    if manifest_image(result, file) != new_image:
+        raise FormatError(file, 0, "the image could not be rewritten in place; nothing was "
+                                   "changed")
+
+    def without_image(doc: object) -> object:
+        for c in (doc.get("spec") or {}).get("containers") or [] \
+                if isinstance(doc, dict) else []:
+            if isinstance(c, dict) and c.get("name") == ETCD_CONTAINER:
+                c.pop("image", None)
+        return doc
+
+    if without_image(_load(result, file)) != without_image(_load(text, file)):
+        raise FormatError(file, 0, "the rewrite would change more than the image; nothing "
+                                   "was changed")
     return result
 
 

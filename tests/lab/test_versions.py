@@ -49,7 +49,7 @@ def test_any_etcd_build_from_a_directory(tmp_path: Path) -> None:
         state = LabHandle(lab_dir).state
         assert state.etcd_dirs == {"3.5.30": str(build)}
         report = json.loads(cli("inspect", "-i", str(lab_dir / "inventory.yaml"), "-o", "json",
-                                "--allow-quorum", check=False).stdout)
+                                check=False).stdout)
         assert report["members"][0]["etcd_version"] == "3.5.30", report
     finally:
         cli("lab", "down", "--dir", str(lab_dir), check=False)

@@ -125,13 +125,16 @@ ExcludeOpt = Annotated[list[str] | None, typer.Option(
 TakeOverOpt = Annotated[bool, typer.Option(
     "--take-over-lock", help="Take the hosts' recovery lock over from a dead run (the lock "
     "step then overwrites it).")]
+EtcdImageOpt = Annotated[str | None, typer.Option(
+    "--etcd-image", help="Static pods: the image the kept member runs from --force-new-cluster "
+    "on (e.g. a fixed etcd patch release when its own version has a bug the plan names).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v",
                                           help="Show every action as it runs.")]
 
 
 def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
-                 run_id: str | None = None, exclude: list[str] | None = None
-                 ) -> tuple[Any, Any]:
+                 run_id: str | None = None, exclude: list[str] | None = None,
+                 etcd_image: str | None = None) -> tuple[Any, Any]:
     """Inspect and lay out the plan (pure planning over what inspect read); the plan and the
     inspection it was made from."""
     from .inspect import inspect_cluster, read_configs
@@ -146,7 +149,7 @@ def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
     configs = guarded(lambda: read_configs(inv, report))
     plan = guarded(lambda: make_plan(inv, report, configs, run_id or new_run_id(),
                                      allow_quorum=allow_quorum, take_over_lock=take_over_lock,
-                                     exclude=exclude or ()))
+                                     exclude=exclude or (), etcd_image=etcd_image))
     return plan, report
 
 
@@ -168,10 +171,11 @@ def plan(inventory: InventoryOpt,
          save: Annotated[Path | None, typer.Option("--save", help="Write the plan (JSON, "
                                                    "with its state fingerprint).")] = None,
          allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False,
-         exclude: ExcludeOpt = None) -> None:
+         exclude: ExcludeOpt = None, etcd_image: EtcdImageOpt = None) -> None:
     """Inspect, choose the member to keep, and lay out every step (a dry run)."""
     inv = guarded(lambda: load_inventory(inventory, check_files=True))
-    the_plan, _ = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude)
+    the_plan, _ = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude,
+                               etcd_image=etcd_image)
     _show_plan(the_plan, output, inv)
     if save is not None:
         try:
@@ -264,6 +268,7 @@ def execute(inventory: InventoryOpt,
                 "--abandon", help="Give up the unfinished run (its journal is kept; its host "
                 "locks then need --take-over-lock) so that a new plan can be made.")] = False,
             verbose: VerboseOpt = False, exclude: ExcludeOpt = None,
+            etcd_image: EtcdImageOpt = None,
             output: OutputOpt = Output.table) -> None:
     """Carry out the plan step by step (needs --confirm), journaled and resumable."""
     from .journal import Journal
@@ -302,8 +307,10 @@ def execute(inventory: InventoryOpt,
             takeover = bool(lock and lock.actions and getattr(lock.actions[0], "argv", None)
                             == tuple(takeover_argv(saved.run_id)))
             excluded = list(saved.steps[0].params.get("exclude", [])) if saved.steps else []
+            image = next((s.params.get("etcd_image") for s in saved.steps
+                          if s.kind.value == "force_new_cluster"), None)
             derived, planned_from = _derive_plan(inv, allow, takeover, run_id=saved.run_id,
-                                                 exclude=excluded)
+                                                 exclude=excluded, etcd_image=image)
             diff = saved.first_difference(derived)
             if diff is not None:
                 fail(RefusedError(f"{plan_file}: the saved plan is not what this inventory "
@@ -312,7 +319,7 @@ def execute(inventory: InventoryOpt,
             the_plan = saved
         else:
             the_plan, planned_from = _derive_plan(inv, allow_quorum, take_over_lock,
-                                                  exclude=exclude)
+                                                  exclude=exclude, etcd_image=etcd_image)
         journal = _confirmed_journal(the_plan, confirm, jdir)
     summary = _run(inv, the_plan, journal, verbose, check_fingerprint=not resume,
                    planned_from=None if resume else planned_from)

@@ -134,6 +134,7 @@ def read_disk(t: Transport, member: Member) -> MemberState:
         membership=tuple(PeerView(m.id, m.name or "", tuple(m.peer_urls), m.is_learner)
                          for m in (db.members if db else ())),
         removed_ids=tuple(db.removed_member_ids) if db else (),
+        storage_version=db.storage_version if db else None,
         alarms=tuple(a.alarm for a in db.alarms) if db else (),
         notes=tuple(notes), bytes_read=total)
 
@@ -189,6 +190,7 @@ def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState
         commit_index=st.raft_index, consistent_index=st.raft_applied_index,
         last_index=last_index, last_term=last_term, revision=st.revision, bytes_read=wal_bytes,
         term_starts=term_starts, etcd_version=st.version or None,
+        storage_version=st.storage_version or None,
         db_size_bytes=st.db_size, leader_id=st.leader or None, is_learner=st.is_learner,
         alarms=alarms,
         membership=tuple(PeerView(m.id, m.name, tuple(m.peer_urls), m.is_learner)

@@ -139,6 +139,7 @@ class LiveStatus:
     errors: tuple[str, ...]
     is_learner: bool
     revision: int
+    storage_version: str = ""  # etcd 3.6+ (StatusResponse.storageVersion = 11)
 
 
 @dataclass(frozen=True)
@@ -374,6 +375,7 @@ class EtcdClient:
             errors=tuple(str(e) for e in r.errors),
             is_learner=bool(r.isLearner),
             revision=int(r.header.revision),
+            storage_version=str(r.storageVersion),
         )
 
     def alarms(self) -> list[AlarmInfo]:

@@ -100,6 +100,7 @@ class MemberState:
     ssh_refused: bool = False             # SSH answered but refused us (keys, user, host key)
     etcd_version: str | None = None       # e.g. "3.5.16": live Status, image tag or binary
     version_source: str | None = None     # where etcd_version was read
+    storage_version: str | None = None    # etcd 3.6+: the data dir's schema (meta bucket)
     corrupt: bool = False
     error: str | None = None
     notes: tuple[str, ...] = ()
@@ -148,6 +149,7 @@ class MemberState:
             "ssh_refused": self.ssh_refused,
             "etcd_version": self.etcd_version,
             "version_source": self.version_source,
+            "storage_version": self.storage_version,
             "corrupt": self.corrupt,
             "error": self.error,
             "notes": list(self.notes),

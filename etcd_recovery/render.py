@@ -41,7 +41,9 @@ def inspect_table(report: InspectReport, console: Console) -> None:
     for m in report.members:
         etcd = "-" if m.etcd_running is None else ("running" if m.etcd_running else "stopped")
         style = "bold green" if m.name == report.decision.chosen else None
-        table.add_row(m.name, m.host, _fmt(m.reachable), etcd, _fmt(m.etcd_version),
+        version = _fmt(m.etcd_version) + (f"\nstorage {m.storage_version}"
+                                          if m.storage_version else "")
+        table.add_row(m.name, m.host, _fmt(m.reachable), etcd, version,
                       _fmt(m.source),
                       _fmt(id_hex(m.member_id)), _fmt(m.term), _fmt(m.commit_index),
                       _fmt(m.consistent_index), _fmt(m.last_term), _fmt(m.last_index),
@@ -82,6 +84,8 @@ def _checks(checks: tuple[Check, ...], reachable: bool) -> str:
 def plan_table(plan: Plan, console: Console) -> None:
     console.print(f"Recovery plan {plan.run_id} for cluster {plan.cluster} ({plan.runtime}); "
                   f"keep [bold]{plan.chosen}[/]: {plan.reason}", markup=True, highlight=False)
+    for line in plan.advisories:
+        console.print(f"advisory: {line}", markup=False, highlight=False)
     table = Table(show_lines=True)
     for col in ("#", "step", "host", "actions", "precondition", "check"):
         table.add_column(col, overflow="fold")

@@ -125,7 +125,8 @@ def plan_markdown(plan: Plan, inv: Inventory) -> str:
     out = [f"# Recovery runbook: cluster `{plan.cluster}` ({plan.runtime})", "",
            f"- Run id: `{plan.run_id}` (state on each host under `{run_dir(plan.run_id)}`)",
            f"- Member to keep: **{plan.chosen}** - {plan.reason}",
-           f"- State fingerprint: `{plan.fingerprint}`", "",
+           f"- State fingerprint: `{plan.fingerprint}`",
+           *[f"- Advisory: {line}" for line in plan.advisories], "",
            "Do the steps in order, in one bash session. Do not go on when a command fails: "
            "stop and look.", "", "## Environment", "", "```sh", *environment(plan, inv),
            "```", ""]

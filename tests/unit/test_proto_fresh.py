@@ -77,6 +77,7 @@ ETCD_FIELDS: dict[str, dict[str, int]] = {
     "etcdserverpb.StatusResponse": {
         "header": 1, "version": 2, "dbSize": 3, "leader": 4, "raftIndex": 5, "raftTerm": 6,
         "raftAppliedIndex": 7, "errors": 8, "dbSizeInUse": 9, "isLearner": 10,
+        "storageVersion": 11,  # 3.6 (api/etcdserverpb/rpc.proto at v3.6.0)
     },
     "etcdserverpb.HashKVRequest": {"revision": 1},
     "etcdserverpb.HashKVResponse": {"header": 1, "hash": 2, "compact_revision": 3},
@@ -139,3 +140,6 @@ def test_wire_bytes_of_a_status_response() -> None:
     assert msg.leader == 5
     assert msg.isLearner is True
     assert msg.SerializeToString() == wire
+    # etcd 3.6's storageVersion (field 11, string): "3.6.0"
+    v36 = etcdserver_pb2.StatusResponse.FromString(wire + b"\x5a\x053.6.0")
+    assert v36.storageVersion == "3.6.0"

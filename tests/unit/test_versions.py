@@ -1,0 +1,172 @@
+"""Version facts, the plan's advisories, and the align-commit decision they feed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from etcd_recovery.actions import AppendWal, WriteFile
+from etcd_recovery.errors import RefusedError, UsageError
+from etcd_recovery.model import InspectReport, WalTail
+from etcd_recovery.plan import Plan, align_decision, make_plan
+from etcd_recovery.runbook import plan_markdown
+from etcd_recovery.runtimes.config import manifest_flags, manifest_image, manifest_with_image
+from etcd_recovery.versions import advisories, commit_fix, parse_version
+
+from .test_plan_actions import TAIL, configs, inventory, report
+
+
+def test_parse_version() -> None:
+    assert parse_version("3.5.30") == (3, 5, 30)
+    assert parse_version("v3.6.1") == (3, 6, 1)
+    assert parse_version("3.6.0-rc.1") == (3, 6, 0)
+    assert parse_version("latest") is None and parse_version(None) is None
+
+
+@pytest.mark.parametrize(("version", "fixed"), [
+    ("3.4.23", False), ("3.4.45", False), ("3.5.16", False), ("3.5.21", False),
+    ("3.5.22", True), ("3.5.30", True), ("3.6.0", False), ("3.6.1", True), ("3.7.1", True),
+    (None, False)])
+def test_force_new_cluster_commit_fix_by_version(version: str | None, fixed: bool) -> None:
+    assert commit_fix(parse_version(version)) is fixed
+
+
+def issues(kept: str, versions: dict[str, str | None]) -> set[str]:
+    return {a.issue for a in advisories(kept, versions)}
+
+
+def test_advisories_name_the_bugs_each_version_has() -> None:
+    assert issues("a", {"a": "3.5.24"}) >= {"etcd-io/etcd#20055", "etcd-io/etcd#20893"}
+    assert "etcd-io/etcd#20893" not in issues("a", {"a": "3.5.25"})
+    assert "etcd-io/etcd#20893" in issues("a", {"a": "3.6.5"})
+    assert "etcd-io/etcd#20893" not in issues("a", {"a": "3.6.6"})
+    assert "etcd-io/etcd#21867" in issues("a", {"a": "3.6.6"})
+    assert "etcd-io/etcd#21867" not in issues("a", {"a": "3.7.1"})
+    # A peer's version matters for its own promotion (#20793, fixed in 3.5.24).
+    assert "etcd-io/etcd#20793" in issues("a", {"a": "3.5.30", "b": "3.5.16"})
+    assert "etcd-io/etcd#20793" not in issues("a", {"a": "3.5.30", "b": "3.5.24"})
+    # 3.6.0 as the member to keep is refused; anywhere else it is not.
+    refused = [a for a in advisories("a", {"a": "3.6.0"}) if a.refuse]
+    assert len(refused) == 1 and "#20009" in refused[0].line() and "3.6.1" in refused[0].text
+    assert not any(a.refuse for a in advisories("a", {"a": "3.6.1", "b": "3.6.0"}))
+    # Each advisory is one line naming the member, its version and the issue.
+    for a in advisories("a", {"a": "3.4.23", "b": None}):
+        assert "\n" not in a.line() and a.line().startswith("a (etcd 3.4.23): ")
+    unknown = advisories("a", {"a": None})
+    assert len(unknown) == 1 and "unknown" in unknown[0].line()
+
+
+TIGHT = replace(TAIL, room=10)
+RUN = "20261128-000000-beef"
+
+
+@pytest.mark.parametrize(
+    ("hs", "last", "cindex", "torn", "tail", "fix", "outcome"), [
+        (205, 205, 200, False, TAIL, False, "none"),
+        (198, 205, 200, False, TAIL, False, "planned"),
+        (198, 205, 200, False, TAIL, True, "planned"),      # the log goes past the index
+        (198, 200, 200, False, TAIL, True, "etcd-does-it"),  # etcd's own fix covers it
+        (198, 200, 200, False, TAIL, False, "planned"),
+        (198, 205, 200, True, TAIL, False, "skipped"),
+        (198, 199, 200, False, TAIL, False, "skipped"),      # log ends before the index
+        (198, 205, 200, False, TIGHT, False, "skipped"),     # no room in the file
+        (198, 205, 200, False, None, False, "skipped"),
+    ])
+def test_align_decision(hs: int, last: int, cindex: int, torn: bool, tail: WalTail | None,
+                        fix: bool, outcome: str) -> None:
+    d = align_decision("m", hs, last, cindex, torn, tail, fix)
+    assert d.outcome == outcome, d.why
+    assert (d.record is not None) == (outcome == "planned")
+    if d.record is not None:
+        assert d.record.commit == max(last, cindex) and d.record.offset == TAIL.offset
+    if outcome == "etcd-does-it":
+        assert "#20055" in d.why and "confirmed no-op" in d.why
+    if outcome == "skipped":
+        assert d.why.startswith("WARNING")
+
+
+def with_version(rep: InspectReport, version: str | None, **kw: object) -> InspectReport:
+    return replace(rep, members=tuple(replace(m, etcd_version=version, **kw)  # type: ignore
+                                      if m.reachable else m for m in rep.members))
+
+
+def test_plan_carries_advisories_and_the_align_step_follows_the_version() -> None:
+    # last index 205 > consistent index 200: a record is written on every version.
+    for version in ("3.4.23", "3.5.30", "3.7.1"):
+        plan = make_plan(inventory("systemd"), with_version(report(), version),
+                         configs("systemd"), RUN)
+        align = next(s for s in plan.steps if s.kind.value == "align_commit")
+        assert isinstance(align.actions[0], AppendWal), version
+        assert align.params["commit_fix"] is commit_fix(parse_version(version))
+        assert any("#20055" in line for line in plan.advisories)
+    # The whole log within the consistent index: 3.5.30 needs nothing written, 3.5.16 does.
+    rep = replace(report(), members=(replace(report().members[0], last_index=200),
+                                     *report().members[1:]))
+    fixed = make_plan(inventory("systemd"), with_version(rep, "3.5.30"), configs("systemd"),
+                      RUN)
+    align = next(s for s in fixed.steps if s.kind.value == "align_commit")
+    assert align.actions == () and align.params["target"] == "etcd-does-it"
+    old = make_plan(inventory("systemd"), with_version(rep, "3.5.16"), configs("systemd"), RUN)
+    assert isinstance(next(s for s in old.steps if s.kind.value == "align_commit").actions[0],
+                      AppendWal)
+    # Advisories appear in every rendering and survive a saved plan.
+    assert fixed.advisories and all(f"- Advisory: {line}" in plan_markdown(
+        fixed, inventory("systemd")) for line in fixed.advisories)
+    again = Plan.from_json(json.loads(json.dumps(fixed.to_json())))
+    assert again.advisories == fixed.advisories and again.first_difference(fixed) is None
+
+
+def test_3_6_0_is_refused_unless_a_fixed_image_restores() -> None:
+    rep = with_version(report(), "3.6.0")
+    with pytest.raises(RefusedError, match="#20009"):
+        make_plan(inventory("static-pod"), rep, configs("static-pod"), RUN)
+    image = "registry.k8s.io/etcd:3.6.1-0"
+    plan = make_plan(inventory("static-pod"), rep, configs("static-pod"), RUN,
+                     etcd_image=image)
+    force = next(s for s in plan.steps if s.kind.value == "force_new_cluster")
+    plain = next(s for s in plan.steps if s.kind.value == "restart_plain")
+    assert force.params["etcd_image"] == image and image in force.title
+    for step in (force, plain):
+        write = step.actions[0]
+        assert isinstance(write, WriteFile)
+        assert manifest_image(write.content, "m") == image
+    assert "+    image: registry.k8s.io/etcd:3.6.1-0" in force.actions[0].diff  # type: ignore
+    assert not any("#20009" in line for line in plan.advisories)
+    # An image whose tag is still 3.6.0 does not help; systemd has no image to set.
+    with pytest.raises(RefusedError, match="#20009"):
+        make_plan(inventory("static-pod"), rep, configs("static-pod"), RUN,
+                  etcd_image="registry.k8s.io/etcd:3.6.0-0")
+    with pytest.raises(UsageError, match="static-pod"):
+        make_plan(inventory("systemd"), rep, configs("systemd"), RUN, etcd_image=image)
+
+
+def test_no_flag_a_version_removed_is_written() -> None:
+    # etcd 3.7 removed every --experimental-* flag (etcd-io/etcd#19959): the plan writes
+    # only --force-new-cluster, --initial-cluster and --initial-cluster-state.
+    plan = make_plan(inventory("static-pod"), with_version(report(), "3.7.1"),
+                     configs("static-pod"), RUN)
+    before = {n: set(manifest_flags(c, n)) for n, c in configs("static-pod").items()}
+    for s in plan.steps:
+        for a in s.actions:
+            if isinstance(a, WriteFile) and s.host:
+                added = set(manifest_flags(a.content, a.path)) - before[s.host]
+                assert added <= {"force-new-cluster", "initial-cluster-state"}, added
+                assert not any(f.startswith("experimental") for f in added)
+
+
+def test_image_edit_changes_only_the_image() -> None:
+    text = configs("static-pod")["etcd-1"]
+    new = manifest_with_image(text, "etcd.yaml", "example.org/etcd:3.6.14-0")
+    changed = [(a, b) for a, b in zip(text.splitlines(), new.splitlines(), strict=True)
+               if a != b]
+    assert changed == [("    image: registry.k8s.io/etcd:3.5.16-0",
+                        "    image: example.org/etcd:3.6.14-0")]
+    assert manifest_with_image(new, "etcd.yaml", "example.org/etcd:3.6.14-0") == new
+    quoted = text.replace("image: registry.k8s.io/etcd:3.5.16-0",
+                          "image: 'registry.k8s.io/etcd:3.5.16-0'  # pinned")
+    assert "image: 'x/etcd:3.6.1-0'  # pinned" in manifest_with_image(quoted, "f",
+                                                                      "x/etcd:3.6.1-0")
+    with pytest.raises(UsageError):
+        manifest_with_image(text, "f", "two\nlines")

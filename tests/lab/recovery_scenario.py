@@ -144,6 +144,13 @@ def run_recovery(lab: LabHandle, members: int, keys: int) -> dict[str, Any]:
     tied = plan["reason"].startswith("tie:") and newest in plan["reason"].split(" have ")[0]
     assert plan["chosen"] == newest or tied, plan["reason"]
     assert plan["unreachable"] == gone
+    # The kept member's version decides the align-commit advisory (etcd-io/etcd#20055).
+    kept_version = lab.state.version_of(lab.state.host(plan["chosen"]))
+    fixed = kept_version.startswith("3.5.") and int(kept_version.split(".")[2]) >= 22
+    commit_lines = [a for a in plan["advisories"] if "#20055" in a]
+    assert len(commit_lines) == 1 and commit_lines[0].startswith(
+        f"{plan['chosen']} (etcd {kept_version}): "), plan["advisories"]
+    assert ("itself raises the commit" in commit_lines[0]) is fixed, commit_lines
     md = cli("plan", "-i", inventory(lab), "-o", "markdown").stdout
     assert "--force-new-cluster" in md and "## " in md
     # Without --confirm: shows the plan, exits 3, changes nothing.

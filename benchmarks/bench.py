@@ -189,6 +189,7 @@ def main() -> None:
     finally:
         for d in work.glob("lab-*"):
             subprocess.run([CLI, "lab", "down", "--dir", str(d)], capture_output=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     chart(results, out / "bench.png")
     print(f"chart: {out / 'bench.png'}; figures: {out / 'bench.json'}")

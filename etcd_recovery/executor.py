@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -39,7 +40,16 @@ from .inventory import Inventory
 from .journal import Event, Journal, done_steps
 from .live import ERR_LEARNER_NOT_READY, ERR_TOO_MANY_LEARNERS, ERR_UNHEALTHY, MemberInfo
 from .model import InspectReport, MemberState, Quorum, WalTail
-from .plan import Plan, Step, StepKind, align_decision, fingerprint, run_dir, unlock_argv
+from .plan import (
+    BACKGROUND,
+    Plan,
+    Step,
+    StepKind,
+    align_decision,
+    fingerprint,
+    run_dir,
+    unlock_argv,
+)
 from .session import ClientFactory, Session, tunnel_client
 from .transport.base import CommandResult
 from .verify import poll, verify_cluster
@@ -119,6 +129,12 @@ class Executor:
         self.planned_from = planned_from
         self.fresh_at = time.monotonic()
         self.on_step = on_step or (lambda _event, _step: None)  # a live status line's feed
+        # Steps of the "background" group run while the plan goes on; each is waited for
+        # before the next step on its host (or on every host) and before the run ends.
+        self._bg_pool: ThreadPoolExecutor | None = None
+        self._bg: list[tuple[Step, Future[StepTiming]]] = []
+        self._bg_lock = threading.Lock()
+        self._bg_timings: list[StepTiming] = []
         # Each step kind's precondition (which may find actions already in effect) and its
         # check after the actions; kinds without one have only their actions.
         k = StepKind
@@ -149,6 +165,11 @@ class Executor:
         current: Step | None = None
         steps = self.plan.steps
         try:
+            # every host the plan acts on, connected at once rather than one after another
+            known = {m.name for m in self.inv.members}
+            self.session.connect_all(sorted(
+                {h for s in steps for h in (s.host, *(getattr(a, "host", None)
+                                                      for a in s.actions)) if h in known}))
             i = 0
             while i < len(steps):
                 batch = [steps[i]]
@@ -163,7 +184,15 @@ class Executor:
                     else:
                         todo.append((n, step))
                 i += len(batch)
-                if len(todo) == 1:
+                if batch[0].group == BACKGROUND:
+                    for n, step in todo:
+                        current = step
+                        self._start_background(n, total, step, acts_done, t0)
+                    if self.stop_after in {s.id for s in batch}:
+                        for step in batch:
+                            self._join_background(step.host)
+                        summary.steps.extend(self._take_bg_timings())
+                elif len(todo) == 1:
                     current = todo[0][1]
                     summary.steps.append(self.one_step(todo[0][0], total, current, acts_done,
                                                        t0))
@@ -175,14 +204,19 @@ class Executor:
                     summary.message = f"stopped after {self.stop_after} as asked"
                     summary.total_s = time.monotonic() - t0
                     return summary
+            self._join_background(None)
+            summary.steps.extend(self._take_bg_timings())
             self.journal.finish()
             summary.ok = True
             summary.message = "recovered and verified"
         except BaseException as exc:
             if isinstance(exc, _InStep):
                 current, exc = exc.step, exc.error
+            self._settle_background()
+            summary.steps.extend(self._take_bg_timings())
             self._stopped(exc, current, summary, t0)
         finally:
+            self._settle_background()
             self.session.close()
         summary.total_s = time.monotonic() - t0
         return summary
@@ -220,8 +254,53 @@ class Executor:
         raise StepFailed(f"step {sid} failed with an internal error ({exc!r}); the journal "
                          "says where; run again with --resume once the cause is fixed") from exc
 
+    # ------------------------------------------------------------------ background steps
+    def _start_background(self, n: int, total: int, step: Step,
+                          acts_done: set[tuple[str, int]], t0: float) -> None:
+        if self._bg_pool is None:
+            self._bg_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="background")
+        self.log(f"[{n}/{total}] {step.id}: runs in the background from here")
+        future = self._bg_pool.submit(self.one_step, n, total, step, acts_done, t0)
+        with self._bg_lock:
+            self._bg.append((step, future))
+
+    def _join_background(self, host: str | None) -> None:
+        """Wait for the background steps on ``host`` (None: on every host); a failure there
+        stops the run as that step's own failure."""
+        with self._bg_lock:
+            mine = [(s, f) for s, f in self._bg if host is None or s.host in (host, None)]
+            self._bg = [(s, f) for s, f in self._bg if (s, f) not in mine]
+        for step, future in mine:
+            try:
+                timing = future.result()
+            except BaseException as exc:  # noqa: BLE001 - raised as the step's own failure
+                raise _InStep(step, exc) from exc
+            with self._bg_lock:
+                self._bg_timings.append(timing)
+
+    def _settle_background(self) -> None:
+        """On the way out: let background steps finish what they started (each journals its
+        own end), so no host work outlives the run."""
+        with self._bg_lock:
+            pending, self._bg = self._bg, []
+        for _, future in pending:
+            try:
+                self._bg_timings.append(future.result())
+            except BaseException:  # noqa: BLE001, S110 - journaled by the step itself
+                pass
+        if self._bg_pool is not None:
+            self._bg_pool.shutdown(wait=True)
+            self._bg_pool = None
+
+    def _take_bg_timings(self) -> list[StepTiming]:
+        with self._bg_lock:
+            out, self._bg_timings = self._bg_timings, []
+        return out
+
     def one_step(self, n: int, total: int, step: Step, acts_done: set[tuple[str, int]],
                  t0: float) -> StepTiming:
+        if step.group != BACKGROUND:
+            self._join_background(step.host)
         s0 = time.monotonic()
         self.log(f"[{n}/{total}] {step.id}: {step.title}")
         self.on_step("start", step)
@@ -251,7 +330,8 @@ class Executor:
                     results.append(f.result())
                 except BaseException as exc:  # noqa: BLE001 - re-raised below, in plan order
                     if failure is None:
-                        failure, failed = exc, step
+                        failure, failed = ((exc.error, exc.step) if isinstance(exc, _InStep)
+                                           else (exc, step))
         if failure is not None:
             raise _InStep(failed, failure)
         return results
@@ -559,15 +639,18 @@ class Executor:
         return {}
 
     def _require_all_fenced(self, except_: str | None = None) -> None:
-        for name in self.plan.steps[0].params["members"]:
-            if name != except_ and self.session.etcd_pid(name) is not None:
+        names = [n for n in self.plan.steps[0].params["members"] if n != except_]
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            pids = list(pool.map(self.session.etcd_pid, names))
+        for name, pid in zip(names, pids, strict=True):
+            if pid is not None:
                 raise PreconditionError(f"{name}: etcd is running although it was fenced")
 
     def _require_fenced_and_backed_up(self, name: str) -> None:
         """Precondition of every step that writes into or moves a data dir."""
         if self.session.etcd_pid(name) is not None:
             raise PreconditionError(f"{name}: etcd runs although fenced; not touching its data")
-        sums = posixpath.join(self.rdir, "backup", "SHA256SUMS")
+        sums = posixpath.join(self.rdir, "backup", "B2SUMS")
         if self.session.run(name, ["test", "-f", sums], check=False).exit_status != 0:
             raise PreconditionError(f"{name}: no verified backup at {sums}")
 
@@ -597,14 +680,18 @@ class Executor:
             self._require_all_fenced(except_=name)
             return {1: "etcd already runs with --force-new-cluster (resumed)",
                     2: "etcd already runs with --force-new-cluster (resumed)"}
-        self._require_all_fenced()
-        # All members are stopped now, so their disks are authoritative: the member to keep
-        # is decided again, by the same function that chose it for the plan.
+        # Every member must be stopped, and then its disk is authoritative: the member to keep
+        # is decided again, by the same function that chose it for the plan. Each host is
+        # checked and read at the same time.
         names = self.plan.steps[0].params["members"]
-        transports = [self.session.t(n) for n in names]  # opened here, read concurrently
+
+        def fenced_disk(n: str) -> MemberState:
+            if self.session.etcd_pid(n) is not None:
+                raise PreconditionError(f"{n}: etcd is running although it was fenced")
+            return read_disk(self.session.t(n), self.session.m(n))
+
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-            states = list(pool.map(lambda nt: read_disk(nt[1], self.session.m(nt[0])),
-                                   zip(names, transports, strict=True)))
+            states = list(pool.map(fenced_disk, names))
         require_kept(states, name, self.plan.inventory)
         return {}
 

@@ -74,6 +74,8 @@ class StepKind(StrEnum):
     UNLOCK = "unlock"
 
 
+BACKGROUND = "background"
+
 # Each kind's parameters (what the executor needs beyond the actions), with their JSON types.
 _STR_LIST = "list[str]"
 STEP_PARAMS: dict[StepKind, dict[str, str]] = {
@@ -103,7 +105,9 @@ class Step:
     actions: tuple[Action, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
     mutating: bool = True
-    # Consecutive steps of one group touch different hosts and run at the same time.
+    # Consecutive steps of one group touch different hosts and run at the same time. Steps of
+    # the group BACKGROUND start and the run goes on: each is waited for before the next step
+    # on its host (or on every host) and before the run ends.
     group: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -379,15 +383,21 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     add(lock_step(run_id, reachable, take_over_lock))
 
     # 2. fence every reachable member, the one to keep last: while others stop, whatever the
-    #    rest still commits (a new leader's first entry, say) reaches it too
+    #    rest still sends it (a leader's last entries, say) reaches it too. When no other
+    #    member runs etcd, nothing can reach it: all are fenced at once.
+    others_run = any(states[m.name].etcd_running for m in reachable if m.name != chosen.name)
     for m in reachable:
         if m.name != chosen.name:
             add(replace(fence_step(rt, m, run_id), group="fence"))
-    add(fence_step(rt, chosen, run_id))
+    add(replace(fence_step(rt, chosen, run_id), group=None if others_run else "fence"))
 
-    # 3. back up every reachable member's data dir and configuration, all at once
+    # 3. back up the kept member's data dir and configuration; every other member's backup
+    #    runs in the background while the kept member is restored (their data is untouched
+    #    until their move-aside, which waits for it)
+    add(backup_step(rt, chosen, run_id))
     for m in reachable:
-        add(replace(backup_step(rt, m, run_id), group="backup"))
+        if m.name != chosen.name:
+            add(replace(backup_step(rt, m, run_id), group=BACKGROUND))
 
     # 4. align the kept member's WAL commit, force a new cluster from it, then restart it
     #    without the flag
@@ -693,30 +703,30 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
 
 
 def backup_step(rt: Runtime, m: Member, run_id: str) -> Step:
-    """Copy the member's data dir and (fenced) configuration, with a verified SHA256SUMS."""
+    """Copy the member's data dir and (fenced) configuration, with a verified B2SUMS."""
     rdir = run_dir(run_id)
     bdir = posixpath.join(rdir, "backup")
     argv = _backup_argv(m.data_dir, rt.fenced_config_path(m, rdir), bdir)
     return Step(id=f"backup:{m.name}", phase="backup", kind=StepKind.BACKUP, host=m.name,
                 title=f"Back up {m.name}'s data dir and configuration to {bdir}",
                 precondition="etcd is not running on the host; free space >= data size",
-                check="the copy is byte for byte the source (diff -r), and its SHA256SUMS is "
-                      "written (checked with sha256sum -c when a run resumes)",
+                check="the copy is byte for byte the source (diff -r), and its B2SUMS is "
+                      "written (checked with b2sum -c when a run resumes)",
                 actions=(Run(m.name, tuple(argv), 1800.0),
                          host_record(m.name, run_id, f"backup:{m.name}")))
 
 
 def _backup_argv(data_dir: str, cfg: str, bdir: str) -> list[str]:
     """Copy, prove the copy equal to the source byte for byte (``diff -r``: etcd is fenced, so
-    the source holds still), and record a SHA256SUMS of the copy; a resumed run checks the
+    the source holds still), and record a B2SUMS of the copy; a resumed run checks the
     copy against that list instead."""
     return sh('set -e; umask 077; mkdir -p "$3"; '
-              'if [ ! -f "$3/SHA256SUMS" ]; then '
+              'if [ ! -f "$3/B2SUMS" ]; then '
               'rm -rf "$3/data.partial"; cp -a "$1" "$3/data.partial"; '
               'cp -a "$2" "$3/"; diff -rq "$1" "$3/data.partial"; '
               'diff -q "$2" "$3/$(basename "$2")"; mv "$3/data.partial" "$3/data"; '
               '(cd "$3" && find data "$(basename "$2")" -type f -print0 '
-              '| xargs -0 -n 1 -P 4 sha256sum > SHA256SUMS.unsorted && '
-              'sort -k 2 SHA256SUMS.unsorted > SHA256SUMS.partial && rm SHA256SUMS.unsorted '
-              '&& mv SHA256SUMS.partial SHA256SUMS); '
-              'else cd "$3" && sha256sum --quiet -c SHA256SUMS; fi', data_dir, cfg, bdir)
+              '| xargs -0 -n 1 -P 4 b2sum > B2SUMS.unsorted && '
+              'sort -k 2 B2SUMS.unsorted > B2SUMS.partial && rm B2SUMS.unsorted '
+              '&& mv B2SUMS.partial B2SUMS); '
+              'else cd "$3" && b2sum --quiet -c B2SUMS; fi', data_dir, cfg, bdir)

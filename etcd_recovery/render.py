@@ -7,7 +7,7 @@ from rich.table import Table
 
 from .executor import Summary
 from .model import Check, InspectReport, id_hex
-from .plan import Plan
+from .plan import BACKGROUND, Plan
 
 
 def _fmt(value: object) -> str:
@@ -91,7 +91,8 @@ def plan_table(plan: Plan, console: Console) -> None:
         table.add_column(col, overflow="fold")
     for i, s in enumerate(plan.steps, 1):
         lines = [s.title] + [f"{n}. {a.summary()}" for n, a in enumerate(s.actions, 1)]
-        table.add_row(str(i), s.id, s.host or "all", "\n".join(lines), s.precondition,
+        sid = s.id + ("\n(background)" if s.group == BACKGROUND else "")
+        table.add_row(str(i), sid, s.host or "all", "\n".join(lines), s.precondition,
                       s.check)
     console.print(table)
     _later(plan, console)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 
 from .inventory import Inventory, Member
-from .plan import Plan, StepKind, run_dir
+from .plan import BACKGROUND, Plan, StepKind, run_dir
 from .runtimes.base import runtime_for
 
 _PREDICATES = r"""retry() {  # retry SECONDS COMMAND...: run COMMAND until it succeeds
@@ -133,7 +133,10 @@ def plan_markdown(plan: Plan, inv: Inventory) -> str:
     for i, s in enumerate(plan.steps, 1):
         out += [f"## {i}. {s.title}", "",
                 f"- Step id: `{s.id}`; host: `{s.host or 'every reachable member'}`",
-                f"- Before: {s.precondition}", f"- After (check): {s.check}", ""]
+                f"- Before: {s.precondition}", f"- After (check): {s.check}",
+                *(["- The tool runs this step in the background while the next steps go on, "
+                   "and waits for it before touching this host again; by hand, run it now "
+                   "(or in a second terminal)."] if s.group == BACKGROUND else []), ""]
         block: list[str] = []
         if s.kind is StepKind.PREFLIGHT and not s.params["allow_quorum"]:
             eps = " ".join(inv.member(n).client_url for n in s.params["members"])

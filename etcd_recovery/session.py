@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -48,6 +49,21 @@ class Session:
         if name not in self._transports:
             self._transports[name] = self.factory(self.inv.member(name))
         return self._transports[name]
+
+    def connect_all(self, names: list[str]) -> None:
+        """Open the SSH connections to these hosts at the same time, ahead of first use. A
+        host that fails here fails again, with its own message, where it is first used."""
+        todo = [n for n in names if n not in self._transports]
+        for n in todo:
+            self.t(n)
+        with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+            list(pool.map(self._connect_quietly, todo))
+
+    def _connect_quietly(self, name: str) -> None:
+        connect = getattr(self._transports[name], "connect", None)
+        if connect is not None:
+            with contextlib.suppress(Exception):
+                connect()
 
     def m(self, name: str) -> Member:
         return self.inv.member(name)

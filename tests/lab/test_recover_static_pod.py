@@ -50,7 +50,7 @@ def test_recovery_survives_kills_between_steps_and_mid_learner_add(
 
     out = ssh(lab.dir, lab.ip("etcd-3"),
               "ls -d /var/lib/etcd-recovery/*/member.moved/wal && "
-              "cd /var/lib/etcd-recovery/*/backup && sha256sum --quiet -c SHA256SUMS && "
+              "cd /var/lib/etcd-recovery/*/backup && b2sum --quiet -c B2SUMS && "
               "stat -c %a /var/lib/etcd-recovery/*/backup/data")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("700")

@@ -251,3 +251,54 @@ def test_steps_of_one_group_run_together_and_a_failure_names_its_step(tmp_path: 
     done = [s for e, s, _ in events(tmp_path) if e == "step-done"]
     assert done == ["fence:a"]  # a finished although b failed beside it
     assert Journal.current(tmp_path) is not None  # hosts were changed: resume, not closed
+
+
+def record_step(sid: str, host: str, group: str | None = None) -> Step:
+    return Step(id=sid, phase="restore", kind=StepKind.REMOVE_OLD, host=host, title="t",
+                precondition="p", check="c", group=group,
+                actions=(Run(host, ("record", sid), 30.0),))
+
+
+def test_background_steps_run_while_the_plan_goes_on(tmp_path: Path) -> None:
+    import threading
+
+    w = World()
+    release = threading.Event()   # the background step on b waits until a's step has run
+
+    class Slow(FakeTransport):
+        def run(self, argv: Any, **kw: Any) -> Any:
+            if tuple(argv) == ("record", "bg:b"):
+                assert release.wait(5), "the foreground step never ran"
+            if tuple(argv) == ("record", "fg:a"):
+                release.set()
+            return super().run(argv, **kw)
+
+    w.hosts = {n: Slow(n) for n in NAMES}
+    for sid, host in (("bg:b", "b"), ("fg:a", "a"), ("after:b", "b")):
+        w.hosts[host].expect(["record", sid])
+        w.hosts[host].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    steps = (record_step("bg:b", "b", "background"), record_step("fg:a", "a"),
+             record_step("after:b", "b"))
+    summary = executor(w, steps, tmp_path).run()
+    assert summary.ok
+    ev = [(e, s) for e, s, _ in events(tmp_path) if e in ("step-start", "step-done")]
+    # a's step started before the background step on b was done; b's next step waited for it
+    assert ev.index(("step-start", "fg:a")) < ev.index(("step-done", "bg:b"))
+    assert ev.index(("step-done", "bg:b")) < ev.index(("step-start", "after:b"))
+    assert {t.id for t in summary.steps} == {"bg:b", "fg:a", "after:b"}
+
+
+def test_a_background_failure_stops_the_run_before_its_host_is_touched(tmp_path: Path) -> None:
+    w = World()
+    w.hosts["b"].expect(["record", "bg:b"], exit_status=1, stderr="disk full")
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    w.hosts["a"].expect(["record", "fg:a"])
+    w.hosts["a"].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    steps = (record_step("bg:b", "b", "background"), record_step("fg:a", "a"),
+             record_step("after:b", "b"))
+    with pytest.raises(Exception, match="step bg:b failed.*disk full"):
+        executor(w, steps, tmp_path).run()
+    assert not any(c.args == ("record", "after:b") for c in w.hosts["b"].calls)
+    ev = events(tmp_path)
+    assert ("step-failed", "bg:b") in [(e, s) for e, s, _ in ev]
+    assert "after:b" not in {s for _, s, _ in ev}

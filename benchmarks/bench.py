@@ -5,6 +5,12 @@ break it the same way, run ``execute --confirm``. Prints phase x floor x execute
 CLI's peak RSS, inspect and plan times, and writes a PNG of both timelines.
 
 Usage: python benchmarks/bench.py [--out DIR] [--shapes 3:static-pod,3:systemd,5:static-pod]
+                                  [--big]
+
+A shape may end in ``:1g`` (``--big`` adds ``3:static-pod:1g``): besides the 4000 keys, about
+1 GB of values is loaded before the breakage. Backups of the members not kept run in the
+background while the kept member is restored (the plan's "background" group); they are left
+out of the phase table, which counts what the run waits for (the total is the run's own).
 """
 
 from __future__ import annotations
@@ -46,11 +52,28 @@ def timed(*args: str) -> tuple[float, int, subprocess.CompletedProcess[str]]:
             args, proc.returncode, out.read(), err.read())
 
 
-def lab_up(d: Path, members: int, runtime: str, keys: int) -> None:
+ETCD_VERSION = "3.5"
+BIG_VALUE = 160 * 1024      # eight per transaction: under etcd's 1.5 MiB request limit
+
+
+def lab_up(d: Path, members: int, runtime: str, keys: int, big_mb: int = 0) -> None:
     if (d / "lab.json").exists():
         cli("lab", "down", "--dir", str(d))
     cli("lab", "up", "--dir", str(d), "--members", str(members), "--runtime", runtime,
-        "--etcd-version", "3.5", "--keys", str(keys))
+        "--etcd-version", ETCD_VERSION, "--keys", str(keys))
+    if big_mb:
+        from etcd_recovery.lab.lab import Lab
+
+        lab = Lab(d)
+        state = lab.state()
+        value = "v" * BIG_VALUE
+        count = big_mb * 1024 * 1024 // BIG_VALUE
+        for start in range(0, count, 8):
+            ops = "".join(f'put /bench/big/{n:06d} "{value}"\n'
+                          for n in range(start, min(count, start + 8)))
+            res = lab.etcdctl(state, ["txn"], stdin="\n" + ops + "\n\n", timeout=60)
+            if res.returncode != 0 or "SUCCESS" not in res.stdout:
+                raise RuntimeError(f"loading big values: {res.stderr.strip()[-500:]}")
 
 
 def breakage(d: Path, members: int) -> list[str]:
@@ -87,12 +110,13 @@ def phase_of(step: str) -> str:
     return "hashkv"
 
 
-def shape(members: int, runtime: str, keys: int, d: Path) -> dict[str, Any]:
-    lab_up(d, members, runtime, keys)
+def shape(members: int, runtime: str, keys: int, d: Path, big_mb: int = 0) -> dict[str, Any]:
+    lab_up(d, members, runtime, keys, big_mb)
+    version = json.loads((d / "lab.json").read_text())["etcd_version"]
     reachable = breakage(d, members)
     kept = kept_of(d)
     floor = dict(Floor(d, kept).run(reachable))
-    lab_up(d, members, runtime, keys)
+    lab_up(d, members, runtime, keys, big_mb)
     breakage(d, members)
     inv = str(d / "inventory.yaml")
     t_inspect, _, _ = timed("inspect", "-i", inv, "-o", "json")
@@ -107,6 +131,8 @@ def shape(members: int, runtime: str, keys: int, d: Path) -> dict[str, Any]:
         if p == "peers":  # all move-asides at once: charged to the first peer
             p = next((f"peer {n}" for n in reachable if n != kept), "peers")
         kind = s["id"].split(":")[0]
+        if kind == "backup" and s["id"] != f"backup:{kept}":
+            continue  # in the background, while the kept member is restored
         if kind in ("backup", "move-aside") or (kind == "fence" and s["id"] != f"fence:{kept}"):
             together[(p, kind)] = max(together.get((p, kind), 0.0), s["seconds"])
         else:
@@ -114,8 +140,11 @@ def shape(members: int, runtime: str, keys: int, d: Path) -> dict[str, Any]:
     for (p, _), sec in together.items():
         execute[p] = execute.get(p, 0.0) + sec
     execute["total"] = summary["total_s"]
-    steps = [(s["id"], s["seconds"]) for s in summary["steps"]]
-    return {"shape": f"{members} members, {runtime}", "kept": kept, "floor": floor,
+    steps = [(s["id"], s["seconds"]) for s in summary["steps"]
+             if not (s["id"].startswith("backup:") and s["id"] != f"backup:{kept}")]
+    size = f", {big_mb // 1024} GB of values" if big_mb >= 1024 else ""
+    return {"shape": f"{members} members, {runtime}, etcd {version}{size}", "kept": kept,
+            "floor": floor,
             "execute": execute,
             "wall_s": seconds, "rss_kib": rss, "rss_plan_kib": rss_plan,
             "inspect_s": t_inspect, "plan_s": t_plan, "steps": steps,
@@ -176,16 +205,20 @@ def main() -> None:
     out = Path(args[args.index("--out") + 1]) if "--out" in args else ROOT / "benchmarks"
     shapes = args[args.index("--shapes") + 1] if "--shapes" in args else \
         "3:static-pod,3:systemd,5:static-pod"
+    if "--big" in args:
+        shapes += ",3:static-pod:1g"
     keys = 4000
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     results = []
     try:
         for item in shapes.split(","):
-            n, runtime = item.split(":")
-            r = shape(int(n), runtime, keys, work / f"lab-{n}-{runtime}")
+            n, runtime, *size = item.split(":")
+            big_mb = 1024 if size == ["1g"] else 0
+            d = work / f"lab-{n}-{runtime}{'-big' if big_mb else ''}"
+            r = shape(int(n), runtime, keys, d, big_mb)
             print(table(r), flush=True)
             results.append(r)
-            cli("lab", "down", "--dir", str(work / f"lab-{n}-{runtime}"))
+            cli("lab", "down", "--dir", str(d))
     finally:
         for d in work.glob("lab-*"):
             subprocess.run([CLI, "lab", "down", "--dir", str(d)], capture_output=True)

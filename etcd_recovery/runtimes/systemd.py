@@ -18,7 +18,10 @@ class Systemd(_ConfigEdits):
 
     def fence_argv(self, m: Member, rdir: str) -> list[str]:
         assert m.unit
-        return sh('set -e; mkdir -p -m 0700 "$2"; systemctl disable --now "$1"', m.unit, rdir)
+        # --no-reload: the unit's boot-time symlinks go at once; the daemon reload that
+        # disable does by default costs about 0.1 s and changes nothing for the stop.
+        return sh('set -e; mkdir -p -m 0700 "$2"; systemctl disable --no-reload --now "$1"',
+                  m.unit, rdir)
 
     def fence_how(self, m: Member) -> str:
         return f"{m.unit} stopped and disabled"
@@ -26,5 +29,5 @@ class Systemd(_ConfigEdits):
     def start_argv(self, m: Member, staged: str) -> list[str]:
         assert m.unit
         return sh('set -e; if [ -e "$1" ]; then chmod 0600 "$1"; mv "$1" "$2"; fi; '
-                  'systemctl enable "$3"; systemctl restart --no-block "$3"',
+                  'systemctl enable --no-reload "$3"; systemctl restart --no-block "$3"',
                   staged, self.config_path(m), m.unit)

@@ -14,6 +14,7 @@ in the modules below.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -111,6 +112,10 @@ class SshTransport:
             except OSError as exc:
                 err = (JumpHostError if ep.role == "jump host" else HostUnreachable)
                 raise err(self._label, f"{where}: {describe(exc, t.probe_timeout)}") from exc
+            # Small SSH packets (a channel open, a command, its exit status) otherwise wait on
+            # Nagle's algorithm against the peer's delayed ACK: about 40 ms per command.
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             client.connect(
                 ep.hostname, ep.port, username=ep.user,

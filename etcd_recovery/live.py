@@ -269,6 +269,11 @@ class EtcdClient:
         options: list[tuple[str, Any]] = [
             # The endpoint is a member or a tunnel on this host: never go through a proxy.
             ("grpc.enable_http_proxy", 0),
+            # A member that restarts refuses connections for a moment: reconnect within a
+            # poll's interval, not after gRPC's default back-off (1 s, growing to 120 s).
+            ("grpc.initial_reconnect_backoff_ms", 50),
+            ("grpc.min_reconnect_backoff_ms", 50),
+            ("grpc.max_reconnect_backoff_ms", 250),
         ]
         if server_name is not None:
             options.append(("grpc.ssl_target_name_override", server_name))

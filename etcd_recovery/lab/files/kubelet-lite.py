@@ -17,13 +17,15 @@ The container image tag selects the etcd binaries: ``image: <anything>/etcd:3.5.
 
 Lab fault injection: a file ``/run/kubelet-lite/hold/<pod>`` holding the sha256 of the current
 manifest keeps that pod down (a crash loop that never recovers) until the file is removed or
-the manifest changes, as a changed spec would get a fresh start from the kubelet.
+the manifest changes or goes away, as a changed or re-created pod would get a fresh start from
+the kubelet.
 
 State for observers is written to ``/run/kubelet-lite/status/<pod>.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -186,6 +188,10 @@ def main() -> None:
                     pod.stop(grace_of(pod.spec))
                     pod.state = "removed"
                     pod.status()
+                    # A pod that is deleted and created again starts afresh, as with the
+                    # kubelet: its injected crash loop goes with it.
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{RUN}/hold/{name}")
             time.sleep(POLL)
     finally:
         for pod in pods.values():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -142,7 +143,34 @@ def read_disk(t: Transport, member: Member) -> MemberState:
 
 # ------------------------------------------------------------------------------- live
 
-def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState, Quorum]:
+class StoppedSeen:
+    """Members found reachable with no etcd process, shared by one inspection's readers: a
+    quorum probe stops waiting once too few voters can still be running for a quorum. An
+    unreachable host counts as possibly running (its etcd may be up behind a broken SSH
+    path), and so does a voter the inventory does not name."""
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self._names.add(name)
+
+    def why_impossible(self, voters: Sequence[str]) -> str | None:
+        """Why no quorum can exist among ``voters`` (their names), or None."""
+        with self._lock:
+            stopped = [n for n in voters if n in self._names]
+        need = len(voters) // 2 + 1
+        if len(voters) - len(stopped) < need:
+            return (f"no quorum possible: etcd is not running on {', '.join(sorted(stopped))}, "
+                    f"so at most {len(voters) - len(stopped)} of {len(voters)} voting members "
+                    f"run (a quorum needs {need})")
+        return None
+
+
+def read_live(t: Transport, member: Member, inv: Inventory,
+              stopped: StoppedSeen | None = None) -> tuple[MemberState, Quorum]:
     host, port = member.client_hostport
     with t.tunnel(host, port) as (lhost, lport):
         user, password = inv.credentials()
@@ -159,13 +187,21 @@ def read_live(t: Transport, member: Member, inv: Inventory) -> tuple[MemberState
             alarms: tuple[str, ...] = ()
             if st.leader and not st.is_learner:
                 # Alarm and a linearizable read both go through raft: only worth asking
-                # when the member knows a leader. The read proves quorum.
-                try:
-                    client.get(QUORUM_PROBE_KEY, serializable=False)
+                # when the member knows a leader. The read proves quorum; it is given up as
+                # soon as too few voters are left running for one.
+                voters = [m.name or f"{m.id:x}" for m in members if not m.is_learner]
+                seen = stopped or StoppedSeen()
+                why = client.quorum_read(QUORUM_PROBE_KEY,
+                                         lambda: seen.why_impossible(voters) if voters else None)
+                if why is None:
                     quorum = Quorum(True, via=member.name, leader_id=st.leader)
-                    alarms = tuple(a.alarm for a in client.alarms())
-                except EtcdApiError as exc:
-                    notes.append(f"no quorum: a linearizable read failed: {exc.args[0]}")
+                    try:
+                        alarms = tuple(a.alarm for a in client.alarms())
+                    except EtcdApiError as exc:
+                        notes.append(f"alarms: {exc}")
+                else:
+                    notes.append(f"no quorum: a linearizable read failed: {why}"
+                                 if not why.startswith("no quorum") else why)
             else:
                 notes.append("no leader: alarms not readable over gRPC without quorum")
     # etcd reports neither the last log term nor the last index live (raftIndex is the commit
@@ -270,8 +306,8 @@ def _version(t: Transport, runtime: str, config: str | None, pids: list[str]
     return (m.group(1), f"{exe} --version") if m else (None, None)
 
 
-def inspect_member(member: Member, inv: Inventory,
-                   factory: TransportFactory = ssh_transport) -> tuple[MemberState, Quorum]:
+def inspect_member(member: Member, inv: Inventory, factory: TransportFactory = ssh_transport,
+                   stopped: StoppedSeen | None = None) -> tuple[MemberState, Quorum]:
     t0 = time.monotonic()
     base = MemberState(name=member.name, host=member.ssh.host, reachable=False)
     t = factory(member)
@@ -283,8 +319,10 @@ def inspect_member(member: Member, inv: Inventory,
                            ssh_refused=isinstance(exc, AccessDenied | HostKeyError | JumpHostError)
                            ), Quorum(False)
         running = res.exit_status == 0
+        if not running and stopped is not None:
+            stopped.add(member.name)
         pids = res.stdout.decode(errors="replace").split() if running else []
-        state, quorum = _read_state(t, member, inv, running)
+        state, quorum = _read_state(t, member, inv, running, stopped)
         text, error, flags = _host_config(t, member, inv.runtime, pids)
         own = next((p.name for p in state.membership if p.id == state.member_id and p.name),
                    None)
@@ -299,12 +337,12 @@ def inspect_member(member: Member, inv: Inventory,
         t.close()
 
 
-def _read_state(t: Transport, member: Member, inv: Inventory, running: bool
-                ) -> tuple[MemberState, Quorum]:
+def _read_state(t: Transport, member: Member, inv: Inventory, running: bool,
+                stopped: StoppedSeen | None = None) -> tuple[MemberState, Quorum]:
     live_error = None
     if running:
         try:
-            return read_live(t, member, inv)
+            return read_live(t, member, inv, stopped)
         except EtcdRecoveryError as exc:
             live_error = f"etcd runs but did not answer over gRPC: {exc}"
     try:
@@ -334,11 +372,12 @@ def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
     for name in exclude:
         inv.member(name)  # an unknown name is an inventory error, not a silent no-op
     known = {s.name: s for s in known_unreachable if not s.reachable}
+    stopped = StoppedSeen()
 
     def one(m: Member) -> tuple[MemberState, Quorum]:
         if m.name in known:
             return known[m.name], Quorum(False)
-        return inspect_member(m, inv, factory)
+        return inspect_member(m, inv, factory, stopped)
 
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
         results = list(pool.map(one, todo))

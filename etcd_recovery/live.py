@@ -461,6 +461,39 @@ class EtcdClient:
             return None
         return bytes(r.kvs[0].value)
 
+    def quorum_read(self, key: bytes | str, give_up: Callable[[], str | None]) -> str | None:
+        """A linearizable read of ``key``, which succeeds only through a quorum: None when it
+        did, else why not. While it waits, ``give_up`` is asked every few tens of
+        milliseconds; a reason from it (quorum is impossible) cancels the read."""
+        method = "KV.Range"
+        request = pb.RangeRequest(key=_as_bytes(key), serializable=False)
+        try:
+            future = self._kv.Range.future(request, timeout=self.timeout,
+                                           metadata=self._metadata(renew=False))
+        except grpc.RpcError as exc:
+            return str(self._error(method, exc).args[0])
+        done = threading.Event()
+        future.add_done_callback(lambda _f: done.set())
+        delay = 0.02
+        while not done.wait(delay):
+            why = give_up()
+            if why is not None:
+                future.cancel()
+                return why
+            delay = min(0.1, delay * 1.5)
+        try:
+            future.result()
+            return None
+        except grpc.RpcError as exc:
+            err = self._error(method, exc)
+            if self._username is not None and err.details == ERR_INVALID_AUTH_TOKEN:
+                try:  # a stale token: the plain call renews it
+                    self.get(key, serializable=False)
+                    return None
+                except EtcdApiError as again:
+                    return str(again.args[0])
+            return str(err.args[0])
+
     def put(self, key: bytes | str, value: bytes | str) -> int:
         """Write one key; returns the store's revision after the write."""
         request = pb.PutRequest(key=_as_bytes(key), value=_as_bytes(value))

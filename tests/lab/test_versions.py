@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .conftest import LabHandle, cli
-from .recovery_scenario import inventory, run_recovery
+from .recovery_scenario import check_recovered, inventory, lose_quorum, run_recovery
 
 
 def test_mixed_versions_are_shown_then_recovered(make_lab: Callable[..., LabHandle]) -> None:
@@ -57,3 +57,32 @@ def test_any_etcd_build_from_a_directory(tmp_path: Path) -> None:
               check=False)
     assert bad.returncode == 2 and "no executable etcd" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_kept_member_is_restored_from_another_image(make_lab: Callable[..., LabHandle]
+                                                        ) -> None:
+    # Every host has each of the lab's builds; the image tag picks one (kubelet-lite), as a
+    # registry holds every image. etcd-1 runs 3.5.16 and is restored from the 3.5.30 image.
+    lab = make_lab(members=3, runtime="static-pod", version="3.5.16,3.5.16,3.5.30", keys=200)
+    lose_quorum(lab, newest="etcd-1", stale="etcd-2", gone=["etcd-3"], writes=100)
+    image = "registry.k8s.io/etcd:3.5.30-0"
+    plan = json.loads(cli("plan", "-i", inventory(lab), "-o", "json", "--etcd-image",
+                          image).stdout)
+    if plan["chosen"] != "etcd-1":  # a partition leak: etcd-2 took the writes too (a tie)
+        assert plan["reason"].startswith("tie:"), plan["reason"]
+    kept = plan["chosen"]
+    force = next(s for s in plan["steps"] if s["kind"] == "force_new_cluster")
+    assert force["params"]["etcd_image"] == image and image in force["title"]
+    # The advisory follows the image's version: 3.5.30 carries etcd's own commit fix.
+    assert any("itself raises the commit" in a for a in plan["advisories"]
+               if a.startswith(f"{kept} (etcd 3.5.30)")), plan["advisories"]
+    saved = lab.dir / "plan.json"
+    saved.write_text(json.dumps(plan))
+    res = cli("execute", "-i", inventory(lab), "--plan", str(saved), "--confirm", "-o", "json")
+    assert json.loads(res.stdout)["ok"]
+    check_recovered(lab, ["etcd-1", "etcd-2"], keys=200, writes=100)
+    report = json.loads(cli("inspect", "-i", inventory(lab), "-o", "json",
+                            check=False).stdout)
+    versions = {m["name"]: m["etcd_version"] for m in report["members"] if m["reachable"]}
+    other = "etcd-2" if kept == "etcd-1" else "etcd-1"
+    assert versions == {kept: "3.5.30", other: "3.5.16"}, versions

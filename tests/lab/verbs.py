@@ -65,6 +65,13 @@ def test_stop_etcd_on_two_loses_quorum(lab: LabHandle) -> None:
     cli("lab", "stop-etcd", "etcd-1", "--dir", str(lab.dir))
     cli("lab", "stop-etcd", "etcd-2", "--dir", str(lab.dir))
     try:
+        # Right away etcd-3 may still believe in a leader; inspect does not wait out a
+        # linearizable read (3 s) once two of three voters are seen stopped.
+        report = json.loads(cli("inspect", "-i", str(lab.dir / "inventory.yaml"), "-o", "json",
+                                check=False).stdout)
+        assert report["quorum"] is False and report["elapsed_s"] < 2.5, report
+        m3 = next(m for m in report["members"] if m["name"] == "etcd-3")
+        assert not any("linearizable read failed" in n for n in m3["notes"]), m3["notes"]
         assert not healthy(lab, "etcd-3"), "etcd-3 alone must have no quorum"
         # Kept down, as after a crash loop; the data dir is untouched.
         time.sleep(2.5)

@@ -149,3 +149,22 @@ def test_force_new_cluster_precondition_uses_the_same_choice() -> None:
     assert require_kept([st("a", commit=99), st("b")], "a", "inv.yaml").name == "a"
     with pytest.raises(PreconditionError, match="cluster ID"):
         require_kept([st("a"), st("b", cluster=0xC2)], "a", "inv.yaml")
+
+
+def test_quorum_is_impossible_only_when_too_few_voters_can_run() -> None:
+    from etcd_recovery.inspect import StoppedSeen
+
+    seen = StoppedSeen()
+    voters = ["a", "b", "c"]
+    assert seen.why_impossible(voters) is None
+    seen.add("a")
+    assert seen.why_impossible(voters) is None          # b and c may still make a quorum
+    seen.add("x")                                        # not a voter: changes nothing
+    assert seen.why_impossible(voters) is None
+    seen.add("b")
+    why = seen.why_impossible(voters)
+    assert why is not None and "a, b" in why and "at most 1 of 3" in why
+    # Five voters, one of them unnamed (never started) or unreachable: it counts as running.
+    assert seen.why_impossible(["a", "b", "c", "d", "9f3"]) is None
+    seen.add("c")
+    assert seen.why_impossible(["a", "b", "c", "d", "9f3"]) is not None

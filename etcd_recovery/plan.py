@@ -360,7 +360,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
         tag = versions.parse_version(etcd_image.rsplit(":", 1)[-1]
                                      if ":" in etcd_image.rsplit("/", 1)[-1] else None)
         kept_versions[chosen.name] = "{}.{}.{}".format(*tag) if tag else None
-    advs = versions.advisories(chosen.name, kept_versions)
+    advs = versions.advisories(chosen.name, kept_versions, inv.runtime)
     for a in advs:
         if a.refuse:
             raise RefusedError(f"no plan: {a.line()}")

@@ -69,9 +69,11 @@ class Advisory:
         return f"{self.member} (etcd {self.version}): {self.text} ({self.issue})"
 
 
-def advisories(kept: str, versions: dict[str, str | None]) -> list[Advisory]:
+def advisories(kept: str, versions: dict[str, str | None],
+               runtime: str = "static-pod") -> list[Advisory]:
     """The plan's version advisories: ``versions`` maps each reachable member to its etcd
-    version (None: unknown); ``kept`` is the member to keep, which runs --force-new-cluster."""
+    version (None: unknown); ``kept`` is the member to keep, which runs --force-new-cluster;
+    ``runtime`` says how a fixed build is put in place."""
     out: list[Advisory] = []
     kept_text = versions.get(kept)
     v = parse_version(kept_text)
@@ -83,9 +85,10 @@ def advisories(kept: str, versions: dict[str, str | None]) -> list[Advisory]:
     if panics_on_force_new_cluster(v):
         out.append(Advisory(kept, kept_text, "etcd-io/etcd#20009",
                             "3.6.0 panics on --force-new-cluster with a reused data dir, "
-                            "fixed in 3.6.1: run the restore with a >= 3.6.1 build "
-                            "(plan --etcd-image IMAGE for a static pod, --etcd-binary PATH "
-                            "for systemd)", refuse=True))
+                            "fixed in 3.6.1: run the restore with a >= 3.6.1 build ("
+                            + ("plan again with --etcd-image IMAGE" if runtime == "static-pod"
+                               else "install it where etcd.service runs etcd, then plan "
+                                    "again") + ")", refuse=True))
     if commit_fix(v):
         out.append(Advisory(kept, kept_text, "etcd-io/etcd#20055",
                             "force-new-cluster itself raises the commit to the consistent "

@@ -51,6 +51,9 @@ def test_advisories_name_the_bugs_each_version_has() -> None:
     refused = [a for a in advisories("a", {"a": "3.6.0"}) if a.refuse]
     assert len(refused) == 1 and "#20009" in refused[0].line() and "3.6.1" in refused[0].text
     assert not any(a.refuse for a in advisories("a", {"a": "3.6.1", "b": "3.6.0"}))
+    assert "--etcd-image" in refused[0].text
+    systemd = next(a for a in advisories("a", {"a": "3.6.0"}, "systemd") if a.refuse)
+    assert "etcd.service" in systemd.text and "--etcd-image" not in systemd.text
     # Each advisory is one line naming the member, its version and the issue.
     for a in advisories("a", {"a": "3.4.23", "b": None}):
         assert "\n" not in a.line() and a.line().startswith("a (etcd 3.4.23): ")

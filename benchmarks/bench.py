@@ -63,17 +63,16 @@ def lab_up(d: Path, members: int, runtime: str, keys: int, big_mb: int = 0) -> N
         "--etcd-version", ETCD_VERSION, "--keys", str(keys))
     if big_mb:
         from etcd_recovery.lab.lab import Lab
+        from etcd_recovery.live import EtcdClient
 
         lab = Lab(d)
         state = lab.state()
-        value = "v" * BIG_VALUE
+        tls = lab._tls()
+        value = b"v" * BIG_VALUE
         count = big_mb * 1024 * 1024 // BIG_VALUE
-        for start in range(0, count, 8):
-            ops = "".join(f'put /bench/big/{n:06d} "{value}"\n'
-                          for n in range(start, min(count, start + 8)))
-            res = lab.etcdctl(state, ["txn"], stdin="\n" + ops + "\n\n", timeout=60)
-            if res.returncode != 0 or "SUCCESS" not in res.stdout:
-                raise RuntimeError(f"loading big values: {res.stderr.strip()[-500:]}")
+        with EtcdClient(f"{state.hosts[0].mgmt_ip}:2379", ca_file=tls.ca, cert_file=tls.cert,
+                        key_file=tls.key, timeout=60.0) as client:
+            client.put_many(((f"/bench/big/{n:06d}", value) for n in range(count)), batch=8)
 
 
 def breakage(d: Path, members: int) -> list[str]:
@@ -120,8 +119,11 @@ def shape(members: int, runtime: str, keys: int, d: Path, big_mb: int = 0) -> di
     breakage(d, members)
     inv = str(d / "inventory.yaml")
     t_inspect, _, _ = timed("inspect", "-i", inv, "-o", "json")
-    t_plan, rss_plan, _ = timed("plan", "-i", inv, "-o", "json")
+    t_plan, rss_plan, planned = timed("plan", "-i", inv, "-o", "json")
+    groups = {st["id"]: st["group"] for st in json.loads(planned.stdout)["steps"]}
     seconds, rss, res = timed("execute", "-i", inv, "--confirm", "-o", "json")
+    if res.returncode != 0:
+        raise RuntimeError(f"execute failed ({res.returncode}): {res.stderr[-3000:]}")
     summary = json.loads(res.stdout)
     assert summary["ok"], summary
     execute: dict[str, float] = {}
@@ -130,21 +132,21 @@ def shape(members: int, runtime: str, keys: int, d: Path, big_mb: int = 0) -> di
         p = phase_of(s["id"])
         if p == "peers":  # all move-asides at once: charged to the first peer
             p = next((f"peer {n}" for n in reachable if n != kept), "peers")
-        kind = s["id"].split(":")[0]
-        if kind == "backup" and s["id"] != f"backup:{kept}":
-            continue  # in the background, while the kept member is restored
-        if kind in ("backup", "move-aside") or (kind == "fence" and s["id"] != f"fence:{kept}"):
-            together[(p, kind)] = max(together.get((p, kind), 0.0), s["seconds"])
+        group = groups.get(s["id"])
+        if group == "background":
+            continue  # while the kept member is restored: the run does not wait for it
+        if group is not None:  # run at the same time: the longest counts
+            together[(p, group)] = max(together.get((p, group), 0.0), s["seconds"])
         else:
             execute[p] = execute.get(p, 0.0) + s["seconds"]
     for (p, _), sec in together.items():
         execute[p] = execute.get(p, 0.0) + sec
     execute["total"] = summary["total_s"]
     steps = [(s["id"], s["seconds"]) for s in summary["steps"]
-             if not (s["id"].startswith("backup:") and s["id"] != f"backup:{kept}")]
+             if groups.get(s["id"]) != "background"]
     size = f", {big_mb // 1024} GB of values" if big_mb >= 1024 else ""
     return {"shape": f"{members} members, {runtime}, etcd {version}{size}", "kept": kept,
-            "floor": floor,
+            "floor": floor, "groups": groups,
             "execute": execute,
             "wall_s": seconds, "rss_kib": rss, "rss_plan_kib": rss_plan,
             "inspect_s": t_inspect, "plan_s": t_plan, "steps": steps,
@@ -177,22 +179,21 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
                                                          if p[0] != "total"]),
                                               ("execute", r["steps"]))):
             x = end = 0.0
-            prev = ""
+            prev: str | None = None
             for i, (name, sec) in enumerate(items):
                 kind = name.split(":")[0]
-                together = kind in ("backup", "move-aside", "fence") and kind == prev \
-                    and name != f"fence:{r['kept']}"
+                group = r.get("groups", {}).get(name) if row else None
+                together = group is not None and group == prev
                 if not together:
                     x = end
-                ax.barh(row + (0.25 * (i % 3) - 0.25 if kind in ("backup", "move-aside",
-                                                                   "fence") else 0),
-                        sec, left=x, height=0.3 if kind in ("backup", "move-aside", "fence")
-                        else 0.8, color=f"C{i % 10}", edgecolor="white")
+                ax.barh(row + (0.25 * (i % 3) - 0.25 if group else 0),
+                        sec, left=x, height=0.3 if group else 0.8, color=f"C{i % 10}",
+                        edgecolor="white")
                 if sec > 0.6 and not together:
                     ax.text(x + sec / 2, row, kind, ha="center", va="center", fontsize=6,
                             rotation=90)
                 end = max(end, x + sec)
-                prev = kind
+                prev = group
         ax.set_yticks([0, 1], ["floor", "execute"])
         ax.set_title(r["shape"], fontsize=9)
         ax.set_xlabel("seconds")

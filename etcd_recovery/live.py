@@ -324,11 +324,12 @@ class EtcdClient:
         return EtcdRpcError(self.endpoint, method, code_name, str(details or "no details"))
 
     def _raw_call(self, method: str, fn: Callable[..., _T], request: object,
-                  metadata: Sequence[tuple[str, str]] | None) -> _T:
+                  metadata: Sequence[tuple[str, str]] | None,
+                  timeout: float | None = None) -> _T:
         if self._closed:
             raise EtcdRpcError(self.endpoint, method, "CANCELLED", "client is closed")
         try:
-            return fn(request, timeout=self.timeout, metadata=metadata)
+            return fn(request, timeout=timeout or self.timeout, metadata=metadata)
         except grpc.RpcError as exc:
             raise self._error(method, exc) from exc
 
@@ -352,13 +353,14 @@ class EtcdClient:
                     self._token = ""  # the cluster does not check users: send no token
             return [("token", self._token)] if self._token else None
 
-    def _call(self, method: str, fn: Callable[..., _T], request: object) -> _T:
+    def _call(self, method: str, fn: Callable[..., _T], request: object,
+              timeout: float | None = None) -> _T:
         try:
-            return self._raw_call(method, fn, request, self._metadata(renew=False))
+            return self._raw_call(method, fn, request, self._metadata(renew=False), timeout)
         except EtcdRpcError as exc:
             if self._username is None or exc.details != ERR_INVALID_AUTH_TOKEN:
                 raise
-        return self._raw_call(method, fn, request, self._metadata(renew=True))
+        return self._raw_call(method, fn, request, self._metadata(renew=True), timeout)
 
     # -- Maintenance ---------------------------------------------------------------
 
@@ -391,13 +393,16 @@ class EtcdClient:
             AlarmInfo(int(a.memberID), _alarm_name(int(a.alarm))) for a in r.alarms
         ]
 
-    def hash_kv(self, revision: int = 0) -> KvHash:
+    def hash_kv(self, revision: int = 0, timeout: float = 300.0) -> KvHash:
         """Hash of this member's keyspace up to ``revision`` (0: the current revision).
 
-        Members that hold the same data give the same hash for the same revision.
+        Members that hold the same data give the same hash for the same revision. etcd reads
+        its whole keyspace for it (seconds for a database of gigabytes): hence the long
+        ``timeout``.
         """
         r: pb.HashKVResponse = self._call(
-            "Maintenance.HashKV", self._maintenance.HashKV, pb.HashKVRequest(revision=revision)
+            "Maintenance.HashKV", self._maintenance.HashKV, pb.HashKVRequest(revision=revision),
+            timeout,
         )
         return KvHash(int(r.hash), int(r.compact_revision), int(r.header.revision))
 

@@ -56,7 +56,9 @@ def verify_cluster(s: Session, expected: list[str], keys_before: int | None,
 
     try:
         rev = poll(same_revision, timeout, "every member to reach the same revision")
-        hashes = {n: s.client(n).hash_kv(rev).hash for n in expected}
+        with ThreadPoolExecutor(max_workers=len(expected)) as pool:  # seconds each at 1 GB
+            hashes = dict(zip(expected, pool.map(lambda n: s.client(n).hash_kv(rev).hash,
+                                                 expected), strict=True))
         if len(set(hashes.values())) != 1:
             problems.append(f"HashKV at revision {rev} differs: "
                             + ", ".join(f"{n}={h:x}" for n, h in hashes.items()))

@@ -128,16 +128,22 @@ TakeOverOpt = Annotated[bool, typer.Option(
 EtcdImageOpt = Annotated[str | None, typer.Option(
     "--etcd-image", help="Static pods: the image the kept member runs from --force-new-cluster "
     "on (e.g. a fixed etcd patch release when its own version has a bug the plan names).")]
+EtcdBinaryOpt = Annotated[str | None, typer.Option(
+    "--etcd-binary", help="systemd: an etcd build on the kept member's host (absolute path); "
+    "the restore installs it where etcd.service runs etcd, the original kept in the run "
+    "directory (e.g. a fixed etcd patch release when its own version has a bug the plan "
+    "names).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v",
                                           help="Show every action as it runs.")]
 
 
 def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
                  run_id: str | None = None, exclude: list[str] | None = None,
-                 etcd_image: str | None = None) -> tuple[Any, Any]:
+                 etcd_image: str | None = None,
+                 etcd_binary: str | None = None) -> tuple[Any, Any]:
     """Inspect and lay out the plan (pure planning over what inspect read); the plan and the
     inspection it was made from."""
-    from .inspect import inspect_cluster, read_configs
+    from .inspect import inspect_cluster, read_configs, read_new_binary
     from .plan import make_plan
     from .render import inspect_table
 
@@ -147,9 +153,17 @@ def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
         inspect_table(report, err)
         fail(RefusedError(f"no plan: {report.decision.reason}"))
     configs = guarded(lambda: read_configs(inv, report))
+    new_binary = None
+    if etcd_binary is not None:
+        if inv.runtime != "systemd":
+            fail(UsageError("--etcd-binary applies to a systemd cluster; for a static pod, "
+                            "give the image with --etcd-image"))
+        kept = inv.member(report.decision.chosen)
+        new_binary = guarded(lambda: read_new_binary(kept, etcd_binary, kept.unit or ""))
     plan = guarded(lambda: make_plan(inv, report, configs, run_id or new_run_id(),
                                      allow_quorum=allow_quorum, take_over_lock=take_over_lock,
-                                     exclude=exclude or (), etcd_image=etcd_image))
+                                     exclude=exclude or (), etcd_image=etcd_image,
+                                     etcd_binary=new_binary))
     return plan, report
 
 
@@ -171,11 +185,12 @@ def plan(inventory: InventoryOpt,
          save: Annotated[Path | None, typer.Option("--save", help="Write the plan (JSON, "
                                                    "with its state fingerprint).")] = None,
          allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False,
-         exclude: ExcludeOpt = None, etcd_image: EtcdImageOpt = None) -> None:
+         exclude: ExcludeOpt = None, etcd_image: EtcdImageOpt = None,
+         etcd_binary: EtcdBinaryOpt = None) -> None:
     """Inspect, choose the member to keep, and lay out every step (a dry run)."""
     inv = guarded(lambda: load_inventory(inventory, check_files=True))
     the_plan, _ = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude,
-                               etcd_image=etcd_image)
+                               etcd_image=etcd_image, etcd_binary=etcd_binary)
     _show_plan(the_plan, output, inv)
     if save is not None:
         try:
@@ -268,7 +283,7 @@ def execute(inventory: InventoryOpt,
                 "--abandon", help="Give up the unfinished run (its journal is kept; its host "
                 "locks then need --take-over-lock) so that a new plan can be made.")] = False,
             verbose: VerboseOpt = False, exclude: ExcludeOpt = None,
-            etcd_image: EtcdImageOpt = None,
+            etcd_image: EtcdImageOpt = None, etcd_binary: EtcdBinaryOpt = None,
             output: OutputOpt = Output.table) -> None:
     """Carry out the plan step by step (needs --confirm), journaled and resumable."""
     from .journal import Journal
@@ -307,10 +322,11 @@ def execute(inventory: InventoryOpt,
             takeover = bool(lock and lock.actions and getattr(lock.actions[0], "argv", None)
                             == tuple(takeover_argv(saved.run_id)))
             excluded = list(saved.steps[0].params.get("exclude", [])) if saved.steps else []
-            image = next((s.params.get("etcd_image") for s in saved.steps
-                          if s.kind.value == "force_new_cluster"), None)
-            derived, planned_from = _derive_plan(inv, allow, takeover, run_id=saved.run_id,
-                                                 exclude=excluded, etcd_image=image)
+            force = next((s for s in saved.steps if s.kind.value == "force_new_cluster"), None)
+            derived, planned_from = _derive_plan(
+                inv, allow, takeover, run_id=saved.run_id, exclude=excluded,
+                etcd_image=force.params.get("etcd_image") if force else None,
+                etcd_binary=force.params.get("etcd_binary") if force else None)
             diff = saved.first_difference(derived)
             if diff is not None:
                 fail(RefusedError(f"{plan_file}: the saved plan is not what this inventory "
@@ -319,7 +335,8 @@ def execute(inventory: InventoryOpt,
             the_plan = saved
         else:
             the_plan, planned_from = _derive_plan(inv, allow_quorum, take_over_lock,
-                                                  exclude=exclude, etcd_image=etcd_image)
+                                                  exclude=exclude, etcd_image=etcd_image,
+                                                  etcd_binary=etcd_binary)
         journal = _confirmed_journal(the_plan, confirm, jdir)
     summary = _run(inv, the_plan, journal, verbose, check_fingerprint=not resume,
                    planned_from=None if resume else planned_from)

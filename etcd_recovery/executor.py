@@ -678,8 +678,9 @@ class Executor:
         if self.session.runs_without_force(name) is False:
             # Resumed after the start: the restore is under way; only wait for it.
             self._require_all_fenced(except_=name)
-            return {1: "etcd already runs with --force-new-cluster (resumed)",
-                    2: "etcd already runs with --force-new-cluster (resumed)"}
+            why = "etcd already runs with --force-new-cluster (resumed)"
+            wait = next(i for i, a in enumerate(step.actions, 1) if isinstance(a, Wait))
+            return {i: why for i in range(1, wait)}
         # Every member must be stopped, and then its disk is authoritative: the member to keep
         # is decided again, by the same function that chose it for the plan. Each host is
         # checked and read at the same time.

@@ -31,13 +31,14 @@ from .errors import (
     HostKeyError,
     JumpHostError,
     TransportError,
+    UsageError,
 )
 from .formats.backend import read_backend
 from .formats.snap import latest_snapshot, parse_snap_name
 from .formats.wal import WalState, read_wal, wal_file_names
 from .inventory import Inventory, Member
 from .live import EtcdClient
-from .model import Decision, InspectReport, MemberState, PeerView, Quorum, WalTail
+from .model import Decision, InspectReport, MemberState, NewBinary, PeerView, Quorum, WalTail
 from .runtimes.base import runtime_for
 from .runtimes.config import manifest_image
 from .transport.base import HostTarget, Transport
@@ -272,6 +273,7 @@ def running_flags(t: Transport, pid: str) -> dict[str, str] | None:
 
 
 _VERSION_RE = re.compile(r"(\d+\.\d+\.\d+)")
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 
 
 def _version(t: Transport, runtime: str, config: str | None, pids: list[str]
@@ -304,6 +306,30 @@ def _version(t: Transport, runtime: str, config: str | None, pids: list[str]
         return None, None
     m = re.search(r"etcd Version:\s*(\S+)", out)
     return (m.group(1), f"{exe} --version") if m else (None, None)
+
+
+def read_new_binary(member: Member, path: str, unit: str,
+                    factory: TransportFactory = ssh_transport) -> NewBinary:
+    """``--etcd-binary PATH``: the build's version, read on the kept member's host, and the
+    binary its unit runs (which the restore replaces)."""
+    if not path.startswith("/") or not _SAFE_PATH.fullmatch(path):
+        raise UsageError(f"--etcd-binary {path!r}: give an absolute path on {member.name}")
+    t = factory(member)
+    try:
+        out = t.run([path, "--version"], sudo=True, check=False, timeout=20)
+        m = re.search(r"etcd Version:\s*(\S+)", out.stdout.decode(errors="replace"))
+        if out.exit_status != 0 or m is None:
+            raise UsageError(f"--etcd-binary {path}: `{path} --version` on {member.name} "
+                             f"printed no etcd version (exit {out.exit_status})")
+        show = t.run(["systemctl", "show", "-p", "ExecStart", unit], check=False,
+                     timeout=10).stdout.decode(errors="replace")
+        found = re.search(r"path=(\S+)", show)
+        if found is None:
+            raise UsageError(f"--etcd-binary: {member.name}: `systemctl show -p ExecStart "
+                             f"{unit}` names no binary to replace")
+        return NewBinary(path=path, version=m.group(1), replaces=found.group(1))
+    finally:
+        t.close()
 
 
 def inspect_member(member: Member, inv: Inventory, factory: TransportFactory = ssh_transport,

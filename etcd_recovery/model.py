@@ -58,6 +58,16 @@ class WalTail:
 
 
 @dataclass(frozen=True)
+class NewBinary:
+    """systemd: an etcd build on the kept member's host to restore with (``--etcd-binary``),
+    as read there when planning."""
+
+    path: str                # the build on the host
+    version: str | None      # what its ``--version`` says
+    replaces: str            # the binary etcd.service runs, which it replaces
+
+
+@dataclass(frozen=True)
 class MemberState:
     """Everything inspect learned about one inventory member.
 

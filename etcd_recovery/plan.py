@@ -47,7 +47,7 @@ from .actions import (
 from .errors import FormatError, RefusedError, UsageError
 from .formats.walwrite import hardstate_frame
 from .inventory import Inventory, Member
-from .model import InspectReport, MemberState, PeerView, WalTail, id_hex
+from .model import InspectReport, MemberState, NewBinary, PeerView, WalTail, id_hex
 from .runtimes import config as rconf
 from .runtimes.base import Runtime, runtime_for, sh
 
@@ -86,7 +86,7 @@ STEP_PARAMS: dict[StepKind, dict[str, str]] = {
     StepKind.VERIFY: {"members": _STR_LIST, "keys_before": "int|None"},
     StepKind.ALIGN_COMMIT: {"wal_dir": "str", "db": "str", "target": "str",
                              "commit_fix": "bool"},
-    StepKind.FORCE_NEW_CLUSTER: {"etcd_image": "str|None"},
+    StepKind.FORCE_NEW_CLUSTER: {"etcd_image": "str|None", "etcd_binary": "str|None"},
 }
 _PARAM_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "bool": (bool,),
                                              "str|None": (str, type(None)),
@@ -333,9 +333,10 @@ def _members_arg(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
 def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
               run_id: str, keys_before: int | None = None, allow_quorum: bool = False,
               take_over_lock: bool = False, exclude: Sequence[str] = (),
-              etcd_image: str | None = None) -> Plan:
+              etcd_image: str | None = None, etcd_binary: NewBinary | None = None) -> Plan:
     """Lay out the recovery. ``configs`` maps member name -> its manifest / env file text.
-    ``etcd_image`` (static pods): the image the kept member runs from force-new-cluster on."""
+    ``etcd_image`` (static pods) / ``etcd_binary`` (systemd): the build the kept member runs
+    from force-new-cluster on."""
     d = report.decision
     if d.refused or d.chosen is None:
         raise RefusedError(f"no plan: {d.reason}")
@@ -360,6 +361,11 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
         tag = versions.parse_version(etcd_image.rsplit(":", 1)[-1]
                                      if ":" in etcd_image.rsplit("/", 1)[-1] else None)
         kept_versions[chosen.name] = "{}.{}.{}".format(*tag) if tag else None
+    if etcd_binary is not None:
+        if inv.runtime != "systemd":
+            raise UsageError("--etcd-binary applies to a systemd cluster; for a static pod, "
+                             "give the image with --etcd-image")
+        kept_versions[chosen.name] = etcd_binary.version
     advs = versions.advisories(chosen.name, kept_versions, inv.runtime)
     for a in advs:
         if a.refuse:
@@ -397,7 +403,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     add(backup_step(rt, chosen, run_id))
     for m in reachable:
         if m.name != chosen.name:
-            add(replace(backup_step(rt, m, run_id), group=BACKGROUND))
+            add(backup_step(rt, m, run_id, background=True))
 
     # 4. align the kept member's WAL commit, force a new cluster from it, then restart it
     #    without the flag
@@ -414,18 +420,24 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     add(Step(id=f"force-new-cluster:{chosen.name}", phase="restore",
              kind=StepKind.FORCE_NEW_CLUSTER, host=chosen.name,
              title=f"Start {chosen.name} with --force-new-cluster ({d.reason})"
-                   + (f", from image {etcd_image}" if etcd_image else ""),
+                   + (f", from image {etcd_image}" if etcd_image else "")
+                   + (f", with the etcd {etcd_binary.version or '(version unknown)'} build "
+                      f"{etcd_binary.path} installed as {etcd_binary.replaces} (the original "
+                      "kept in the run directory)" if etcd_binary else ""),
              precondition="every reachable member is fenced (no etcd running); read from "
                           f"their disks, {chosen.name} still has the most up-to-date log; its "
                           "backup exists",
              check=f"{chosen.name} is healthy as a one-member cluster: it leads, the member "
                    "list holds only itself, a linearizable read succeeds",
-             actions=(WriteFile(chosen.name, staged, forced, 0o600,
+             actions=(*((Run(chosen.name, tuple(install_binary_argv(etcd_binary, rdir)),
+                             120.0),) if etcd_binary else ()),
+                      WriteFile(chosen.name, staged, forced, 0o600,
                                 rconf.unified_diff(configs[chosen.name], forced, cfg_file)),
                       Run(chosen.name, start, 60.0),
                       Wait("leads-alone", chosen.name, chosen.client_url, 90.0),
                       host_record(chosen.name, run_id, f"force-new-cluster:{chosen.name}")),
-             params={"etcd_image": etcd_image}))
+             params={"etcd_image": etcd_image,
+                     "etcd_binary": etcd_binary.path if etcd_binary else None}))
     add(Step(id=f"remove-flag:{chosen.name}", phase="restore", kind=StepKind.RESTART_PLAIN,
              host=chosen.name,
              title=f"Restart {chosen.name} without --force-new-cluster",
@@ -474,6 +486,14 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                 reason=d.reason, fingerprint=fingerprint(report), steps=tuple(steps),
                 unreachable=unreachable, rejoin_later=unreachable, inventory=inv.path,
                 advisories=tuple(a.line() for a in advs))
+
+
+def install_binary_argv(new: NewBinary, rdir: str) -> list[str]:
+    """Put the build where the unit runs etcd, the original (file or symlink) kept in the run
+    directory first; idempotent, so a resumed run neither loses the original nor stops."""
+    return sh('set -e; if [ ! -e "$3/etcd.binary.orig" ] && [ ! -L "$3/etcd.binary.orig" ]; '
+              'then cp -a "$1" "$3/etcd.binary.orig"; fi; install -m 0755 "$2" "$1.new"; '
+              'mv -f "$1.new" "$1"', new.replaces, new.path, rdir)
 
 
 def lock_step(run_id: str, members: Sequence[Member], take_over: bool) -> Step:
@@ -702,13 +722,19 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
                 unreachable=(), rejoin_later=(), inventory=inv.path)
 
 
-def backup_step(rt: Runtime, m: Member, run_id: str) -> Step:
-    """Copy the member's data dir and (fenced) configuration, with a verified B2SUMS."""
+def backup_step(rt: Runtime, m: Member, run_id: str, background: bool = False) -> Step:
+    """Copy the member's data dir and (fenced) configuration, with a verified B2SUMS. In the
+    background it runs at a lower CPU priority (``nice``), so as not to slow the kept member's
+    restore, which runs meanwhile."""
     rdir = run_dir(run_id)
     bdir = posixpath.join(rdir, "backup")
     argv = _backup_argv(m.data_dir, rt.fenced_config_path(m, rdir), bdir)
+    if background:
+        argv = ["nice", "-n", "10", *argv]
     return Step(id=f"backup:{m.name}", phase="backup", kind=StepKind.BACKUP, host=m.name,
-                title=f"Back up {m.name}'s data dir and configuration to {bdir}",
+                group=BACKGROUND if background else None,
+                title=f"Back up {m.name}'s data dir and configuration to {bdir}"
+                      + (" (in the background, at a lower CPU priority)" if background else ""),
                 precondition="etcd is not running on the host; free space >= data size",
                 check="the copy is byte for byte the source (diff -r), and its B2SUMS is "
                       "written (checked with b2sum -c when a run resumes)",

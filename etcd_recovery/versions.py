@@ -87,8 +87,8 @@ def advisories(kept: str, versions: dict[str, str | None],
                             "3.6.0 panics on --force-new-cluster with a reused data dir, "
                             "fixed in 3.6.1: run the restore with a >= 3.6.1 build ("
                             + ("plan again with --etcd-image IMAGE" if runtime == "static-pod"
-                               else "install it where etcd.service runs etcd, then plan "
-                                    "again") + ")", refuse=True))
+                               else "plan again with --etcd-binary PATH, a build on that "
+                                    "host") + ")", refuse=True))
     if commit_fix(v):
         out.append(Advisory(kept, kept_text, "etcd-io/etcd#20055",
                             "force-new-cluster itself raises the commit to the consistent "

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .conftest import LabHandle, cli
+from .conftest import LabHandle, cli, ssh
 from .recovery_scenario import check_recovered, inventory, lose_quorum, run_recovery
 
 
@@ -86,3 +86,35 @@ def test_the_kept_member_is_restored_from_another_image(make_lab: Callable[..., 
     versions = {m["name"]: m["etcd_version"] for m in report["members"] if m["reachable"]}
     other = "etcd-2" if kept == "etcd-1" else "etcd-1"
     assert versions == {kept: "3.5.30", other: "3.5.16"}, versions
+
+
+def test_the_kept_member_is_restored_with_another_build(make_lab: Callable[..., LabHandle]
+                                                        ) -> None:
+    # systemd: etcd-1 runs 3.5.16 through /usr/local/bin/etcd; every lab build is on every host
+    # under /opt/etcd-<version>, and the restore installs the 3.5.30 one in its place.
+    lab = make_lab(members=3, runtime="systemd", version="3.5.16,3.5.16,3.5.30", keys=200)
+    lose_quorum(lab, newest="etcd-1", stale="etcd-2", gone=["etcd-3"], writes=100)
+    build = "/opt/etcd-3.5.30/etcd"
+    plan = json.loads(cli("plan", "-i", inventory(lab), "-o", "json", "--etcd-binary",
+                          build).stdout)
+    kept = plan["chosen"]
+    force = next(s for s in plan["steps"] if s["kind"] == "force_new_cluster")
+    assert force["params"]["etcd_binary"] == build and "/usr/local/bin/etcd" in force["title"]
+    assert any(a.startswith(f"{kept} (etcd 3.5.30)") for a in plan["advisories"])
+    res = cli("execute", "-i", inventory(lab), "--confirm", "--etcd-binary", build, "-o",
+              "json")
+    summary = json.loads(res.stdout)
+    assert summary["ok"]
+    check_recovered(lab, ["etcd-1", "etcd-2"], keys=200, writes=100)
+    report = json.loads(cli("inspect", "-i", inventory(lab), "-o", "json",
+                            check=False).stdout)
+    versions = {m["name"]: m["etcd_version"] for m in report["members"] if m["reachable"]}
+    other = "etcd-2" if kept == "etcd-1" else "etcd-1"
+    assert versions == {kept: "3.5.30", other: "3.5.16"}, versions
+    # The binary it replaced (the lab's symlink to 3.5.16) is kept in the run's directory.
+    orig = ssh(lab.dir, lab.ip(kept), f"readlink /var/lib/etcd-recovery/{summary['run_id']}"
+                                      "/etcd.binary.orig")
+    assert orig.stdout.strip() == "/opt/etcd-3.5.16/etcd", orig
+    # A build that is not there is a usage error naming it, before anything changes.
+    bad = cli("plan", "-i", inventory(lab), "--etcd-binary", "/nowhere/etcd", check=False)
+    assert bad.returncode in (2, 3) and "Traceback" not in bad.stderr, bad.stderr

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from etcd_recovery.actions import AppendWal, WriteFile
+from etcd_recovery.actions import AppendWal, Run, WriteFile
 from etcd_recovery.errors import RefusedError, UsageError
-from etcd_recovery.model import InspectReport, WalTail
-from etcd_recovery.plan import Plan, align_decision, make_plan
+from etcd_recovery.model import InspectReport, NewBinary, WalTail
+from etcd_recovery.plan import Plan, align_decision, install_binary_argv, make_plan
 from etcd_recovery.runbook import plan_markdown
 from etcd_recovery.runtimes.config import manifest_flags, manifest_image, manifest_with_image
 from etcd_recovery.versions import advisories, commit_fix, parse_version
@@ -53,7 +56,7 @@ def test_advisories_name_the_bugs_each_version_has() -> None:
     assert not any(a.refuse for a in advisories("a", {"a": "3.6.1", "b": "3.6.0"}))
     assert "--etcd-image" in refused[0].text
     systemd = next(a for a in advisories("a", {"a": "3.6.0"}, "systemd") if a.refuse)
-    assert "etcd.service" in systemd.text and "--etcd-image" not in systemd.text
+    assert "--etcd-binary" in systemd.text and "--etcd-image" not in systemd.text
     # Each advisory is one line naming the member, its version and the issue.
     for a in advisories("a", {"a": "3.4.23", "b": None}):
         assert "\n" not in a.line() and a.line().startswith("a (etcd 3.4.23): ")
@@ -173,3 +176,44 @@ def test_image_edit_changes_only_the_image() -> None:
                                                                       "x/etcd:3.6.1-0")
     with pytest.raises(UsageError):
         manifest_with_image(text, "f", "two\nlines")
+
+
+NEW = NewBinary(path="/opt/etcd-3.6.1/etcd", version="3.6.1", replaces="/usr/local/bin/etcd")
+
+
+def test_3_6_0_on_systemd_is_restored_with_another_build() -> None:
+    rep = with_version(report(), "3.6.0")
+    with pytest.raises(RefusedError, match="--etcd-binary"):
+        make_plan(inventory("systemd"), rep, configs("systemd"), RUN)
+    plan = make_plan(inventory("systemd"), rep, configs("systemd"), RUN, etcd_binary=NEW)
+    force = next(s for s in plan.steps if s.kind.value == "force_new_cluster")
+    install = force.actions[0]
+    assert isinstance(install, Run) and "/opt/etcd-3.6.1/etcd" in install.argv
+    assert force.params == {"etcd_image": None, "etcd_binary": NEW.path}
+    assert "3.6.1" in force.title and "/usr/local/bin/etcd" in force.title
+    assert not any("#20009" in line for line in plan.advisories)
+    old = replace(NEW, version="3.6.0")
+    with pytest.raises(RefusedError, match="#20009"):
+        make_plan(inventory("systemd"), rep, configs("systemd"), RUN, etcd_binary=old)
+    with pytest.raises(UsageError, match="--etcd-image"):
+        make_plan(inventory("static-pod"), rep, configs("static-pod"), RUN, etcd_binary=NEW)
+
+
+def test_installing_a_build_keeps_the_original_and_can_run_twice(tmp_path: Path) -> None:
+    (tmp_path / "opt").mkdir()
+    build = tmp_path / "opt" / "etcd-new"
+    build.write_text("new build")
+    old = tmp_path / "opt" / "etcd-old"
+    old.write_text("old build")
+    unit_binary = tmp_path / "etcd"
+    unit_binary.symlink_to(old)
+    rdir = tmp_path / "run"
+    rdir.mkdir()
+    argv = install_binary_argv(NewBinary(str(build), "3.6.1", str(unit_binary)), str(rdir))
+    for _ in range(2):   # a resumed run does it again: the original stays the original
+        subprocess.run(argv, check=True)
+        assert not unit_binary.is_symlink() and unit_binary.read_text() == "new build"
+        assert os.stat(unit_binary).st_mode & 0o777 == 0o755
+        kept = rdir / "etcd.binary.orig"
+        assert kept.is_symlink() and os.readlink(kept) == str(old)
+    assert old.read_text() == "old build"

@@ -24,7 +24,7 @@ from .wal import crc32c_update
 STATE_TYPE = 3
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -37,7 +37,7 @@ def _varint(n: int) -> bytes:
 
 
 def _field_varint(num: int, value: int) -> bytes:
-    return _varint(num << 3) + _varint(value)
+    return varint(num << 3) + varint(value)
 
 
 def hardstate_bytes(term: int, vote: int, commit: int) -> bytes:
@@ -58,5 +58,5 @@ def hardstate_frame(prev_crc: int, term: int, vote: int, commit: int) -> tuple[b
     data = hardstate_bytes(term, vote, commit)
     crc = crc32c_update(prev_crc, data)
     record = _field_varint(1, STATE_TYPE) + _field_varint(2, crc) + \
-        _varint((3 << 3) | 2) + _varint(len(data)) + data
+        varint((3 << 3) | 2) + varint(len(data)) + data
     return frame(record), crc

@@ -106,6 +106,7 @@ from etcd_recovery.formats.snap import is_snap_name
 from etcd_recovery.formats.source import FileSource
 from etcd_recovery.formats.wal import crc32c_update
 from etcd_recovery.formats.walwrite import frame, hardstate_bytes
+from etcd_recovery.formats.walwrite import varint as _varint
 from tests.formats.bbolt_fixtures import (
     BUCKET_FLAG,
     NO_FREELIST,
@@ -366,16 +367,6 @@ def snap_dir_names(data_dir: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ 3.7 WAL records
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
 
 def _record(rtype: int, crc: int, data: bytes) -> bytes:
     """walpb.Record as 3.7 marshals it: type and crc always set, then data."""

@@ -22,6 +22,7 @@ from etcd_recovery.formats.snap import (
 )
 from etcd_recovery.formats.source import BytesSource, FileSource
 from etcd_recovery.formats.wal import crc32c, read_wal, wal_file_names
+from etcd_recovery.formats.walwrite import varint as _varint
 from tests.formats.realetcd import EtcdRun, make_data_dir
 
 VERSIONS = ["/opt/etcd-3.4.23", "/opt/etcd-3.5.16"]
@@ -33,16 +34,6 @@ def snap_run(request: pytest.FixtureRequest,
     base = tmp_path_factory.mktemp(f"snap-{os.path.basename(request.param)}")
     return make_data_dir(request.param, base / "data", keys=350, per_txn=1,
                          snapshot_count=50, sig=signal.SIGTERM)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:

@@ -8,6 +8,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from .conftest import LabHandle, cli, ssh
 from .recovery_scenario import check_recovered, inventory, lose_quorum, run_recovery
 
@@ -59,50 +61,39 @@ def test_any_etcd_build_from_a_directory(tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr
 
 
-def test_the_kept_member_is_restored_from_another_image(make_lab: Callable[..., LabHandle]
-                                                        ) -> None:
-    # Every host has each of the lab's builds; the image tag picks one (kubelet-lite), as a
-    # registry holds every image. etcd-1 runs 3.5.16 and is restored from the 3.5.30 image.
-    lab = make_lab(members=3, runtime="static-pod", version="3.5.16,3.5.16,3.5.30", keys=200)
+RESTORE_WITH = {
+    # static pod: the image tag picks the build (kubelet-lite), as a registry holds every image;
+    # run through a saved plan, which carries the image.
+    "static-pod": ("--etcd-image", "registry.k8s.io/etcd:3.5.30-0", "etcd_image"),
+    # systemd: the build on the host is installed where etcd.service runs etcd.
+    "systemd": ("--etcd-binary", "/opt/etcd-3.5.30/etcd", "etcd_binary"),
+}
+
+
+@pytest.mark.parametrize("runtime", ["static-pod", "systemd"])
+def test_the_kept_member_is_restored_from_another_build(make_lab: Callable[..., LabHandle],
+                                                        runtime: str) -> None:
+    # etcd-1 runs 3.5.16 and is restored with the 3.5.30 build: every lab build is on every
+    # host under /opt/etcd-<version>.
+    lab = make_lab(members=3, runtime=runtime, version="3.5.16,3.5.16,3.5.30", keys=200)
     lose_quorum(lab, newest="etcd-1", stale="etcd-2", gone=["etcd-3"], writes=100)
-    image = "registry.k8s.io/etcd:3.5.30-0"
-    plan = json.loads(cli("plan", "-i", inventory(lab), "-o", "json", "--etcd-image",
-                          image).stdout)
+    option, value, param = RESTORE_WITH[runtime]
+    plan = json.loads(cli("plan", "-i", inventory(lab), "-o", "json", option, value).stdout)
     if plan["chosen"] != "etcd-1":  # a partition leak: etcd-2 took the writes too (a tie)
         assert plan["reason"].startswith("tie:"), plan["reason"]
     kept = plan["chosen"]
     force = next(s for s in plan["steps"] if s["kind"] == "force_new_cluster")
-    assert force["params"]["etcd_image"] == image and image in force["title"]
-    # The advisory follows the image's version: 3.5.30 carries etcd's own commit fix.
+    assert force["params"][param] == value, force["params"]
+    # The advisory follows the new build's version: 3.5.30 carries etcd's own commit fix.
     assert any("itself raises the commit" in a for a in plan["advisories"]
                if a.startswith(f"{kept} (etcd 3.5.30)")), plan["advisories"]
-    saved = lab.dir / "plan.json"
-    saved.write_text(json.dumps(plan))
-    res = cli("execute", "-i", inventory(lab), "--plan", str(saved), "--confirm", "-o", "json")
-    assert json.loads(res.stdout)["ok"]
-    check_recovered(lab, ["etcd-1", "etcd-2"], keys=200, writes=100)
-    report = json.loads(cli("inspect", "-i", inventory(lab), "-o", "json",
-                            check=False).stdout)
-    versions = {m["name"]: m["etcd_version"] for m in report["members"] if m["reachable"]}
-    other = "etcd-2" if kept == "etcd-1" else "etcd-1"
-    assert versions == {kept: "3.5.30", other: "3.5.16"}, versions
-
-
-def test_the_kept_member_is_restored_with_another_build(make_lab: Callable[..., LabHandle]
-                                                        ) -> None:
-    # systemd: etcd-1 runs 3.5.16 through /usr/local/bin/etcd; every lab build is on every host
-    # under /opt/etcd-<version>, and the restore installs the 3.5.30 one in its place.
-    lab = make_lab(members=3, runtime="systemd", version="3.5.16,3.5.16,3.5.30", keys=200)
-    lose_quorum(lab, newest="etcd-1", stale="etcd-2", gone=["etcd-3"], writes=100)
-    build = "/opt/etcd-3.5.30/etcd"
-    plan = json.loads(cli("plan", "-i", inventory(lab), "-o", "json", "--etcd-binary",
-                          build).stdout)
-    kept = plan["chosen"]
-    force = next(s for s in plan["steps"] if s["kind"] == "force_new_cluster")
-    assert force["params"]["etcd_binary"] == build and "/usr/local/bin/etcd" in force["title"]
-    assert any(a.startswith(f"{kept} (etcd 3.5.30)") for a in plan["advisories"])
-    res = cli("execute", "-i", inventory(lab), "--confirm", "--etcd-binary", build, "-o",
-              "json")
+    if runtime == "static-pod":
+        saved = lab.dir / "plan.json"
+        saved.write_text(json.dumps(plan))
+        res = cli("execute", "-i", inventory(lab), "--plan", str(saved), "--confirm", "-o",
+                  "json")
+    else:
+        res = cli("execute", "-i", inventory(lab), "--confirm", option, value, "-o", "json")
     summary = json.loads(res.stdout)
     assert summary["ok"]
     check_recovered(lab, ["etcd-1", "etcd-2"], keys=200, writes=100)
@@ -111,10 +102,13 @@ def test_the_kept_member_is_restored_with_another_build(make_lab: Callable[..., 
     versions = {m["name"]: m["etcd_version"] for m in report["members"] if m["reachable"]}
     other = "etcd-2" if kept == "etcd-1" else "etcd-1"
     assert versions == {kept: "3.5.30", other: "3.5.16"}, versions
-    # The binary it replaced (the lab's symlink to 3.5.16) is kept in the run's directory.
-    orig = ssh(lab.dir, lab.ip(kept), f"readlink /var/lib/etcd-recovery/{summary['run_id']}"
-                                      "/etcd.binary.orig")
-    assert orig.stdout.strip() == "/opt/etcd-3.5.16/etcd", orig
-    # A build that is not there is a usage error naming it, before anything changes.
-    bad = cli("plan", "-i", inventory(lab), "--etcd-binary", "/nowhere/etcd", check=False)
-    assert bad.returncode in (2, 3) and "Traceback" not in bad.stderr, bad.stderr
+    if runtime == "systemd":
+        # The binary it replaced (the lab's symlink to 3.5.16) is kept in the run's directory.
+        orig = ssh(lab.dir, lab.ip(kept), f"readlink /var/lib/etcd-recovery/"
+                                          f"{summary['run_id']}/etcd.binary.orig")
+        assert orig.stdout.strip() == "/opt/etcd-3.5.16/etcd", orig
+        # A build that is not there is a usage error naming it, before anything changes.
+        bad = cli("plan", "-i", inventory(lab), "--allow-quorum", option, "/nowhere/etcd",
+                  check=False)
+        assert bad.returncode == 2 and "/nowhere/etcd" in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr

@@ -79,6 +79,16 @@ def _root(ctx: typer.Context,
 
 # ----------------------------------------------------------------------------- main commands
 
+def _load(inventory: Path) -> Any:
+    """The inventory, checked; and TCP connections to its hosts' SSH ports begun at once."""
+    from .transport import early
+
+    inv = guarded(lambda: load_inventory(inventory, check_files=True))
+    early.start((m.ssh.host, m.ssh.port or 22, m.ssh.connect_timeout or 1.0)
+                for m in inv.members if not m.ssh.jump)
+    return inv
+
+
 @app.command()
 def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
             exclude: ExcludeOpt = None) -> None:
@@ -87,10 +97,10 @@ def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
     Exit 0 with a member chosen; 3 when it refuses (quorum still there, cluster IDs differ,
     a corrupt data dir, nothing readable).
     """
+    inv = _load(inventory)  # before the slower imports: the hosts' TCP connects are under way
     from .inspect import inspect_cluster
     from .render import inspect_table
 
-    inv = guarded(lambda: load_inventory(inventory, check_files=True))
     report = guarded(lambda: inspect_cluster(inv, exclude=exclude or ()))
     if output is Output.json:
         print_json(report.to_json())
@@ -188,7 +198,7 @@ def plan(inventory: InventoryOpt,
          exclude: ExcludeOpt = None, etcd_image: EtcdImageOpt = None,
          etcd_binary: EtcdBinaryOpt = None) -> None:
     """Inspect, choose the member to keep, and lay out every step (a dry run)."""
-    inv = guarded(lambda: load_inventory(inventory, check_files=True))
+    inv = _load(inventory)
     the_plan, _ = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude,
                                etcd_image=etcd_image, etcd_binary=etcd_binary)
     _show_plan(the_plan, output, inv)
@@ -291,7 +301,7 @@ def execute(inventory: InventoryOpt,
     from .render import summary_table
 
     jdir = _journal_dir(inventory, journal_dir)
-    inv = guarded(lambda: load_inventory(inventory, check_files=True))
+    inv = _load(inventory)
     current = guarded(lambda: Journal.current(jdir))
     if abandon:
         if current is None:

@@ -35,7 +35,7 @@ from etcd_recovery.errors import (
     TransportError,
 )
 from etcd_recovery.formats.source import ByteSource
-from etcd_recovery.transport import files, forward
+from etcd_recovery.transport import early, files, forward
 from etcd_recovery.transport.base import (
     DEFAULT_SUDO_COMMAND,
     CommandResult,
@@ -106,9 +106,12 @@ class SshTransport:
         if conn is None:
             # A fast TCP connect first: a host that is gone costs the probe timeout (1 s by
             # default), not the SSH handshake's; the connected socket is then handed over.
+            # The command may have started that connect already (transport.early).
+            early_conn = early.take(ep.hostname, ep.port)
             try:
-                conn = socket.create_connection((ep.hostname, ep.port),
-                                                timeout=t.probe_timeout)
+                conn = (early_conn.result() if early_conn is not None else
+                        socket.create_connection((ep.hostname, ep.port),
+                                                 timeout=t.probe_timeout))
             except OSError as exc:
                 err = (JumpHostError if ep.role == "jump host" else HostUnreachable)
                 raise err(self._label, f"{where}: {describe(exc, t.probe_timeout)}") from exc

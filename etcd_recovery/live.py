@@ -271,8 +271,10 @@ class EtcdClient:
             ("grpc.enable_http_proxy", 0),
             # A member that restarts refuses connections for a moment: reconnect within a
             # poll's interval, not after gRPC's default back-off (1 s, growing to 120 s).
+            # (Not grpc.min_reconnect_backoff_ms: gRPC also takes it as the least time a
+            # connection attempt may take, 20 s by default; a short one aborts TLS handshakes
+            # through a busy tunnel.)
             ("grpc.initial_reconnect_backoff_ms", 50),
-            ("grpc.min_reconnect_backoff_ms", 50),
             ("grpc.max_reconnect_backoff_ms", 250),
         ]
         if server_name is not None:

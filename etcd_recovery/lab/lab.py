@@ -400,9 +400,9 @@ class Lab:
             raise LabError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
         if members < 1 or members > 9:
             raise LabError("a lab has 1 to 9 members")
-        builds = host_builds(version, members, etcd_binary)
         if self.exists():
-            return self._up_again(members, runtime, [v for v, _ in builds])
+            return self._up_again(members, runtime, version, etcd_binary)
+        builds = host_builds(version, members, etcd_binary)
         t0 = time.monotonic()
         client = self.client
         tag = image.ensure_image(client, self.log)
@@ -472,9 +472,19 @@ class Lab:
                                f"{res.stderr.strip()[-300:]}")
         state.auth = True
 
-    def _up_again(self, members: int, runtime: str, versions: list[str]) -> LabState:
+    def _up_again(self, members: int, runtime: str, version: str,
+                  etcd_binary: str | None) -> LabState:
+        """The same lab asked for again: nothing changes. Each host's version must match what
+        is asked (exactly, or by its minor: "3.5" matches 3.5.16)."""
         state = self.state()
-        if (len(state.hosts), state.runtime, state.versions) != (members, runtime, versions):
+        if etcd_binary is not None:
+            wanted = [binary_version(Path(etcd_binary).resolve())] * members
+        else:
+            parts = [p.strip() for p in version.split(",")]
+            wanted = [parts[min(i, len(parts) - 1)] for i in range(members)]
+        same = len(wanted) == len(state.hosts) and all(
+            v == w or v.startswith(w + ".") for v, w in zip(state.versions, wanted, strict=False))
+        if (len(state.hosts), state.runtime) != (members, runtime) or not same:
             raise LabError(
                 f"a different lab already exists in {self.dir} ({len(state.hosts)} members, "
                 f"{state.runtime}, etcd {state.etcd_version}); run `etcd-recovery lab down "

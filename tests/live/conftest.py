@@ -207,7 +207,7 @@ class EtcdMember:
     def client(self, **kwargs: Any) -> EtcdClient:
         args: dict[str, Any] = {
             "ca_file": self.pki.ca, "cert_file": self.pki.client_cert,
-            "key_file": self.pki.client_key, "timeout": 5.0,
+            "key_file": self.pki.client_key, "timeout": 15.0,
         }
         args.update(kwargs)
         return EtcdClient(self.endpoint, **args)

@@ -166,7 +166,11 @@ def test_learner_add_promote_remove(etcd: EtcdMember, client: EtcdClient) -> Non
 
         # Same URL list again within a second would give the same member ID (IDs hash the
         # URLs and the time in seconds) and fail as "member ID already exist"; a second
-        # URL makes a new ID, so the peer URL check is the one that fires.
+        # URL makes a new ID, so the peer URL check is the one that fires. Raft drops a
+        # configuration change proposed while the previous one is not applied yet (etcd then
+        # waits for it until the deadline): a linearizable read first waits until the
+        # learner's add is applied, which can lag on a loaded machine.
+        client.get("/live-test/applied", serializable=False)
         with pytest.raises(EtcdRpcError) as info:
             client.member_add([fake_peer, f"http://127.0.0.1:{free_port()}"], learner=False)
         assert info.value.details == ERR_PEER_URL_EXISTS

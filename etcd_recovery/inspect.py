@@ -276,10 +276,25 @@ _VERSION_RE = re.compile(r"(\d+\.\d+\.\d+)")
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 
 
-def _version(t: Transport, runtime: str, config: str | None, pids: list[str]
+def _unit_exe(t: Transport, unit: str) -> str | None:
+    """The binary a systemd unit runs (``systemctl show -p ExecStart``: ``path=...``)."""
+    show = t.run(["systemctl", "show", "-p", "ExecStart", unit], check=False,
+                 timeout=10).stdout.decode(errors="replace")
+    found = re.search(r"path=(\S+)", show)
+    return found.group(1) if found else None
+
+
+def _exe_version(t: Transport, exe: str) -> tuple[str | None, int]:
+    """What ``exe --version`` says its etcd version is (None: nothing), and its exit status."""
+    res = t.run([exe, "--version"], check=False, timeout=20)
+    m = re.search(r"etcd Version:\s*(\S+)", res.stdout.decode(errors="replace"))
+    return (m.group(1) if m else None), res.exit_status
+
+
+def _version(t: Transport, runtime: str, config: str | None, pids: list[str], unit: str
              ) -> tuple[str | None, str | None]:
     """The member's etcd version when etcd does not answer: the static pod's image tag, else
-    the binary the running process or etcd.service runs (``etcd --version``)."""
+    the binary the running process or its systemd unit runs (``etcd --version``)."""
     if runtime == "static-pod" and config:
         try:
             image = manifest_image(config, "manifest") or ""
@@ -294,18 +309,13 @@ def _version(t: Transport, runtime: str, config: str | None, pids: list[str]
             exe = t.run(["readlink", "-f", f"/proc/{pids[0]}/exe"], sudo=True, check=False,
                         timeout=10).stdout.decode(errors="replace").strip()
         else:
-            show = t.run(["systemctl", "show", "-p", "ExecStart", "etcd.service"], check=False,
-                         timeout=10).stdout.decode(errors="replace")
-            found = re.search(r"path=(\S+)", show)
-            exe = found.group(1) if found else ""
+            exe = _unit_exe(t, unit) or ""
         if not exe:
             return None, None
-        out = t.run([exe, "--version"], check=False, timeout=10).stdout.decode(
-            errors="replace")
+        version, _ = _exe_version(t, exe)
     except TransportError:
         return None, None
-    m = re.search(r"etcd Version:\s*(\S+)", out)
-    return (m.group(1), f"{exe} --version") if m else (None, None)
+    return (version, f"{exe} --version") if version else (None, None)
 
 
 def read_new_binary(member: Member, path: str, unit: str,
@@ -316,18 +326,15 @@ def read_new_binary(member: Member, path: str, unit: str,
         raise UsageError(f"--etcd-binary {path!r}: give an absolute path on {member.name}")
     t = factory(member)
     try:
-        out = t.run([path, "--version"], sudo=True, check=False, timeout=20)
-        m = re.search(r"etcd Version:\s*(\S+)", out.stdout.decode(errors="replace"))
-        if out.exit_status != 0 or m is None:
+        version, status = _exe_version(t, path)
+        if status != 0 or version is None:
             raise UsageError(f"--etcd-binary {path}: `{path} --version` on {member.name} "
-                             f"printed no etcd version (exit {out.exit_status})")
-        show = t.run(["systemctl", "show", "-p", "ExecStart", unit], check=False,
-                     timeout=10).stdout.decode(errors="replace")
-        found = re.search(r"path=(\S+)", show)
-        if found is None:
+                             f"printed no etcd version (exit {status})")
+        exe = _unit_exe(t, unit)
+        if exe is None:
             raise UsageError(f"--etcd-binary: {member.name}: `systemctl show -p ExecStart "
                              f"{unit}` names no binary to replace")
-        return NewBinary(path=path, version=m.group(1), replaces=found.group(1))
+        return NewBinary(path=path, version=version, replaces=exe)
     finally:
         t.close()
 
@@ -355,7 +362,7 @@ def inspect_member(member: Member, inv: Inventory, factory: TransportFactory = s
         checks = check_member(member, inv.runtime, runtime_for(inv.runtime).config_path(member),
                               text, error, flags, own)
         version, where = (state.etcd_version, "live Status") if state.etcd_version else \
-            _version(t, inv.runtime, text, pids)
+            _version(t, inv.runtime, text, pids, member.unit or "etcd.service")
         return replace(state, checks=checks, config_text=text, etcd_version=version,
                        version_source=where if version else None,
                        elapsed_s=time.monotonic() - t0), quorum

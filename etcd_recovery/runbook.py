@@ -78,8 +78,9 @@ def environment(plan: Plan, inv: Inventory) -> list[str]:
     kept = inv.member(plan.chosen)
     # Every etcdctl line names its --endpoints: etcdctl 3.5 refuses a flag that shadows an
     # ETCDCTL_ENDPOINTS variable, so that one is left unset (and KEPT names the member kept).
-    env = ["unset ETCDCTL_ENDPOINTS",
-           f"export ETCDCTL_API=3 KEPT={shlex.quote(kept.client_url)}"]
+    # No ETCDCTL_API: etcdctl speaks v3 by default since 3.4, and 3.6 warns about the variable
+    # ("unrecognized environment variable").
+    env = ["unset ETCDCTL_ENDPOINTS", f"export KEPT={shlex.quote(kept.client_url)}"]
     for var, path in (("ETCDCTL_CACERT", inv.tls.ca), ("ETCDCTL_CERT", inv.tls.cert),
                       ("ETCDCTL_KEY", inv.tls.key)):
         if path:

@@ -722,7 +722,7 @@ class Lab:
         argv = [str(state.etcd_bin / "etcdctl"), f"--endpoints={','.join(eps)}",
                 f"--cacert={tls.ca}", f"--cert={tls.cert}", f"--key={tls.key}",
                 "--dial-timeout=2s", f"--command-timeout={max(1, int(timeout) - 1)}s", *args]
-        env = {**os.environ, "ETCDCTL_API": "3"}
+        env = dict(os.environ)
         if state.auth and self.password_file.exists():
             # Credentials through the environment, never on a command line.
             env["ETCDCTL_USER"] = "root"
@@ -957,7 +957,6 @@ class Lab:
         import shlex
 
         return [
-            "export ETCDCTL_API=3",
             f"export ETCDCTL_ENDPOINTS={shlex.quote(','.join(h.client_url for h in state.hosts))}",
             f"export ETCDCTL_CACERT={shlex.quote(str(tls.ca))}",
             f"export ETCDCTL_CERT={shlex.quote(str(tls.cert))}",

@@ -189,7 +189,7 @@ def test_no_rendering_holds_a_placeholder_or_a_comment_for_an_action(runtime: st
     for s in plan.steps:
         for a in s.actions:
             assert a.show() in md
-    assert md.index("export ETCDCTL_API=3 KEPT=https://10.9.0.1:2379") < \
+    assert md.index("export KEPT=https://10.9.0.1:2379") < \
         md.index("## 1.")
     assert "on() {" in md and "feed() {" in md and "quorum_lost https://" in md
 

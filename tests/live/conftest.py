@@ -1,9 +1,9 @@
 """Real etcd members on loopback, with TLS and client-certificate auth, for the live tests.
 
-Each supported minor version (3.4 and 3.5) is found under /opt (or
-$ETCD_RECOVERY_ETCD_DIR) as ``etcd-<version>/etcd``. Every member listens on 127.0.0.1
-at ports picked by binding port 0, keeps its data under pytest's temporary directory
-and is stopped by PID when its fixture ends.
+The builds are named by role (``ROLES``: 3.4, the newest 3.5, 3.6 and 3.7 pinned in
+etcd_recovery/lab/builds.txt) and found under /opt (or $ETCD_RECOVERY_ETCD_DIR) as
+``etcd-<version>/etcd``. Every member listens on 127.0.0.1 at ports picked by binding port 0,
+keeps its data under pytest's temporary directory and is stopped by PID when its fixture ends.
 """
 
 from __future__ import annotations
@@ -26,23 +26,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from etcd_recovery.lab.builds import version_of
 from etcd_recovery.live import EtcdClient
 
 ETCD_DIR = Path(os.environ.get("ETCD_RECOVERY_ETCD_DIR", "/opt"))
-VERSIONS = ("3.4", "3.5")
+ROLES = ("3.4", "3.5-newest", "3.6-newest", "3.7-newest")
 START_TIMEOUT = 20.0
 INVALID_NAME = "etcd-test.invalid"
 
 
-def etcd_bin_dir(minor: str) -> Path:
-    """The newest /opt/etcd-<minor>.*/ holding an etcd binary; fails loudly if none."""
-    found = sorted(
-        (p.parent for p in ETCD_DIR.glob(f"etcd-{minor}.*/etcd")),
-        key=lambda d: tuple(int(x) for x in d.name.removeprefix("etcd-").split(".")),
-    )
-    if not found:
-        raise RuntimeError(f"no etcd {minor}.x under {ETCD_DIR} (run scripts/setup)")
-    return found[-1]
+def etcd_bin_dir(role: str) -> Path:
+    """/opt/etcd-<version>/ of the build that has ``role``; fails loudly if it is missing."""
+    d = ETCD_DIR / f"etcd-{version_of(role)}"
+    if not (d / "etcd").is_file():
+        raise RuntimeError(f"no {d}/etcd for the build {role!r} (run scripts/setup)")
+    return d
 
 
 def free_port() -> int:
@@ -185,7 +183,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 class EtcdMember:
     """A single-member etcd cluster started by a fixture."""
 
-    minor: str
+    role: str  # the build's role in builds.txt ("3.6-newest")
+    version: str  # its version ("3.6.16")
     bin_dir: Path
     name: str
     client_port: int
@@ -195,6 +194,11 @@ class EtcdMember:
     pki: Pki
     tls_name: str | None = None  # the name in the server certificate, if not 127.0.0.1
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def minor(self) -> str:
+        """``3.6`` for 3.6.16."""
+        return ".".join(self.version.split(".")[:2])
 
     @property
     def endpoint(self) -> str:
@@ -253,7 +257,7 @@ def _clean_env() -> dict[str, str]:
 
 
 def start_member(
-    minor: str,
+    role: str,
     base: Path,
     pki: Pki,
     *,
@@ -262,10 +266,11 @@ def start_member(
     tls_name: str | None = None,
     extra: Sequence[str] = (),
 ) -> EtcdMember:
-    bin_dir = etcd_bin_dir(minor)
+    bin_dir = etcd_bin_dir(role)
     base.mkdir(parents=True, exist_ok=True)
+    version = version_of(role)
     member = EtcdMember(
-        minor=minor, bin_dir=bin_dir, name=f"live-{minor.replace('.', '-')}",
+        role=role, version=version, bin_dir=bin_dir, name=f"live-{version.replace('.', '-')}",
         client_port=free_port(), peer_port=free_port(), data_dir=base / "data",
         log_path=base / "etcd.log", pki=pki, tls_name=tls_name,
     )
@@ -310,7 +315,7 @@ def _wait_ready(member: EtcdMember) -> None:
     while time.monotonic() < deadline:
         if member.proc.poll() is not None:
             raise RuntimeError(
-                f"etcd {member.minor} exited {member.proc.returncode}:\n{member.log_tail()}"
+                f"etcd {member.version} exited {member.proc.returncode}:\n{member.log_tail()}"
             )
         if b"serving client traffic" in member.log_path.read_bytes():
             try:
@@ -319,7 +324,7 @@ def _wait_ready(member: EtcdMember) -> None:
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 last = str(exc)
         time.sleep(0.1)
-    raise RuntimeError(f"etcd {member.minor} not ready: {last}\n{member.log_tail()}")
+    raise RuntimeError(f"etcd {member.version} not ready: {last}\n{member.log_tail()}")
 
 
 def stop_member(member: EtcdMember) -> None:
@@ -334,13 +339,13 @@ def stop_member(member: EtcdMember) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"etcd{v}")
+@pytest.fixture(scope="module", params=ROLES, ids=lambda r: f"etcd{r}")
 def etcd(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pki: Pki
 ) -> Iterator[EtcdMember]:
-    """One TLS single-member cluster per version, shared by a module's tests."""
-    minor = str(request.param)
-    member = start_member(minor, tmp_path_factory.mktemp(f"etcd{minor}"), pki)
+    """One TLS single-member cluster per build, shared by a module's tests."""
+    role = str(request.param)
+    member = start_member(role, tmp_path_factory.mktemp(f"etcd{role}"), pki)
     try:
         yield member
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from etcd_recovery.lab import builds
 from etcd_recovery.lab.lab import Lab, LabState
 
 CLI = str(Path(sys.executable).parent / "etcd-recovery")
@@ -90,8 +91,11 @@ def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...,
         pytest.fail("docker is not installed: run scripts/setup")
     made: list[Path] = []
 
-    def make(members: int = 3, runtime: str = "static-pod", version: str = "3.5",
+    def make(members: int = 3, runtime: str = "static-pod", version: str = "3.5-newest",
              keys: int = 1000, auth: bool = False) -> LabHandle:
+        """``version``: a build's role in etcd_recovery/lab/builds.txt ("3.6-newest"), or a
+        comma list of roles, one per host."""
+        version = ",".join(builds.version_of(r.strip()) for r in version.split(","))
         lab_dir = tmp_path_factory.mktemp(f"lab-{runtime}-{version.replace(',', '_')}-{members}")
         made.append(lab_dir)
         cli("lab", "up", "--dir", str(lab_dir), "--members", str(members), "--runtime",

@@ -146,7 +146,9 @@ def run_recovery(lab: LabHandle, members: int, keys: int) -> dict[str, Any]:
     assert plan["unreachable"] == gone
     # The kept member's version decides the align-commit advisory (etcd-io/etcd#20055).
     kept_version = lab.state.version_of(lab.state.host(plan["chosen"]))
-    fixed = kept_version.startswith("3.5.") and int(kept_version.split(".")[2]) >= 22
+    # etcd's own fix landed in 3.5.22 and 3.6.1 (and every 3.7); 3.4 never got it.
+    v = tuple(int(x) for x in kept_version.split("."))
+    fixed = (3, 5, 22) <= v < (3, 6, 0) or v >= (3, 6, 1)
     commit_lines = [a for a in plan["advisories"] if "#20055" in a]
     assert len(commit_lines) == 1 and commit_lines[0].startswith(
         f"{plan['chosen']} (etcd {kept_version}): "), plan["advisories"]

@@ -18,7 +18,7 @@ from .recovery_scenario import inventory, journal_events
 
 
 def test_every_acknowledged_write_survives(make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="systemd", version="3.5.16", keys=100)
+    lab = make_lab(members=3, runtime="systemd", version="3.6-newest", keys=100)
     pki = lab.dir / "pki"
     acked: dict[str, str] = {}
     stop = threading.Event()

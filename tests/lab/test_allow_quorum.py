@@ -11,7 +11,7 @@ from .recovery_scenario import check_recovered, inventory
 
 
 def test_rebuild_a_healthy_cluster_only_when_asked(make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="static-pod", version="3.5.16", keys=400)
+    lab = make_lab(members=3, runtime="static-pod", version="3.5-old", keys=400)
     refused = cli("plan", "-i", inventory(lab), check=False)
     assert refused.returncode == 3 and "--allow-quorum" in refused.stderr
     plan = json.loads(cli("plan", "-i", inventory(lab), "--allow-quorum", "-o", "json").stdout)

@@ -91,4 +91,4 @@ def test_discover_static_pod(make_lab: Callable[..., LabHandle]) -> None:
 
 
 def test_discover_systemd(make_lab: Callable[..., LabHandle]) -> None:
-    check_runtime(make_lab, "systemd", "3.5.16")
+    check_runtime(make_lab, "systemd", "3.6-newest")

@@ -30,7 +30,7 @@ def wait_event(lab: LabHandle, event: str, step: str, proc: subprocess.Popen[byt
 
 
 def test_concurrent_run_ssh_drop_and_reboot(make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="systemd", version="3.5.16", keys=500)
+    lab = make_lab(members=3, runtime="systemd", version="3.5-old", keys=500)
     lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=100)
     inv = inventory(lab)
     # The first operator's run holds the lock on every host (and is killed there).

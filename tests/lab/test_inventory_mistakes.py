@@ -129,7 +129,7 @@ def host_states(lab: LabHandle) -> dict[str, str]:
 
 def test_every_inventory_mistake_is_refused_clearly_and_changes_nothing(
         make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="systemd", version="3.5.16", keys=200)
+    lab = make_lab(members=3, runtime="systemd", version="3.5-old", keys=200)
     cli("lab", "stop-etcd", "etcd-2", "--dir", str(lab.dir))
     cli("lab", "stop-etcd", "etcd-3", "--dir", str(lab.dir))
     good = yaml.safe_load((lab.dir / "inventory.yaml").read_text())

@@ -10,5 +10,5 @@ from .test_kill_every_step import kill_at_every_step
 
 
 def test_kill_at_every_step_boundary_then_resume(make_lab: Callable[..., LabHandle]) -> None:
-    kill_at_every_step(make_lab(members=3, runtime="static-pod", version="3.5.16", keys=500),
+    kill_at_every_step(make_lab(members=3, runtime="static-pod", version="3.7-newest", keys=500),
                        "step-done")

@@ -19,7 +19,7 @@ from .recovery_scenario import (
 
 
 def test_kill_in_every_step_then_resume(make_lab: Callable[..., LabHandle]) -> None:
-    kill_at_every_step(make_lab(members=3, runtime="systemd", version="3.4", keys=500),
+    kill_at_every_step(make_lab(members=3, runtime="systemd", version="3.6-newest", keys=500),
                        "step-start")
 
 

@@ -14,7 +14,7 @@ from .conftest import LabHandle, cli, etcdctl, ssh
 
 def test_five_members_both_runtimes_side_by_side(make_lab: Callable[..., LabHandle]) -> None:
     a = make_lab(members=5, runtime="static-pod", version="3.4", keys=200)
-    b = make_lab(members=5, runtime="systemd", version="3.5.16", keys=200)
+    b = make_lab(members=5, runtime="systemd", version="3.5-old", keys=200)
     for lab, version in ((a, "3.4."), (b, "3.5.")):
         status = json.loads(cli("lab", "status", "--dir", str(lab.dir), "-o", "json").stdout)
         assert status["healthy"] and status["members"] == 5

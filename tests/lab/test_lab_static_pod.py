@@ -20,7 +20,7 @@ from .verbs import (  # noqa: F401 - collected here, run against this module's l
 
 @pytest.fixture(scope="module")
 def lab(make_lab: Callable[..., LabHandle]) -> LabHandle:
-    return make_lab(members=3, runtime="static-pod", version="3.5.16")
+    return make_lab(members=3, runtime="static-pod", version="3.5-old")
 
 
 def etcd_pid(lab: LabHandle, name: str) -> str:

@@ -13,7 +13,7 @@ from .verbs import healthy
 
 
 def test_peer_on_read_only_disk(make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="static-pod", version="3.5.16", keys=300)
+    lab = make_lab(members=3, runtime="static-pod", version="3.5-old", keys=300)
     lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=100)
     ro = "mount --bind /var/lib/etcd /var/lib/etcd && mount -o remount,ro,bind /var/lib/etcd"
     assert ssh(lab.dir, lab.ip("etcd-3"), ro).returncode == 0

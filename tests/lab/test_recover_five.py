@@ -1,4 +1,5 @@
-"""Recovery of 5-member labs with 3 members lost: static-pod on etcd 3.5.30, systemd on 3.4."""
+"""Recovery of 5-member labs with 3 members lost: static-pod on the newest etcd 3.7,
+systemd (kubespray's layout) on the newest 3.6."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from .conftest import LabHandle
 from .recovery_scenario import run_recovery
 
 
-@pytest.mark.parametrize(("runtime", "version"), [("static-pod", "3.5.30"), ("systemd", "3.4")])
+@pytest.mark.parametrize(("runtime", "version"), [("static-pod", "3.7-newest"),
+                                                     ("systemd", "3.6-newest")])
 def test_recovery_five_members_three_lost(make_lab: Callable[..., LabHandle], runtime: str,
                                           version: str) -> None:
     lab = make_lab(members=5, runtime=runtime, version=version, keys=500)

@@ -1,4 +1,4 @@
-"""Recovery on a 3-member static-pod lab, etcd 3.5.30, with the CLI killed twice and resumed."""
+"""Recovery on a 3-member static-pod lab, the newest etcd 3.6, with the CLI killed twice and resumed."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .recovery_scenario import (
 
 def test_recovery_survives_kills_between_steps_and_mid_learner_add(
         make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="static-pod", version="3.5.30", keys=1000)
+    lab = make_lab(members=3, runtime="static-pod", version="3.6-newest", keys=1000)
     lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=150)
     # A saved plan is refused once the state it was made from has changed.
     saved = lab.dir / "plan.json"

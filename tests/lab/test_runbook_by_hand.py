@@ -12,7 +12,7 @@ from .recovery_scenario import check_recovered, inventory, lose_quorum
 
 
 def test_recovery_by_pasting_the_runbook(make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="static-pod", version="3.5.16", keys=500)
+    lab = make_lab(members=3, runtime="static-pod", version="3.6-newest", keys=500)
     lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=120)
     md = cli("plan", "-i", inventory(lab), "-o", "markdown").stdout
     blocks = re.findall(r"```sh\n(.*?)```", md, re.S)

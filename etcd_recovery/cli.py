@@ -12,25 +12,40 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
-from .errors import EXIT_REFUSED, EtcdRecoveryError, FormatError, RefusedError, UsageError
+from .errors import (
+    EXIT_DRY_RUN,
+    EXIT_REFUSED,
+    EtcdRecoveryError,
+    FormatError,
+    RefusedError,
+    UsageError,
+)
 from .inventory import load_inventory
 
+# Help is plain text, reflowed to the terminal (rich_markup_mode=None): no Rich markup is read
+# in a help text (``[user@]host`` stays as written), no line break of a docstring's source
+# survives in the middle of a sentence, and flags show no type.
 app = typer.Typer(add_completion=True, no_args_is_help=False, invoke_without_command=True,
-                  pretty_exceptions_enable=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Bring an etcd cluster back after it has lost quorum.")
-lab_app = typer.Typer(no_args_is_help=True,
+lab_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                       help="A lab of real etcd hosts (Docker, SSH, TLS) to test and rehearse on.")
-inventory_app = typer.Typer(no_args_is_help=True,
+inventory_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                             help="Check, discover or import an inventory.")
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
 
-# Wide enough for tables when output goes to a pipe or a log file rather than a terminal.
-_WIDTH = None if sys.stdout.isatty() else 160
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
+# Off a terminal (a pipe, a log file), tables are laid out for 100 columns; the wide ones
+# (inspect's members, plan's steps) fit there, and what they leave out is in -o json or -v.
+_WIDTH = None if sys.stdout.isatty() else 100
+# Markup and emoji codes are off: messages carry data (IPv6 URLs, paths with brackets, names)
+# and print as written. Styled output (render.py) builds rich Text, never markup strings.
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False,
+              emoji=False)
 
 T = TypeVar("T")
 
@@ -40,13 +55,18 @@ class Output(StrEnum):
     json = "json"
 
 
-InventoryOpt = Annotated[Path, typer.Option("--inventory", "-i", help="Inventory YAML file.")]
-LabDirOpt = Annotated[Path, typer.Option("--dir", help="Directory of the lab.")]
+InventoryOpt = Annotated[Path, typer.Option("--inventory", "-i", metavar="FILE",
+                                            help="Inventory YAML file.")]
+LabDirOpt = Annotated[Path, typer.Option("--dir", metavar="DIR", help="Directory of the lab.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json.")]
+JournalDirOpt = Annotated[Path | None, typer.Option(
+    "--journal-dir", metavar="DIR", help="Where the run's journal is kept on this machine "
+    "(default: .etcd-recovery/ beside the inventory).")]
 
 
 def fail(exc: EtcdRecoveryError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {exc}", markup=True)
+    """Print the error's one line (its text as it is: never read as markup) and exit."""
+    err.print(Text.assemble(("error:", "bold red"), " ", str(exc)))
     raise typer.Exit(exc.exit_code)
 
 
@@ -91,7 +111,12 @@ def _load(inventory: Path) -> Any:
 
 @app.command()
 def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
-            exclude: ExcludeOpt = None) -> None:
+            exclude: ExcludeOpt = None,
+            verbose: Annotated[bool, typer.Option(
+                "--verbose", "-v", help="Also show how each member was read (live or disk), "
+                "its member ID, raft term, applied index, DB size, bytes read over SSH and "
+                "time taken (all in -o json too).")] = False
+            ) -> None:
     """Read every member's state over SSH and choose the member to keep.
 
     Exit 0 with a member chosen; 3 when it refuses (quorum still there, cluster IDs differ,
@@ -105,7 +130,7 @@ def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
     if output is Output.json:
         print_json(report.to_json())
     else:
-        inspect_table(report, out)
+        inspect_table(report, out, verbose=verbose)
     if report.decision.refused:
         raise typer.Exit(EXIT_REFUSED)
 
@@ -129,20 +154,21 @@ AllowQuorumOpt = Annotated[bool, typer.Option(
 
 
 ExcludeOpt = Annotated[list[str] | None, typer.Option(
-    "--exclude", help="Plan without this member's data (repeatable): a reachable member "
-    "whose data cannot be read is refused otherwise. It is only moved aside and re-added, "
-    "never kept.")]
+    "--exclude", metavar="MEMBER", help="Plan without this member's data (repeatable): a "
+    "reachable member whose data cannot be read is refused otherwise. It is only moved aside "
+    "and re-added, never kept.")]
 TakeOverOpt = Annotated[bool, typer.Option(
     "--take-over-lock", help="Take the hosts' recovery lock over from a dead run (the lock "
     "step then overwrites it).")]
 EtcdImageOpt = Annotated[str | None, typer.Option(
-    "--etcd-image", help="Static pods: the image the kept member runs from --force-new-cluster "
-    "on (e.g. a fixed etcd patch release when its own version has a bug the plan names).")]
+    "--etcd-image", metavar="IMAGE", help="Static pods: the image the kept member runs from "
+    "--force-new-cluster on (e.g. a fixed etcd patch release when its own version has a bug "
+    "the plan names).")]
 EtcdBinaryOpt = Annotated[str | None, typer.Option(
-    "--etcd-binary", help="systemd: an etcd build on the kept member's host (absolute path); "
-    "the restore installs it where etcd.service runs etcd, the original kept in the run "
-    "directory (e.g. a fixed etcd patch release when its own version has a bug the plan "
-    "names).")]
+    "--etcd-binary", metavar="PATH", help="systemd: an etcd build on the kept member's host "
+    "(absolute path); the restore installs it where etcd.service runs etcd, the original kept "
+    "in the run directory (e.g. a fixed etcd patch release when its own version has a bug the "
+    "plan names).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v",
                                           help="Show every action as it runs.")]
 
@@ -191,34 +217,61 @@ def _show_plan(plan: Any, output: PlanOutput, inv: Any) -> None:
 
 @app.command()
 def plan(inventory: InventoryOpt,
-         output: Annotated[PlanOutput, typer.Option("--output", "-o")] = PlanOutput.table,
-         save: Annotated[Path | None, typer.Option("--save", help="Write the plan (JSON, "
-                                                   "with its state fingerprint).")] = None,
+         output: Annotated[PlanOutput, typer.Option(
+             "--output", "-o", help="table, json or markdown (a runbook of shell blocks a "
+             "person can paste).")] = PlanOutput.table,
+         save: Annotated[Path | None, typer.Option(
+             "--save", metavar="FILE", help="Also write the plan (JSON, with its state "
+             "fingerprint) to FILE, mode 0600, for execute --plan.")] = None,
          allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False,
          exclude: ExcludeOpt = None, etcd_image: EtcdImageOpt = None,
          etcd_binary: EtcdBinaryOpt = None) -> None:
-    """Inspect, choose the member to keep, and lay out every step (a dry run)."""
+    """Inspect, choose the member to keep, and lay out every step; nothing is changed."""
     inv = _load(inventory)
     the_plan, _ = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude,
                                etcd_image=etcd_image, etcd_binary=etcd_binary)
     _show_plan(the_plan, output, inv)
     if save is not None:
         try:
-            save.write_text(json.dumps(the_plan.to_json(), indent=2) + "\n")
+            write_private(save, json.dumps(the_plan.to_json(), indent=2) + "\n")
         except OSError as exc:
             fail(UsageError(f"{save}: cannot write the plan: {exc.strerror or exc}"))
         err.print(f"plan saved to {save}")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole, mode 0600 whatever the umask (a plan names the
+    cluster's hosts, paths and certificates, like the journal): a temporary file beside it,
+    created 0600, then renamed over it, so an existing file's wider mode does not stay."""
+    import contextlib
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _confirmed_journal(the_plan: Any, confirm: bool, jdir: Path) -> Any:
-    """Without --confirm show the plan and stop there (exit 3); else open its journal."""
+    """Without --confirm show the plan and stop there (exit 4: shown, not run); else open its
+    journal."""
     from .journal import Journal
     from .render import plan_table
 
     if not confirm:
         plan_table(the_plan, err)
-        err.print("dry run: nothing was changed. Add --confirm to carry out this plan.")
-        raise typer.Exit(EXIT_REFUSED)
+        err.print(f"dry run: nothing was changed. Add --confirm to carry out this plan "
+                  f"(exit {EXIT_DRY_RUN}: shown, not run).")
+        raise typer.Exit(EXIT_DRY_RUN)
     err.print(f"run {the_plan.run_id}: keep {the_plan.chosen}; {len(the_plan.steps)} steps "
               f"(journal in {jdir})", markup=False)
     return guarded(lambda: Journal.create(jdir, the_plan))
@@ -239,8 +292,8 @@ def _run(inv: Any, the_plan: Any, journal: Any, verbose: bool,
         return guarded(Executor(inv, the_plan, journal,
                                 log=lambda msg: err.print(msg, markup=False), **kw).run)
     # On a terminal: finished steps as lines, and a live line per running step with its time.
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                        console=err, transient=True)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                        TimeElapsedColumn(), console=err, transient=True)
     tasks: dict[str, Any] = {}
 
     def on_step(event: str, step: Any) -> None:
@@ -287,7 +340,7 @@ def execute(inventory: InventoryOpt,
             resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished "
                                                  "run from its journal.")] = False,
             take_over_lock: TakeOverOpt = False,
-            journal_dir: Annotated[Path | None, typer.Option("--journal-dir")] = None,
+            journal_dir: JournalDirOpt = None,
             allow_quorum: AllowQuorumOpt = False,
             abandon: Annotated[bool, typer.Option(
                 "--abandon", help="Give up the unfinished run (its journal is kept; its host "
@@ -295,7 +348,10 @@ def execute(inventory: InventoryOpt,
             verbose: VerboseOpt = False, exclude: ExcludeOpt = None,
             etcd_image: EtcdImageOpt = None, etcd_binary: EtcdBinaryOpt = None,
             output: OutputOpt = Output.table) -> None:
-    """Carry out the plan step by step (needs --confirm), journaled and resumable."""
+    """Carry out the plan step by step (needs --confirm), journaled and resumable.
+
+    Without --confirm it shows the plan and exits 4 (shown, not run), changing nothing.
+    """
     from .journal import Journal
     from .plan import takeover_argv
     from .render import summary_table
@@ -319,8 +375,9 @@ def execute(inventory: InventoryOpt,
             from .render import plan_table
 
             plan_table(the_plan, err)
-            err.print("resume: add --confirm to act")
-            raise typer.Exit(EXIT_REFUSED)
+            err.print(f"resume: nothing was changed. Add --confirm to continue this run "
+                      f"(exit {EXIT_DRY_RUN}: shown, not run).")
+            raise typer.Exit(EXIT_DRY_RUN)
     else:
         if current is not None:
             fail(RefusedError(f"run {current.run_id} is unfinished (journal in {jdir}): "
@@ -365,12 +422,15 @@ def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring b
            inventory: InventoryOpt,
            confirm: Annotated[bool, typer.Option("--confirm", help="Really act.")] = False,
            take_over_lock: TakeOverOpt = False,
-           journal_dir: Annotated[Path | None, typer.Option("--journal-dir")] = None,
+           journal_dir: JournalDirOpt = None,
            verbose: VerboseOpt = False,
            output: OutputOpt = Output.table) -> None:
-    """Bring one member (e.g. a host that was unreachable during the recovery) back into the
-    healthy cluster: fence it, back it up, move its stale data aside, add it as a learner,
-    start it, promote it, verify."""
+    """Bring one member back into the healthy cluster.
+
+    For a host that was unreachable during the recovery, or one that came back: fence it, back
+    it up, move its stale data aside, add it as a learner, start it, promote it, verify.
+    Without --confirm it shows the plan and exits 4 (shown, not run), changing nothing.
+    """
     from .inspect import inspect_cluster, read_configs
     from .journal import Journal
     from .plan import make_rejoin_plan
@@ -410,8 +470,11 @@ def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring b
 
 @app.command()
 def verify(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
-    """Check that the cluster is whole and consistent: expected voting members only, all
-    healthy, same revision, equal HashKV, no alarms, no --force-new-cluster left."""
+    """Check that the cluster is whole and consistent.
+
+    Expected voting members only, all healthy, the same revision, equal HashKV, no alarms, no
+    --force-new-cluster left. Exit 0 when all of it holds, 1 when something does not.
+    """
     from .session import Session, reachable_members
     from .verify import verify_cluster
 
@@ -456,7 +519,7 @@ def inventory_check(inventory: InventoryOpt, output: OutputOpt = Output.table) -
         return
     table = Table(title=f"{inv.path}: cluster {inv.name} ({inv.runtime})")
     for col in ("member", "ssh", "client URL", "peer URL", "data dir"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a long value wraps; it is never cut
     for m in inv.members:
         user = f"{m.ssh.user}@" if m.ssh.user else ""
         port = f":{m.ssh.port}" if m.ssh.port else ""
@@ -466,9 +529,15 @@ def inventory_check(inventory: InventoryOpt, output: OutputOpt = Output.table) -
 
 SshUserOpt = Annotated[str | None, typer.Option("--user", help="SSH user.")]
 SshPortOpt = Annotated[int | None, typer.Option("--port", help="SSH port.")]
-IdentityOpt = Annotated[Path | None, typer.Option("--identity-file")]
-KnownHostsOpt = Annotated[Path | None, typer.Option("--known-hosts")]
-JumpOpt = Annotated[str | None, typer.Option("--jump", help="[user@]host[:port]")]
+IdentityOpt = Annotated[Path | None, typer.Option(
+    "--identity-file", metavar="FILE", help="SSH private key (default: the agent and "
+    "~/.ssh/config).")]
+KnownHostsOpt = Annotated[Path | None, typer.Option(
+    "--known-hosts", metavar="FILE", help="known_hosts file to check the hosts' keys against "
+    "(default: ~/.ssh/config's UserKnownHostsFile, else ~/.ssh/known_hosts).")]
+JumpOpt = Annotated[str | None, typer.Option(
+    "--jump", metavar="[USER@]HOST[:PORT]", help="Reach the hosts through this jump host "
+    "(ProxyJump).")]
 SudoOpt = Annotated[bool, typer.Option("--sudo", help="Read through sudo -n (a non-root "
                                                       "user).")]
 ClusterOpt = Annotated[str | None, typer.Option("--cluster", help="Cluster name (default: from "
@@ -581,8 +650,11 @@ def inventory_discover(
         known_hosts: KnownHostsOpt = None, jump: JumpOpt = None, sudo: SudoOpt = False,
         cluster: ClusterOpt = None, output_file: OutFileOpt = None,
         fetch_client_cert: FetchOpt = None) -> None:
-    """Write an inventory from what the hosts say about their etcd (manifest, unit or
-    process). Hosts that disagree are reported (exit 3), never merged."""
+    """Write an inventory from what the hosts say about their etcd.
+
+    Each host's kubeadm manifest, else its etcd.service and environment file, else the running
+    process. Hosts that disagree are reported (exit 3), never merged.
+    """
     from .importer import ImportedHost
 
     common = {"user": user, "port": port, "identity_file": _abs(identity_file),
@@ -599,8 +671,11 @@ def inventory_import(
         known_hosts: KnownHostsOpt = None, jump: JumpOpt = None, sudo: SudoOpt = False,
         cluster: ClusterOpt = None, output_file: OutFileOpt = None,
         fetch_client_cert: FetchOpt = None) -> None:
-    """Take the hosts (and their SSH settings) from an inventory people already keep; what it
-    does not say is read from the hosts (as discover does) or stated as missing."""
+    """Write an inventory from one people already keep (kubespray, Ansible, hosts.json).
+
+    The hosts and their SSH settings come from SOURCE; what it does not say is read from the
+    hosts (as discover does) or stated as missing.
+    """
     from .importer import ImportedHost, parse_source
 
     try:
@@ -631,7 +706,9 @@ class Runtime(StrEnum):
 
 @lab_app.command("up")
 def lab_up(members: Annotated[int, typer.Option(help="3 or 5 (1-9 accepted).")] = 3,
-           runtime: Annotated[Runtime, typer.Option()] = Runtime.static_pod,
+           runtime: Annotated[Runtime, typer.Option(
+               help="How the hosts run etcd: a kubelet static pod or a systemd unit."
+               )] = Runtime.static_pod,
            etcd_version: Annotated[str, typer.Option(
                "--etcd-version", help="An installed etcd: exact (3.5.30) or a minor (3.5: its "
                "newest build); a comma list gives one per host, the last repeating "
@@ -674,7 +751,7 @@ def lab_status(lab_dir: LabDirOpt = Path(".lab"), output: OutputOpt = Output.tab
                             f"etcd {status['etcd_version']})")
         for col in ("host", "ssh", "client URL", "etcd", "host up", "etcd running", "healthy",
                     "partitioned"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # a long value wraps; it is never cut
         yes = {True: "yes", False: "no"}
         for h in status["hosts"]:
             table.add_row(h["name"], h["ssh"], h["client_url"], h["etcd_version"],

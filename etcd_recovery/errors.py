@@ -5,6 +5,7 @@ Exit codes (documented in README):
     1  a step or an operation failed; state is left safe and described
     2  usage or inventory error
     3  refused by a safety check
+    4  shown, not run: a dry run (execute or rejoin without --confirm); add --confirm
 
 Backends' exceptions (paramiko, grpc, docker, OSError) are translated at the edge with
 ``raise SomeError(...) from exc`` so callers only ever see these types.
@@ -16,6 +17,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_DRY_RUN = 4
 
 
 class EtcdRecoveryError(Exception):
@@ -54,6 +56,7 @@ class TransportError(EtcdRecoveryError):
 
     def __init__(self, host: str, message: str) -> None:
         self.host = host
+        self.detail = message  # the message without the host's label in front
         super().__init__(f"{host}: {message}")
 
 

@@ -1,12 +1,20 @@
-"""Rendering reports for people (rich tables) and for automation (JSON)."""
+"""Rendering reports for people (rich tables) and for automation (JSON).
+
+Everything here is built as rich ``Text`` (data never read as markup, whatever the console),
+and the wide tables are laid out to fit 100 columns: every column folds a value too long for
+it onto the next line instead of cutting it. What the default tables leave out is in
+``-o json`` (and, for inspect, ``-v``).
+"""
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, JustifyMethod
 from rich.table import Table
+from rich.text import Text
 
 from .executor import Summary
-from .model import Check, InspectReport, id_hex
+from .model import Check, InspectReport, MemberState, id_hex
 from .plan import BACKGROUND, Plan
 
 
@@ -28,89 +36,147 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
-def inspect_table(report: InspectReport, console: Console) -> None:
-    table = Table(title=f"cluster {report.cluster}: what each member holds")
-    for col, justify in (("member", "left"), ("host", "left"), ("reachable", "left"),
-                         ("etcd", "left"), ("version", "left"), ("source", "left"),
-                         ("member ID", "left"),
-                         ("term", "right"), ("commit", "right"), ("applied/cindex", "right"),
-                         ("last term", "right"), ("last index", "right"),
-                         ("revision", "right"), ("DB", "right"), ("read", "right"),
-                         ("inventory", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+# A column: its header, how its cells are justified, and whether they may wrap. Short values
+# (states, numbers) do not wrap; when the table is too wide for the console, the columns that
+# may wrap (names, hosts) give way first.
+Column = tuple[str, JustifyMethod, bool]
+
+
+def _table(title: str | None, columns: tuple[Column, ...], show_lines: bool = False,
+           table_box: box.Box = box.HEAVY_HEAD) -> Table:
+    """A table whose cells fold (wrap mid-word when they must) rather than end in an ellipsis."""
+    table = Table(title=Text(title) if title else None, show_lines=show_lines, box=table_box)
+    for header, justify, wraps in columns:
+        table.add_column(Text(header), justify=justify, overflow="fold", no_wrap=not wraps)
+    return table
+
+
+def _line(*parts: str | tuple[str, str]) -> Text:
+    """One line of plain text and (text, style) pieces; nothing in it is read as markup."""
+    return Text.assemble(*parts)
+
+
+def _etcd(m: MemberState) -> str:
+    """running / stopped / unreachable; and, where it is not the usual (running: read live,
+    stopped: read from disk), how its data was read."""
+    if not m.reachable:
+        return "unreachable"
+    state = "-" if m.etcd_running is None else ("running" if m.etcd_running else "stopped")
+    if m.source is None:
+        return f"{state}\n(unread)"
+    if m.etcd_running and m.source == "disk":
+        return f"{state}\n(disk)"
+    return state
+
+
+def _last_log(m: MemberState) -> str:
+    if m.last_term is None and m.last_index is None:
+        return "-"
+    return f"{_fmt(m.last_term)}/{_fmt(m.last_index)}"
+
+
+_MEMBERS: tuple[Column, ...] = (
+    ("member", "left", True), ("host", "left", True), ("etcd", "left", False),
+    ("version", "left", True), ("last log\nterm/index", "right", False),
+    ("commit", "right", False), ("revision", "right", False), ("inventory", "left", False))
+_DETAILS: tuple[Column, ...] = (
+    ("member", "left", True), ("read", "left", False), ("member ID", "left", False),
+    ("term", "right", False), ("applied", "right", False), ("DB", "right", False),
+    ("SSH read", "right", False), ("seconds", "right", False))
+
+
+def inspect_table(report: InspectReport, console: Console, verbose: bool = False) -> None:
+    """The members at a glance (fits 100 columns); ``verbose``: a second table with each
+    member's IDs, raft term, applied index, DB size, bytes read and time taken."""
+    table = _table(f"cluster {report.cluster}: what each member holds", _MEMBERS)
     for m in report.members:
-        etcd = "-" if m.etcd_running is None else ("running" if m.etcd_running else "stopped")
-        style = "bold green" if m.name == report.decision.chosen else None
+        style = "bold green" if m.name == report.decision.chosen else ""
         version = _fmt(m.etcd_version) + (f"\nstorage {m.storage_version}"
                                           if m.storage_version else "")
-        table.add_row(m.name, m.host, _fmt(m.reachable), etcd, version,
-                      _fmt(m.source),
-                      _fmt(id_hex(m.member_id)), _fmt(m.term), _fmt(m.commit_index),
-                      _fmt(m.consistent_index), _fmt(m.last_term), _fmt(m.last_index),
-                      _fmt(m.revision), _size(m.db_size_bytes), _size(m.bytes_read),
-                      _checks(m.checks, m.reachable), style=style)
+        table.add_row(*(Text(cell) for cell in (
+            m.name, m.host, _etcd(m), version, _last_log(m), _fmt(m.commit_index),
+            _fmt(m.revision), _checks(m.checks, m.reachable))),
+            style=style)
     console.print(table)
+    if verbose:
+        details = _table(None, _DETAILS)
+        for m in report.members:
+            details.add_row(*(Text(cell) for cell in (
+                m.name, _fmt(m.source), _fmt(id_hex(m.member_id)), _fmt(m.term),
+                _fmt(m.consistent_index), _size(m.db_size_bytes), _size(m.bytes_read),
+                f"{m.elapsed_s:.2f}")))
+        console.print(details)
     for m in report.members:
         for c in m.checks:
             if not c.ok:
-                console.print(f"  {m.name}: [red]inventory mismatch[/]: {c.field} is "
-                              f"{c.inventory!r} in the inventory, {c.host!r} in {c.source}",
-                              markup=True, highlight=False)
+                console.print(_line(f"  {m.name}: ", ("inventory mismatch", "red"),
+                                    f": {c.field} is {c.inventory!r} in the inventory, "
+                                    f"{c.host!r} in {c.source}"))
         if m.error:
-            console.print(f"  {m.name}: [red]{m.error}[/]", markup=True, highlight=False)
+            console.print(_line(f"  {m.name}: ", (m.error, "red")))
         for note in m.notes:
-            console.print(f"  {m.name}: {note}", markup=False)
+            console.print(_line(f"  {m.name}: {note}"))
     versions = sorted({m.etcd_version for m in report.members if m.etcd_version})
     if len(versions) > 1:
-        console.print(f"members run different etcd versions: {', '.join(versions)}",
-                      markup=False)
+        console.print(_line(f"members run different etcd versions: {', '.join(versions)}"))
     if report.decision.refused:
-        console.print(f"[bold red]REFUSED[/] ({report.decision.refused}): "
-                      f"{report.decision.reason}", markup=True, highlight=False)
+        console.print(_line(("REFUSED", "bold red"),
+                            f" ({report.decision.refused}): {report.decision.reason}"))
     else:
-        console.print(f"member to keep: [bold]{report.decision.chosen}[/] - "
-                      f"{report.decision.reason}", markup=True, highlight=False)
-    console.print(f"inspected {len(report.members)} members in {report.elapsed_s:.2f} s",
-                  markup=False)
+        console.print(_line("member to keep: ", (_fmt(report.decision.chosen), "bold"),
+                            f" - {report.decision.reason}"))
+    console.print(_line(f"inspected {len(report.members)} members in "
+                        f"{report.elapsed_s:.2f} s"))
 
 
 def _checks(checks: tuple[Check, ...], reachable: bool) -> str:
+    """The inventory against the host: "ok (7)" (checks), or how many differ."""
     if not reachable:
         return "-"
     bad = [c for c in checks if not c.ok]
-    return f"{len(bad)} mismatch" if bad else f"ok ({len(checks)} checks)"
+    return f"{len(bad)} differ" if bad else f"ok ({len(checks)})"
 
 
 def plan_table(plan: Plan, console: Console) -> None:
-    console.print(f"Recovery plan {plan.run_id} for cluster {plan.cluster} ({plan.runtime}); "
-                  f"keep [bold]{plan.chosen}[/]: {plan.reason}", markup=True, highlight=False)
+    """Every step: its id and host, then what it does (title, precondition, each action,
+    check) in one wide cell, so that the table fits 100 columns."""
+    console.print(_line(f"Recovery plan {plan.run_id} for cluster {plan.cluster} "
+                        f"({plan.runtime}); keep ", (plan.chosen, "bold"), f": {plan.reason}"))
     for line in plan.advisories:
-        console.print(f"advisory: {line}", markup=False, highlight=False)
-    table = Table(show_lines=True)
-    for col in ("#", "step", "host", "actions", "precondition", "check"):
-        table.add_column(col, overflow="fold")
+        console.print(_line(f"advisory: {line}"))
+    table = _table(None, (("#", "right", False), ("step", "left", True),
+                          ("what it does", "left", True)), show_lines=True, table_box=box.SQUARE)
     for i, s in enumerate(plan.steps, 1):
-        lines = [s.title] + [f"{n}. {a.summary()}" for n, a in enumerate(s.actions, 1)]
-        sid = s.id + ("\n(background)" if s.group == BACKGROUND else "")
-        table.add_row(str(i), sid, s.host or "all", "\n".join(lines), s.precondition,
-                      s.check)
+        step = Text(s.id)
+        step.append(f"\non {s.host}" if s.host else "\non every member", style="dim")
+        if s.group == BACKGROUND:
+            step.append("\n(background)", style="dim")
+        what = Text(s.title, style="bold")
+        if s.precondition:
+            what.append("\nbefore: ", style="dim")
+            what.append(s.precondition)
+        for n, a in enumerate(s.actions, 1):
+            what.append(f"\n{n}. {a.summary()}")
+        if s.check:
+            what.append("\ncheck: ", style="dim")
+            what.append(s.check)
+        table.add_row(Text(str(i)), step, what)
     console.print(table)
     _later(plan, console)
 
 
 def _later(plan: Plan, console: Console) -> None:
     for name in plan.rejoin_later:
-        console.print(f"{name} was unreachable: once it is back, bring it in with "
-                      f"`etcd-recovery rejoin {name} -i {plan.inventory}` (its stale data is "
-                      "moved aside first, so it cannot split the cluster)", markup=False)
+        console.print(_line(f"{name} was unreachable: once it is back, bring it in with "
+                            f"`etcd-recovery rejoin {name} -i {plan.inventory}` (its stale "
+                            "data is moved aside first, so it cannot split the cluster)"))
 
 
 def summary_table(summary: Summary, console: Console) -> None:
-    table = Table(title=f"run {summary.run_id}: {'done' if summary.ok else 'stopped'} in "
-                        f"{summary.total_s:.1f} s")
-    table.add_column("step")
-    table.add_column("seconds", justify="right")
+    table = _table(f"run {summary.run_id}: {'done' if summary.ok else 'stopped'} in "
+                   f"{summary.total_s:.1f} s", (("step", "left", True), ("seconds", "right", True)))
     for s in summary.steps:
-        table.add_row(s.id, "skipped (done before)" if s.skipped else f"{s.seconds:.2f}")
+        table.add_row(Text(s.id),
+                      Text("skipped (done before)" if s.skipped else f"{s.seconds:.2f}"))
     console.print(table)
-    console.print(summary.message, markup=False)
+    console.print(_line(summary.message))

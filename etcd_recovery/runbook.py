@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 
+from .actions import Action, WriteFile
 from .inventory import Inventory, Member
 from .plan import BACKGROUND, Plan, StepKind, run_dir
 from .runtimes.base import runtime_for
@@ -57,6 +58,40 @@ same_hashkv() {
   [ "$(etcdctl --endpoints="$KEPT" endpoint hashkv --cluster | awk -F', ' '{print $2}' |
       sort -u | grep -c .)" -eq 1 ]
 }"""
+
+
+HEREDOC_END = "ETCD_RECOVERY_EOF"  # the terminator WriteFile.show() ends its here-document with
+
+
+def heredoc_terminator(content: str) -> str:
+    """A here-document terminator that no line of ``content`` equals: ``ETCD_RECOVERY_EOF``,
+    else the first of ``ETCD_RECOVERY_EOF_1``, ``_2``, ... that is free. (A line equal to the
+    terminator would end the document there, and bash would run the rest of the file's
+    content as commands on the operator's machine.)"""
+    lines = set(content.splitlines())  # splits on every line break bash does, and more
+    tag, n = HEREDOC_END, 0
+    while tag in lines:
+        n += 1
+        tag = f"{HEREDOC_END}_{n}"
+    return tag
+
+
+def show_action(a: Action) -> str:
+    """The action's shell, as ``a.show()`` gives it, except that a file's content is quoted
+    with a here-document terminator that does not occur in it."""
+    text = a.show()
+    if not isinstance(a, WriteFile):
+        return text
+    tag = heredoc_terminator(a.content)
+    if tag == HEREDOC_END:
+        return text
+    body = a.content if a.content.endswith("\n") else a.content + "\n"
+    opener = f" <<'{HEREDOC_END}'\n"
+    head = text.partition(opener)[0]
+    if text != f"{head}{opener}{body}{HEREDOC_END}":
+        raise ValueError(f"write-file {a.path}: not the here-document form the runbook "
+                         "knows how to re-quote")
+    return f"{head} <<'{tag}'\n{body}{tag}"
 
 
 def _ssh(m: Member) -> str:
@@ -142,7 +177,7 @@ def plan_markdown(plan: Plan, inv: Inventory) -> str:
         if s.kind is StepKind.PREFLIGHT and not s.params["allow_quorum"]:
             eps = " ".join(inv.member(n).client_url for n in s.params["members"])
             block.append(f"quorum_lost {eps}")
-        block += [a.show() for a in s.actions]
+        block += [show_action(a) for a in s.actions]
         if s.kind is StepKind.FORCE_NEW_CLUSTER:
             url = inv.member(s.host or "").client_url
             block.append(f"KEYS_AFTER_RESTORE=$(etcdctl --endpoints={url} get '' --prefix "

@@ -114,8 +114,8 @@ def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
             exclude: ExcludeOpt = None,
             verbose: Annotated[bool, typer.Option(
                 "--verbose", "-v", help="Also show how each member was read (live or disk), "
-                "its member ID, raft term, applied index, DB size, bytes read over SSH and "
-                "time taken (all in -o json too).")] = False
+                "its member ID, raft term, commit and applied index, DB size, bytes read "
+                "over SSH and time taken (all in -o json too).")] = False
             ) -> None:
     """Read every member's state over SSH and choose the member to keep.
 
@@ -524,7 +524,7 @@ def inventory_check(inventory: InventoryOpt, output: OutputOpt = Output.table) -
         user = f"{m.ssh.user}@" if m.ssh.user else ""
         port = f":{m.ssh.port}" if m.ssh.port else ""
         table.add_row(m.name, f"{user}{m.ssh.host}{port}", m.client_url, m.peer_url, m.data_dir)
-    out.print(table)
+    out.print(table, soft_wrap=False)  # a long title wraps too
 
 
 SshUserOpt = Annotated[str | None, typer.Option("--user", help="SSH user.")]
@@ -757,7 +757,7 @@ def lab_status(lab_dir: LabDirOpt = Path(".lab"), output: OutputOpt = Output.tab
             table.add_row(h["name"], h["ssh"], h["client_url"], h["etcd_version"],
                           yes[h["host_up"]],
                           yes[h["etcd_running"]], yes[h["etcd_healthy"]], yes[h["partitioned"]])
-        out.print(table)
+        out.print(table, soft_wrap=False)  # a long title wraps too
         quorum = "has quorum" if status["quorum"] else "has LOST quorum"
         out.print(f"cluster: {status['healthy_members']}/{status['members']} members healthy; "
                   f"{quorum}")

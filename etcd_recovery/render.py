@@ -78,34 +78,35 @@ def _last_log(m: MemberState) -> str:
 _MEMBERS: tuple[Column, ...] = (
     ("member", "left", True), ("host", "left", True), ("etcd", "left", False),
     ("version", "left", True), ("last log\nterm/index", "right", False),
-    ("commit", "right", False), ("revision", "right", False), ("inventory", "left", False))
+    ("revision", "right", False), ("inventory", "left", False))
 _DETAILS: tuple[Column, ...] = (
     ("member", "left", True), ("read", "left", False), ("member ID", "left", False),
-    ("term", "right", False), ("applied", "right", False), ("DB", "right", False),
-    ("SSH read", "right", False), ("seconds", "right", False))
+    ("term", "right", False), ("commit", "right", False), ("applied", "right", False),
+    ("DB", "right", True), ("SSH read", "right", True), ("seconds", "right", True))
 
 
 def inspect_table(report: InspectReport, console: Console, verbose: bool = False) -> None:
-    """The members at a glance (fits 100 columns); ``verbose``: a second table with each
-    member's IDs, raft term, applied index, DB size, bytes read and time taken."""
+    """The members at a glance (fits 100 columns); ``verbose``: a second table with how each
+    member was read, its ID, raft term, commit and applied index, DB size, the bytes read over
+    SSH and the time taken."""
     table = _table(f"cluster {report.cluster}: what each member holds", _MEMBERS)
     for m in report.members:
         style = "bold green" if m.name == report.decision.chosen else ""
         version = _fmt(m.etcd_version) + (f"\nstorage {m.storage_version}"
                                           if m.storage_version else "")
         table.add_row(*(Text(cell) for cell in (
-            m.name, m.host, _etcd(m), version, _last_log(m), _fmt(m.commit_index),
-            _fmt(m.revision), _checks(m.checks, m.reachable))),
+            m.name, m.host, _etcd(m), version, _last_log(m), _fmt(m.revision),
+            _checks(m.checks, m.reachable))),
             style=style)
-    console.print(table)
+    console.print(table, soft_wrap=False)  # a long title wraps too
     if verbose:
         details = _table(None, _DETAILS)
         for m in report.members:
             details.add_row(*(Text(cell) for cell in (
                 m.name, _fmt(m.source), _fmt(id_hex(m.member_id)), _fmt(m.term),
-                _fmt(m.consistent_index), _size(m.db_size_bytes), _size(m.bytes_read),
-                f"{m.elapsed_s:.2f}")))
-        console.print(details)
+                _fmt(m.commit_index), _fmt(m.consistent_index), _size(m.db_size_bytes),
+                _size(m.bytes_read), f"{m.elapsed_s:.2f}")))
+        console.print(details, soft_wrap=False)
     for m in report.members:
         for c in m.checks:
             if not c.ok:
@@ -161,7 +162,7 @@ def plan_table(plan: Plan, console: Console) -> None:
             what.append("\ncheck: ", style="dim")
             what.append(s.check)
         table.add_row(Text(str(i)), step, what)
-    console.print(table)
+    console.print(table, soft_wrap=False)  # a long title wraps too
     _later(plan, console)
 
 
@@ -178,5 +179,5 @@ def summary_table(summary: Summary, console: Console) -> None:
     for s in summary.steps:
         table.add_row(Text(s.id),
                       Text("skipped (done before)" if s.skipped else f"{s.seconds:.2f}"))
-    console.print(table)
+    console.print(table, soft_wrap=False)  # a long title wraps too
     console.print(_line(summary.message))

@@ -30,9 +30,10 @@ from .inventory import load_inventory
 # survives in the middle of a sentence, and flags show no type.
 app = typer.Typer(add_completion=True, no_args_is_help=False, invoke_without_command=True,
                   pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"max_content_width": 100},
                   help="Bring an etcd cluster back after it has lost quorum.")
 lab_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                      help="A lab of real etcd hosts (Docker, SSH, TLS) to test and rehearse on.")
+                      help="A lab of real etcd hosts (Docker, SSH, TLS) to rehearse on.")
 inventory_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                             help="Check, discover or import an inventory.")
 app.add_typer(lab_app, name="lab")
@@ -117,10 +118,11 @@ def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
                 "its member ID, raft term, commit and applied index, DB size, bytes read "
                 "over SSH and time taken (all in -o json too).")] = False
             ) -> None:
-    """Read every member's state over SSH and choose the member to keep.
+    """Read every member's state over SSH; choose whom to keep.
 
-    Exit 0 with a member chosen; 3 when it refuses (quorum still there, cluster IDs differ,
-    a corrupt data dir, nothing readable).
+    The member to keep is the one with the most up-to-date raft log. Exit 0 with a member
+    chosen; 3 when it refuses (quorum still there, cluster IDs differ, a corrupt data dir,
+    nothing readable).
     """
     inv = _load(inventory)  # before the slower imports: the hosts' TCP connects are under way
     from .inspect import inspect_cluster
@@ -226,7 +228,11 @@ def plan(inventory: InventoryOpt,
          allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False,
          exclude: ExcludeOpt = None, etcd_image: EtcdImageOpt = None,
          etcd_binary: EtcdBinaryOpt = None) -> None:
-    """Inspect, choose the member to keep, and lay out every step; nothing is changed."""
+    """Lay out every step of the recovery; nothing is changed.
+
+    Inspects the members, chooses the member to keep, and shows each step's precondition,
+    actions and check: as a table, JSON, or a Markdown runbook.
+    """
     inv = _load(inventory)
     the_plan, _ = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude,
                                etcd_image=etcd_image, etcd_binary=etcd_binary)
@@ -348,9 +354,10 @@ def execute(inventory: InventoryOpt,
             verbose: VerboseOpt = False, exclude: ExcludeOpt = None,
             etcd_image: EtcdImageOpt = None, etcd_binary: EtcdBinaryOpt = None,
             output: OutputOpt = Output.table) -> None:
-    """Carry out the plan step by step (needs --confirm), journaled and resumable.
+    """Carry out the plan step by step (needs --confirm).
 
-    Without --confirm it shows the plan and exits 4 (shown, not run), changing nothing.
+    Every action is journaled; an interrupted run goes on with --resume. Without --confirm it
+    shows the plan and exits 4 (shown, not run), changing nothing.
     """
     from .journal import Journal
     from .plan import takeover_argv
@@ -418,7 +425,8 @@ def execute(inventory: InventoryOpt,
 
 
 @app.command()
-def rejoin(name: Annotated[str, typer.Argument(help="Inventory member to bring back.")],
+def rejoin(name: Annotated[str, typer.Argument(metavar="MEMBER",
+                                               help="Inventory member to bring back.")],
            inventory: InventoryOpt,
            confirm: Annotated[bool, typer.Option("--confirm", help="Really act.")] = False,
            take_over_lock: TakeOverOpt = False,
@@ -527,8 +535,8 @@ def inventory_check(inventory: InventoryOpt, output: OutputOpt = Output.table) -
     out.print(table, soft_wrap=False)  # a long title wraps too
 
 
-SshUserOpt = Annotated[str | None, typer.Option("--user", help="SSH user.")]
-SshPortOpt = Annotated[int | None, typer.Option("--port", help="SSH port.")]
+SshUserOpt = Annotated[str | None, typer.Option("--user", metavar="USER", help="SSH user.")]
+SshPortOpt = Annotated[int | None, typer.Option("--port", metavar="PORT", help="SSH port.")]
 IdentityOpt = Annotated[Path | None, typer.Option(
     "--identity-file", metavar="FILE", help="SSH private key (default: the agent and "
     "~/.ssh/config).")]
@@ -540,14 +548,14 @@ JumpOpt = Annotated[str | None, typer.Option(
     "(ProxyJump).")]
 SudoOpt = Annotated[bool, typer.Option("--sudo", help="Read through sudo -n (a non-root "
                                                       "user).")]
-ClusterOpt = Annotated[str | None, typer.Option("--cluster", help="Cluster name (default: from "
-                                                "the cluster token).")]
-OutFileOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the inventory "
-                                                 "here (default: stdout).")]
+ClusterOpt = Annotated[str | None, typer.Option(
+    "--cluster", metavar="NAME", help="Cluster name (default: from the cluster token).")]
+OutFileOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", metavar="FILE", help="Write the inventory here (default: stdout).")]
 FetchOpt = Annotated[Path | None, typer.Option(
-    "--fetch-client-cert", help="Copy a client certificate (kubeadm's healthcheck-client, else "
-    "the member's peer certificate) and the CA from a host into this directory (mode 0600) and "
-    "use them.")]
+    "--fetch-client-cert", metavar="DIR", help="Copy a client certificate (kubeadm's "
+    "healthcheck-client, else the member's peer certificate) and the CA from a host into this "
+    "directory (mode 0600) and use them.")]
 
 
 def _abs(p: Path | None) -> str | None:
@@ -644,7 +652,8 @@ def _write_discovered(hosts: list[Any], common: dict[str, Any], cluster: str | N
 
 @inventory_app.command("discover")
 def inventory_discover(
-        hosts: Annotated[list[str], typer.Argument(help="The hosts' addresses (or ~/.ssh/config "
+        hosts: Annotated[list[str], typer.Argument(metavar="HOST",
+                                                   help="The hosts' addresses (or ~/.ssh/config "
                                                         "aliases).")],
         user: SshUserOpt = None, port: SshPortOpt = None, identity_file: IdentityOpt = None,
         known_hosts: KnownHostsOpt = None, jump: JumpOpt = None, sudo: SudoOpt = False,
@@ -665,16 +674,18 @@ def inventory_discover(
 
 @inventory_app.command("import")
 def inventory_import(
-        source: Annotated[Path, typer.Argument(help="A kubespray / Ansible inventory (YAML or "
+        source: Annotated[Path, typer.Argument(metavar="SOURCE",
+                                               help="A kubespray / Ansible inventory (YAML or "
                                                     "INI, the etcd group) or vmware/etcd-"
                                                     "recovery's hosts.json.")],
         known_hosts: KnownHostsOpt = None, jump: JumpOpt = None, sudo: SudoOpt = False,
         cluster: ClusterOpt = None, output_file: OutFileOpt = None,
         fetch_client_cert: FetchOpt = None) -> None:
-    """Write an inventory from one people already keep (kubespray, Ansible, hosts.json).
+    """Write an inventory from one people keep (Ansible, hosts.json).
 
-    The hosts and their SSH settings come from SOURCE; what it does not say is read from the
-    hosts (as discover does) or stated as missing.
+    SOURCE is a kubespray / Ansible inventory or vmware/etcd-recovery's hosts.json. The hosts
+    and their SSH settings come from SOURCE; what it does not say is read from the hosts (as
+    discover does) or stated as missing.
     """
     from .importer import ImportedHost, parse_source
 
@@ -705,7 +716,8 @@ class Runtime(StrEnum):
 
 
 @lab_app.command("up")
-def lab_up(members: Annotated[int, typer.Option(help="3 or 5 (1-9 accepted).")] = 3,
+def lab_up(members: Annotated[int, typer.Option(metavar="N",
+                                                help="3 or 5 (1-9 accepted).")] = 3,
            runtime: Annotated[Runtime, typer.Option(
                help="How the hosts run etcd: a kubelet static pod or a systemd unit."
                )] = Runtime.static_pod,
@@ -714,14 +726,18 @@ def lab_up(members: Annotated[int, typer.Option(help="3 or 5 (1-9 accepted).")] 
                "newest build); a comma list gives one per host, the last repeating "
                "(3.5.16,3.5.16,3.5.30).")] = "3.5",
            etcd_binary: Annotated[Path | None, typer.Option(
-               "--etcd-binary", help="A directory holding any etcd build (etcd, etcdctl): "
-               "every host runs it instead of --etcd-version.")] = None,
-           keys: Annotated[int, typer.Option(help="Keys to load once healthy.")] = 1000,
+               "--etcd-binary", metavar="DIR", help="A directory holding any etcd build (etcd, "
+               "etcdctl): every host runs it instead of --etcd-version.")] = None,
+           keys: Annotated[int, typer.Option(metavar="N",
+                                             help="Keys to load once healthy.")] = 1000,
            auth: Annotated[bool, typer.Option(help="Turn on etcd user/password auth (user "
                                                "root; password in <dir>/etcd-root-password)."
                                                )] = False,
            lab_dir: LabDirOpt = Path(".lab")) -> None:
-    """Build (or reuse) the image, start the hosts and a healthy TLS cluster, load keys."""
+    """Start the hosts and a healthy TLS cluster, with keys loaded.
+
+    The hosts' image is built first (offline, cached) or reused.
+    """
     lab = _lab(lab_dir)
     state = guarded(lambda: lab.up(members=members, runtime=runtime.value,
                                    version=etcd_version, keys=keys, auth=auth,
@@ -741,7 +757,10 @@ def lab_up(members: Annotated[int, typer.Option(help="3 or 5 (1-9 accepted).")] 
 
 @lab_app.command("status")
 def lab_status(lab_dir: LabDirOpt = Path(".lab"), output: OutputOpt = Output.table) -> None:
-    """Each host's addresses, whether it is up and runs etcd, and the cluster's health."""
+    """Each host's addresses and state, and the cluster's health.
+
+    Exit 1 when the lab's cluster is not fully healthy.
+    """
     lab = _lab(lab_dir)
     status = guarded(lambda: lab.status())
     if output is Output.json:
@@ -767,14 +786,15 @@ def lab_status(lab_dir: LabDirOpt = Path(".lab"), output: OutputOpt = Output.tab
 
 @lab_app.command("env")
 def lab_env(lab_dir: LabDirOpt = Path(".lab")) -> None:
-    """Shell export lines for plain etcdctl: eval "$(etcd-recovery lab env)"."""
+    """Shell exports for etcdctl: eval "$(etcd-recovery lab env)"."""
     lab = _lab(lab_dir)
     for line in guarded(lambda: lab.env_lines()):
         sys.stdout.write(line + "\n")
 
 
 def _fault(verb: str, help_text: str) -> None:
-    def command(name: Annotated[str, typer.Argument(help="Lab host name, e.g. etcd-2.")],
+    def command(name: Annotated[str, typer.Argument(metavar="HOST",
+                                                    help="Lab host name, e.g. etcd-2.")],
                 lab_dir: LabDirOpt = Path(".lab")) -> None:
         lab = _lab(lab_dir)
         guarded(lambda: getattr(lab, verb.replace("-", "_"))(name))
@@ -784,9 +804,9 @@ def _fault(verb: str, help_text: str) -> None:
     lab_app.command(verb)(command)
 
 
-_fault("stop-etcd", "SIGKILL etcd on a host and keep it down; its data dir is untouched.")
+_fault("stop-etcd", "SIGKILL etcd on a host and keep it down (data left as is).")
 _fault("start-etcd", "Let etcd run again on a host after stop-etcd.")
-_fault("kill-host", "The host is gone: SSH and etcd unreachable (its disk is kept).")
+_fault("kill-host", "Make a host gone: SSH and etcd unreachable (disk kept).")
 _fault("revive-host", "Boot a killed host again.")
 _fault("partition", "Cut a host from its peers; it stays reachable over SSH.")
 _fault("heal", "Reconnect a partitioned host to its peers.")
@@ -794,7 +814,10 @@ _fault("heal", "Reconnect a partitioned host to its peers.")
 
 @lab_app.command("down")
 def lab_down(lab_dir: LabDirOpt = Path(".lab")) -> None:
-    """Remove every container, network and file this lab made, and nothing else."""
+    """Remove every container, network and file this lab made.
+
+    Nothing else is removed.
+    """
     lab = _lab(lab_dir)
     removed = guarded(lambda: lab.down())
     out.print(f"removed {len(removed)} lab objects" + (": " + ", ".join(removed)

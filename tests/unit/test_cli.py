@@ -91,15 +91,24 @@ def test_help_has_no_line_break_inside_a_paragraph(path: tuple[str, ...]) -> Non
         assert any(help_text in x for x in lines), (param.opts, help_text)
 
 
+@pytest.mark.parametrize("width", [80, 100])
 @pytest.mark.parametrize("path", [p for p, c in ALL_COMMANDS if getattr(c, "commands", None)],
                          ids=lambda p: " ".join(p) or "-")
-def test_a_group_lists_each_command_with_its_whole_first_sentence(path: tuple[str, ...]) -> None:
+def test_a_group_lists_each_command_with_its_whole_first_sentence(path: tuple[str, ...],
+                                                                  width: int) -> None:
     group = dict(ALL_COMMANDS)[path]
-    lines = _help(path, 100).splitlines()
+    lines = _help(path, width).splitlines()
     for name, sub in group.commands.items():
         line = next(x for x in lines if x.strip().startswith(name + " "))
         assert line.split(None, 1)[1].strip() == _paragraphs(sub.help or "")[0], line
-        assert len(line) <= 100
+        assert len(line) <= width
+
+
+def test_help_uses_up_to_100_columns() -> None:
+    for columns, widest in (("200", 100), ("80", 80)):
+        res = subprocess.run([CLI, "plan", "--help"], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "COLUMNS": columns})
+        assert widest - 12 < max(len(x) for x in res.stdout.splitlines()) <= widest, res.stdout
 
 
 # ------------------------------------------------------------------ messages, exit codes

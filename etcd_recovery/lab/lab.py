@@ -35,6 +35,11 @@ LABEL = "etcd-recovery.lab"
 RUNTIMES = ("static-pod", "systemd")
 ETCD_ROOT = Path(os.environ.get("ETCD_RECOVERY_ETCD_DIR", "/opt"))
 KEY_PREFIX = "/lab/keys/"
+MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
+HOLD_DIR = "/run/kubelet-lite/hold"          # kubelet-lite: a pod held down (lab faults)
+POD_STATUS = "/run/kubelet-lite/status/etcd.json"
+UNIT_DROPIN_DIR = "/run/systemd/system/etcd.service.d"
+UNIT_DROPIN = f"{UNIT_DROPIN_DIR}/zz-lab-stop-etcd.conf"
 
 Log = Callable[[str], None]
 
@@ -149,8 +154,19 @@ class LabState:
 
     @property
     def etcd_bin(self) -> Path:
-        return Path(self.etcd_dirs.get(self.etcd_version)
-                    or ETCD_ROOT / f"etcd-{self.etcd_version}")
+        """The operator's etcdctl for this lab (``lab env``, the lab's own calls): the newest
+        installed build of the lab's minor version, as an operator keeps a current client. A
+        lab's own build can be a broken client: etcdctl 3.6.0's ``endpoint health`` exits with
+        "conflicting environment variable is shadowed by corresponding command-line flag"
+        for ETCDCTL_KEY set in the environment."""
+        own = Path(self.etcd_dirs.get(self.etcd_version)
+                   or ETCD_ROOT / f"etcd-{self.etcd_version}")
+        if own.parent != ETCD_ROOT:
+            return own  # a build given with --etcd-binary: its own etcdctl
+        minor = ".".join(self.etcd_version.split(".")[:2])
+        installed = installed_etcd()
+        same = [v for v in installed if v.startswith(minor + ".")]
+        return installed[max(same, key=_vkey)] if same else own
 
     def version_of(self, h: LabHost) -> str:
         return h.etcd_version or self.etcd_version
@@ -640,9 +656,12 @@ class Lab:
 
     @staticmethod
     def _builds(state: LabState) -> dict[str, str]:
-        """version -> build directory on this machine, for every version the lab runs."""
-        return {v: state.etcd_dirs.get(v) or str(ETCD_ROOT / f"etcd-{v}")
-                for v in state.versions}
+        """version -> build directory on this machine: every installed build, as a registry
+        holds every image (a plan's --etcd-image or --etcd-binary may name another build than
+        the lab runs), and the lab's own builds, which --etcd-binary may have given."""
+        return {**{v: str(d) for v, d in installed_etcd().items()},
+                **{v: state.etcd_dirs.get(v) or str(ETCD_ROOT / f"etcd-{v}")
+                   for v in state.versions}}
 
     def _start_host(self, state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKey,
                     user_key: pki.SshKey) -> None:
@@ -846,28 +865,86 @@ class Lab:
         return int(json.loads(res.stdout).get("count", 0))
 
     # ---------------------------------------------------------------- faults
+    #
+    # A fault the lab reports as done holds until it is undone: a stopped etcd does not run
+    # again, not even for a moment, until start-etcd (or, for a static pod, a changed
+    # manifest); a partition lets nothing across, not even what was already under way, until
+    # heal.
+
     def stop_etcd(self, name: str) -> None:
-        """SIGKILL etcd and keep it down (as a crash loop would); the data dir is untouched."""
+        """SIGKILL etcd and keep it down (as a crash loop would); the data dir is untouched.
+
+        Returns once the supervisor itself keeps etcd down: kubelet-lite has seen the hold for
+        the current manifest (its status says so), or systemd has stopped the unit, so that no
+        back-off restart can follow.
+        """
         state = self.state()
         h = state.host(name)
         if state.runtime == "static-pod":
-            self.exec(h, ["sh", "-c",
-                          "mkdir -p /run/kubelet-lite/hold && "
-                          "sha256sum /etc/kubernetes/manifests/etcd.yaml | cut -d' ' -f1 "
-                          "> /run/kubelet-lite/hold/etcd; pkill -KILL -x etcd; true"])
+            self._stop_static_pod(h)
         else:
-            self.exec(h, ["sh", "-c", "systemctl kill --signal=SIGKILL etcd.service; "
-                                      "systemctl stop etcd.service; true"])
-        self._wait(lambda: not self.etcd_running(h), 15, f"{name}: etcd still runs")
+            self._stop_unit(h)
+
+    def _stop_static_pod(self, h: LabHost) -> None:
+        # The hold is written whole under another name and renamed into place: kubelet-lite
+        # never reads a half-written one. It is in place before etcd is killed, so the restart
+        # that follows the kill already finds it; kubelet-lite also kills a pod that runs
+        # while its hold is there (a start racing this one).
+        _, out = self.exec(h, ["sh", "-c", (
+            f"set -e; mkdir -p {HOLD_DIR}; date +%s.%N; "
+            f"if [ -f {MANIFEST} ]; then "
+            f"sha256sum {MANIFEST} | cut -d' ' -f1 > {HOLD_DIR}/.etcd.new; "
+            f"mv -f {HOLD_DIR}/.etcd.new {HOLD_DIR}/etcd; cat {HOLD_DIR}/etcd; fi; "
+            "pkill -KILL -x etcd || true")])
+        since, *rest = out.split()
+        digest = rest[0] if rest else ""  # no manifest: no pod, so nothing to hold
+
+        def held() -> bool:
+            code, text = self.exec(h, ["sh", "-c", f"pgrep -x etcd >/dev/null && echo running;"
+                                                   f" cat {POD_STATUS} 2>/dev/null; true"])
+            if text.startswith("running"):
+                return False
+            if not digest:
+                return True
+            try:
+                status = json.loads(text)
+            except ValueError:
+                return False
+            return bool(status.get("state") == "held" and status.get("digest") == digest
+                        and status.get("pid") is None
+                        and float(status.get("time", 0)) >= float(since))
+
+        self._wait(held, 15, f"{h.name}: kubelet-lite did not report etcd held (is the "
+                             f"manifest changing?)")
+
+    def _stop_unit(self, h: LabHost) -> None:
+        # `systemctl kill` then `stop` leaves a gap in which Restart=always could start etcd
+        # again (after RestartSec). A stop whose kill signal is SIGKILL is the same crash with
+        # no gap: systemd knows the unit is being stopped, so it never restarts it. The
+        # drop-in lives only for this stop.
+        self.exec(h, ["sh", "-c", (
+            f"set -e; mkdir -p {UNIT_DROPIN_DIR}; "
+            f"trap 'rm -f {UNIT_DROPIN}; rmdir {UNIT_DROPIN_DIR} 2>/dev/null || true; "
+            "systemctl daemon-reload' EXIT; "
+            "printf '[Service]\\nKillSignal=SIGKILL\\nSuccessExitStatus=SIGKILL\\n' "
+            f"> {UNIT_DROPIN}; "
+            "systemctl daemon-reload; systemctl stop etcd.service")])
+
+        def stopped() -> bool:
+            code, text = self.exec(h, ["sh", "-c", "pgrep -x etcd >/dev/null && echo running; "
+                                                   "systemctl is-active etcd.service; true"])
+            return text.split()[:1] == ["inactive"]
+
+        self._wait(stopped, 15, f"{h.name}: etcd still runs")
 
     def start_etcd(self, name: str) -> None:
         state = self.state()
         h = state.host(name)
         if state.runtime == "static-pod":
-            self.exec(h, ["rm", "-f", "/run/kubelet-lite/hold/etcd"])
+            self.exec(h, ["rm", "-f", f"{HOLD_DIR}/etcd"])
         else:
             self.exec(h, ["systemctl", "start", "--no-block", "etcd.service"])
-        self._wait(lambda: self.etcd_running(h), 15, f"{name}: etcd did not start")
+        self._wait(lambda: self.etcd_running(h), 15, f"{h.name}: etcd did not start")
 
     def kill_host(self, name: str) -> None:
         h = self.state().host(name)
@@ -879,6 +956,9 @@ class Lab:
         self._wait(lambda: not self.host_up(h), 15, f"{name}: host still answers")
 
     def revive_host(self, name: str) -> None:
+        """Boot a killed host again. A partition in place holds for it too: its network
+        namespace is new, so the partition's rules are put back at once, before systemd has
+        started etcd."""
         state = self.state()
         h = state.host(name)
         c = self.container(h)
@@ -886,39 +966,106 @@ class Lab:
             raise LabError(f"{name}: no such container {h.container}")
         if c.status != "running":
             c.start()
+            for cut in state.hosts:
+                if self.partitioned(cut):
+                    for end, selectors in self._cut_rules(state, cut):
+                        if end.name == name:
+                            self.exec(h, ["sh", "-c", _add_rules(selectors)])
         self.wait_ssh(state, [name], timeout=60)
 
     def partition(self, name: str) -> None:
         """Cut the host from its peers; it stays reachable over SSH and on its client port.
 
-        Three things, so that no packet of etcd's peer traffic finds another way round (this
-        machine is the gateway of the lab networks and forwards between them): the host
-        refuses to send to the peer subnet (a ``prohibit`` route), every other host refuses to
-        send to the host's peer address, and the host leaves the peer network.
+        In this order: no new connection can cross the cut; every TCP connection already
+        across it is aborted, at both ends; the host leaves the peer network. Policy rules
+        (``ip rule ... prohibit``) do the refusing, by destination whatever the route: this
+        machine is the gateway of both lab networks and forwards between them, so without
+        them a host reaches its peers' peer addresses through the management network, from
+        its management address. The host refuses to send to the peer subnet; every other
+        host refuses to send to the host's peer address, and from or to port 2380 to its
+        management address.
+
+        Aborting matters: a connection that merely stops carrying packets keeps what etcd
+        wrote into it, and the kernel sends that once the way is open again, even when the
+        etcd that wrote it was killed meanwhile (its orphaned socket lives on in the host's
+        network namespace). A partition that leaked that way handed the cut-off member the
+        writes it was cut off from, a second or three after heal.
         """
         state = self.state()
         h = state.host(name)
-        self.exec(h, ["ip", "route", "replace", "prohibit", state.peer_subnet])
-        for other in state.hosts:
-            if other.name != name:
-                with contextlib.suppress(LabError):  # a host that is down sends nothing
-                    self.exec(other, ["ip", "route", "replace", "prohibit",
-                                      f"{h.peer_ip}/32"])
+        for end, selectors in self._cut_rules(state, h):
+            if self._running(end):
+                self.exec(end, ["sh", "-c", _add_rules(selectors)])
+        self._abort_across(state, h)
         if not self.partitioned(h):
             self.client.networks.get(state.peer_network).disconnect(h.container)
 
     def heal(self, name: str) -> None:
+        """Undo ``partition``: the host joins the peer network while the rules still refuse
+        (Docker will not join it while a route into the peer subnet is in the host's table,
+        and with neither route nor rule the host would reach its peers through this machine),
+        then the rules go. Connections across the cut are aborted once more first (none
+        should be left), so nothing sent during the partition arrives after it."""
         state = self.state()
         h = state.host(name)
-        self.exec(h, ["sh", "-c", f"ip route del prohibit {state.peer_subnet} 2>/dev/null; true"])
-        for other in state.hosts:
-            if other.name != name:
-                with contextlib.suppress(LabError):
-                    self.exec(other, ["sh", "-c", f"ip route del prohibit {h.peer_ip}/32 "
-                                                  "2>/dev/null; true"])
+        rules = self._cut_rules(state, h)
+        # A lab partitioned by an earlier version of this code has a `prohibit` route on the
+        # host (and /32 ones on its peers) instead of rules: the rule first, then the route.
+        self.exec(h, ["sh", "-c", _add_rules(rules[0][1])
+                      + f"; ip route del prohibit {state.peer_subnet} 2>/dev/null; true"])
+        self._abort_across(state, h)
         if self.partitioned(h):
             self.client.networks.get(state.peer_network).connect(h.container,
                                                                  ipv4_address=h.peer_ip)
+        for end, selectors in rules:
+            if self._running(end):
+                self.exec(end, ["sh", "-c", _del_rules(selectors)
+                                + f"; ip route del prohibit {h.peer_ip}/32 2>/dev/null; true"])
+
+    def _running(self, h: LabHost) -> bool:
+        c = self.container(h)
+        return c is not None and c.status == "running"
+
+    @staticmethod
+    def _cut_rules(state: LabState, h: LabHost) -> list[tuple[LabHost, list[str]]]:
+        """The rule selectors of the cut around ``h``, per host (``h`` first)."""
+        mine = [f"to {state.peer_subnet}"]
+        theirs = [f"to {h.peer_ip}/32", f"to {h.mgmt_ip}/32 ipproto 6 sport 2380",
+                  f"to {h.mgmt_ip}/32 ipproto 6 dport 2380"]
+        return [(h, mine)] + [(o, theirs) for o in state.hosts if o.name != h.name]
+
+    def _cut_ends(self, state: LabState, h: LabHost) -> list[tuple[LabHost, list[str]]]:
+        """Each running host at the cut around ``h`` (a host that is down has no sockets),
+        with an ``ss`` filter for its TCP connections across the cut: any of ``h``'s peer
+        traffic (port 2380, or the peer subnet) on ``h``; on the others, to ``h``'s peer
+        address, or to its management address on port 2380."""
+        mine = ["(", "dst", state.peer_subnet, "or", "sport", "=", ":2380", "or", "dport", "=",
+                ":2380", ")"]
+        theirs = ["(", "dst", f"{h.peer_ip}/32", "or", "(", "dst", f"{h.mgmt_ip}/32", "and",
+                  "(", "sport", "=", ":2380", "or", "dport", "=", ":2380", ")", ")", ")"]
+        ends = [(h, mine)] + [(o, theirs) for o in state.hosts if o.name != h.name]
+        return [(host, expr) for host, expr in ends if self._running(host)]
+
+    def across(self, state: LabState, h: LabHost) -> dict[str, list[str]]:
+        """TCP connections (any state but listening and TIME-WAIT, which carries no data)
+        across the cut around ``h``, per running host, as ``ss`` lines."""
+        found: dict[str, list[str]] = {}
+        for host, expr in self._cut_ends(state, h):
+            _, out = self.exec(host, ["ss", "-Htn", "state", "connected", "exclude",
+                                      "time-wait", *expr])
+            found[host.name] = [line for line in out.splitlines() if line.strip()]
+        return found
+
+    def _abort_across(self, state: LabState, h: LabHost) -> None:
+        """Abort (``ss -K``, a kernel with sock_destroy) every TCP connection across the cut
+        around ``h``, at both ends; with the rules in place no new one opens."""
+        for host, expr in self._cut_ends(state, h):
+            self.exec(host, ["ss", "-K", "-Htn", "state", "connected", *expr])
+        left = {n: lines for n, lines in self.across(state, h).items() if lines}
+        if left:
+            raise LabError(f"{h.name}: TCP connections across the partition survive `ss -K` "
+                           "(the kernel needs CONFIG_INET_DIAG_DESTROY): "
+                           + "; ".join(f"{n}: {lines[0].strip()}" for n, lines in left.items()))
 
     @staticmethod
     def _wait(cond: Callable[[], bool], timeout: float, message: str) -> None:
@@ -966,6 +1113,18 @@ class Lab:
                 f"export ETCDCTL_PASSWORD=\"$(cat {shlex.quote(str(self.password_file))})\""]
               if state.auth else []),
         ]
+
+
+def _add_rules(selectors: list[str]) -> str:
+    """Shell: a ``prohibit`` policy rule for each selector, unless there is one already."""
+    return "; ".join(f"{{ ip rule list {sel} | grep -q . || ip rule add {sel} prohibit; }}"
+                     for sel in selectors)
+
+
+def _del_rules(selectors: list[str]) -> str:
+    """Shell: every ``prohibit`` policy rule with these selectors removed."""
+    return "; ".join(f"while ip rule del {sel} prohibit 2>/dev/null; do :; done"
+                     for sel in selectors)
 
 
 def ssh_banner(host: str, port: int, timeout: float) -> bool:

@@ -18,7 +18,10 @@ The container image tag selects the etcd binaries: ``image: <anything>/etcd:3.5.
 Lab fault injection: a file ``/run/kubelet-lite/hold/<pod>`` holding the sha256 of the current
 manifest keeps that pod down (a crash loop that never recovers) until the file is removed or
 the manifest changes or goes away, as a changed or re-created pod would get a fresh start from
-the kubelet.
+the kubelet. A pod found running while its hold is in place is killed (SIGKILL) and kept down;
+a hold that does not read as a digest (being written by hand, say) keeps the pod down and is
+left alone: only a well-formed digest of another manifest releases it. The lab writes a hold
+under another name and renames it into place.
 
 State for observers is written to ``/run/kubelet-lite/status/<pod>.json``.
 """
@@ -26,6 +29,7 @@ State for observers is written to ``/run/kubelet-lite/status/<pod>.json``.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import glob
 import hashlib
 import json
@@ -76,11 +80,23 @@ class Pod:
                 held_digest = fh.read().strip()
         except FileNotFoundError:
             return False
-        if held_digest != self.digest:
+        if re.fullmatch(r"[0-9a-f]{64}", held_digest) and held_digest != self.digest:
             # The spec changed since the fault was injected: a fresh start, as a new spec gets.
-            os.unlink(f"{RUN}/hold/{self.name}")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{RUN}/hold/{self.name}")
+            log(f"{self.name}: hold for another manifest removed")
             return False
         return True
+
+    def crash(self) -> None:
+        """The pod's process dies at once (SIGKILL), as a crash would."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.last_exit = self.proc.returncode
+        self.proc = None
+        self.restarts += 1
+        log(f"{self.name}: held while running: killed")
 
     def stop(self, grace: float) -> None:
         if self.proc is None:
@@ -108,24 +124,34 @@ class Pod:
         for item in container.get("env") or []:
             env[str(item["name"])] = str(item.get("value", ""))
         os.makedirs(LOGS, exist_ok=True)
-        log = open(f"{LOGS}/{self.name}.log", "ab")
-        log.write(f"--- kubelet-lite: starting {self.name}: {argv}\n".encode())
-        log.flush()
+        out = open(f"{LOGS}/{self.name}.log", "ab")
+        out.write(f"--- kubelet-lite: {stamp()} starting {self.name}: {argv}\n".encode())
+        out.flush()
         try:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
             self.state = "running"
+            log(f"{self.name}: started, pid {self.proc.pid}")
         except OSError as exc:
-            log.write(f"--- kubelet-lite: cannot start: {exc}\n".encode())
+            out.write(f"--- kubelet-lite: {stamp()} cannot start: {exc}\n".encode())
             self.state = "crashloop"
             self.proc = None
             self.schedule_restart()
         finally:
-            log.close()
+            out.close()
 
     def schedule_restart(self) -> None:
         self.next_start = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, 10.0)
+
+
+def stamp() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+
+
+def log(message: str) -> None:
+    """A line on stderr (the journal of kubelet-lite.service)."""
+    print(f"kubelet-lite: {message}", file=sys.stderr, flush=True)
 
 
 def grace_of(spec: Spec | None) -> float:
@@ -175,6 +201,10 @@ def main() -> None:
                     pod.proc = None
                     pod.restarts += 1
                     pod.state = "crashloop"
+                    pod.schedule_restart()
+                    log(f"{name}: exited {pod.last_exit}")
+                if pod.proc is not None and pod.held():
+                    pod.crash()
                     pod.schedule_restart()
                 if pod.proc is None:
                     if pod.held():

@@ -589,7 +589,7 @@ def _write_discovered(hosts: list[Any], common: dict[str, Any], cluster: str | N
     def connect(address: str) -> Any:
         o = per_host(address)
         return SshTransport(address, HostTarget(
-            host=address, port=o.get("port") or 22, user=o.get("user"),
+            host=address, port=o.get("port"), user=o.get("user"),
             identity_file=o.get("identity_file"), known_hosts=o.get("known_hosts"),
             proxy_jump=o.get("jump"), sudo=bool(o.get("sudo"))))
 

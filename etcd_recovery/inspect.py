@@ -53,9 +53,15 @@ def ssh_transport(member: Member) -> Transport:
 
     s = member.ssh
     return SshTransport(member.name, HostTarget(
-        host=s.host, port=s.port or 22, user=s.user, identity_file=s.identity_file,
+        host=s.host, port=s.port, user=s.user, identity_file=s.identity_file,
         known_hosts=s.known_hosts, proxy_jump=s.jump, sudo=s.sudo,
         probe_timeout=s.connect_timeout or 1.0))
+
+
+def _why(exc: EtcdRecoveryError) -> str:
+    """An error as a member's ``error`` or note says it: without the member's name in front,
+    which a transport's errors carry (its label) and every rendering puts there itself."""
+    return exc.detail if isinstance(exc, TransportError) else str(exc)
 
 
 def _source_bytes(src: Any) -> int:
@@ -76,7 +82,7 @@ def read_wal_tail(t: Transport, member: Member) -> tuple[WalState, int, WalTail 
     try:
         wal_names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=sudo))
     except TransportError as exc:
-        raise _NoWal(f"cannot list {wal_dir}: {exc}") from exc
+        raise _NoWal(f"cannot list {wal_dir}: {_why(exc)}") from exc
     if not wal_names:
         raise _NoWal(f"no WAL files in {wal_dir}")
     total = 0
@@ -348,7 +354,7 @@ def inspect_member(member: Member, inv: Inventory, factory: TransportFactory = s
         try:
             res = t.run(["pgrep", "-x", "etcd"], check=False, timeout=10)
         except TransportError as exc:  # unreachable, host key refused, auth failed
-            return replace(base, error=str(exc), elapsed_s=time.monotonic() - t0,
+            return replace(base, error=_why(exc), elapsed_s=time.monotonic() - t0,
                            ssh_refused=isinstance(exc, AccessDenied | HostKeyError | JumpHostError)
                            ), Quorum(False)
         running = res.exit_status == 0
@@ -377,7 +383,7 @@ def _read_state(t: Transport, member: Member, inv: Inventory, running: bool,
         try:
             return read_live(t, member, inv, stopped)
         except EtcdRecoveryError as exc:
-            live_error = f"etcd runs but did not answer over gRPC: {exc}"
+            live_error = f"etcd runs but did not answer over gRPC: {_why(exc)}"
     try:
         state = read_disk(t, member)
     except FormatError as exc:
@@ -385,7 +391,7 @@ def _read_state(t: Transport, member: Member, inv: Inventory, running: bool,
                             etcd_running=running, source=None, corrupt=True, error=str(exc))
     except TransportError as exc:
         state = MemberState(name=member.name, host=member.ssh.host, reachable=True,
-                            etcd_running=running, source=None, error=str(exc))
+                            etcd_running=running, source=None, error=_why(exc))
     if running:
         notes = (*state.notes, live_error) if live_error else state.notes
         state = replace(state, etcd_running=True, notes=notes)

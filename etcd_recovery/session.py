@@ -135,7 +135,7 @@ def reachable_members(inv: Inventory, factory: TransportFactory = ssh_transport
             t.run(["true"], timeout=10)
             return None
         except TransportError as exc:
-            return str(exc)
+            return exc.detail  # the caller names the member
         finally:
             t.close()
 

@@ -53,8 +53,9 @@ class FileInfo:
 class HostTarget:
     """How to reach one host over SSH.
 
-    Values given here win over ``~/.ssh/config``; ``port`` 22 and ``user`` None mean "not
-    set", so the config's ``Port`` and ``User`` apply.  ``sudo`` says that privileged
+    Values given here win over ``~/.ssh/config`` (a port of 22 too); ``port`` and ``user``
+    None mean "not set", so the config's ``Port`` and ``User`` apply (else 22 and the local
+    user).  ``sudo`` says that privileged
     operations on this host go through ``sudo -n`` (a non-root SSH user); with ``sudo``
     False, calls that ask for privileges run as the SSH user as is (e.g. root).
     ``ssh_config`` None means ``~/.ssh/config``; ``known_hosts`` None means the config's
@@ -65,7 +66,7 @@ class HostTarget:
     """
 
     host: str
-    port: int = 22
+    port: int | None = None
     user: str | None = None
     identity_file: str | None = None
     known_hosts: str | None = None

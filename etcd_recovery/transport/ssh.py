@@ -86,7 +86,7 @@ class SshTransport:
     def __repr__(self) -> str:
         t = self.target
         jump = f" via {t.proxy_jump}" if t.proxy_jump else ""
-        return f"SshTransport({self._label!r}, {t.user or ''}@{t.host}:{t.port}{jump})"
+        return f"SshTransport({self._label!r}, {t.user or ''}@{t.host}:{t.port or 22}{jump})"
 
     # ----------------------------------------------------------------- connecting
 

@@ -127,8 +127,7 @@ def resolve(label: str, target: HostTarget) -> Route:
     if opts.get("proxycommand") and not (t.proxy_jump or opts.get("proxyjump")):
         raise TransportError(label, "ssh config sets ProxyCommand for "
                              f"{t.host}, which is not supported; use ProxyJump")
-    final = _endpoint(label, "host", opts, t.host, None if t.port == 22 else t.port,
-                      t.user, t.identity_file)
+    final = _endpoint(label, "host", opts, t.host, t.port, t.user, t.identity_file)
     jump_spec = t.proxy_jump or (str(opts["proxyjump"]) if opts.get("proxyjump") else None)
     jump: Endpoint | None = None
     if jump_spec and jump_spec.strip().lower() != "none":

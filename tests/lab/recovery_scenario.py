@@ -9,6 +9,7 @@ import subprocess
 import time
 from typing import Any
 
+from etcd_recovery.errors import EXIT_DRY_RUN
 from etcd_recovery.lab.lab import KEY_PREFIX
 
 from .conftest import CLI, LabHandle, cli, etcdctl, etcdctl_txn
@@ -155,9 +156,9 @@ def run_recovery(lab: LabHandle, members: int, keys: int) -> dict[str, Any]:
     assert ("itself raises the commit" in commit_lines[0]) is fixed, commit_lines
     md = cli("plan", "-i", inventory(lab), "-o", "markdown").stdout
     assert "--force-new-cluster" in md and "## " in md
-    # Without --confirm: shows the plan, exits 3, changes nothing.
+    # Without --confirm: shows the plan, exits 4 (a dry run), changes nothing.
     dry = cli("execute", "-i", inventory(lab), check=False)
-    assert dry.returncode == 3
+    assert dry.returncode == EXIT_DRY_RUN
     assert not (lab.dir / ".etcd-recovery" / "current").exists()
     res = execute(lab)
     summary = json.loads(res.stdout)

@@ -1,4 +1,5 @@
-"""Recovery on a 3-member static-pod lab, the newest etcd 3.6, with the CLI killed twice and resumed."""
+"""Recovery on a 3-member static-pod lab, the newest etcd 3.6, with the CLI killed twice and
+resumed."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
+from etcd_recovery.errors import EXIT_DRY_RUN
+
 from .conftest import LabHandle, cli, etcdctl
 from .recovery_scenario import check_recovered, inventory, run_recovery
 from .verbs import healthy
@@ -33,7 +35,7 @@ def test_recovery_three_members_two_lost_then_rejoin(
     assert not healthy(lab, "etcd-2")
     # Without --confirm, rejoin only shows its plan.
     dry = cli("rejoin", "etcd-2", "-i", inventory(lab), check=False)
-    assert dry.returncode == 3 and "move-aside:etcd-2" in dry.stderr
+    assert dry.returncode == EXIT_DRY_RUN and "move-aside:etcd-2" in dry.stderr
     res = cli("rejoin", "etcd-2", "-i", inventory(lab), "--confirm", "-o", "json")
     assert json.loads(res.stdout)["ok"]
     check_recovered(lab, ["etcd-1", "etcd-2", "etcd-3"], keys=1000, writes=150)

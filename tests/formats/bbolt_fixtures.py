@@ -1,4 +1,5 @@
-"""Helpers for the bbolt/backend tests: a real single-member etcd on loopback.
+"""Helpers for the bbolt/backend tests: a real single-member etcd on loopback (a build named by
+role, as in realetcd), and hand-built bbolt files.
 
 Bulk writes go through etcd's JSON gateway (``/v3/kv/txn``) so thousands of keys load
 in a few requests; what the tests compare against is read back with ``etcdctl``.
@@ -21,8 +22,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-ETCD_34 = Path("/opt/etcd-3.4.23")
-ETCD_35 = Path("/opt/etcd-3.5.16")
+from etcd_recovery.lab.builds import version_of
+from tests.formats.realetcd import build_dir
 
 TXN_OPS = 1000
 
@@ -49,9 +50,11 @@ def _b64(data: bytes) -> str:
 class Etcd:
     """One etcd process started by the tests; stopped by PID only."""
 
-    def __init__(self, version_dir: Path, data_dir: Path, name: str = "m1",
+    def __init__(self, role: str, data_dir: Path, name: str = "m1",
                  extra_args: Sequence[str] = ()) -> None:
-        self.version_dir = version_dir
+        self.role = role
+        self.version = version_of(role)
+        self.version_dir = build_dir(role)
         self.extra_args = tuple(extra_args)
         self.data_dir = data_dir
         self.name = name
@@ -172,9 +175,9 @@ class Etcd:
 
 
 @contextmanager
-def running_etcd(version_dir: Path, data_dir: Path, name: str = "m1",
+def running_etcd(role: str, data_dir: Path, name: str = "m1",
                  extra_args: Sequence[str] = ()) -> Iterator[Etcd]:
-    etcd = Etcd(version_dir, data_dir, name, extra_args)
+    etcd = Etcd(role, data_dir, name, extra_args)
     try:
         etcd.start()
         yield etcd

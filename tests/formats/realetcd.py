@@ -1,9 +1,11 @@
-"""Start a real single-member etcd on loopback to produce data dirs for the format tests.
+"""Start real etcd on loopback (one member, or a cluster) to produce data dirs for the format
+tests, and ask the build's ``etcdutl`` what it says about them.
 
-Usage::
+Builds are named by role (``ROLES``; etcd_recovery/lab/builds.txt pins each role's version)
+and found as ``/opt/etcd-<version>`` (or under $ETCD_RECOVERY_ETCD_DIR). Usage::
 
     args = ("--snapshot-count=100",)
-    with running_etcd("/opt/etcd-3.5.16", tmp_path / "data", extra_args=args) as e:
+    with running_etcd("3.6-newest", tmp_path / "data", extra_args=args) as e:
         e.put_many(500, prefix="k", value_size=32, per_txn=1)
         st = e.status()
         e.stop(signal.SIGKILL)
@@ -11,7 +13,7 @@ Usage::
 Keys are written through etcd's JSON gateway (``/v3/kv/txn``) over one keep-alive HTTP
 connection: each call is one transaction, so one raft entry, and far faster than one ``etcdctl``
 process per key. Status and compaction use ``etcdctl`` (the one beside ``etcd``).
-Only the process started here is ever signalled, by its PID.
+Only the processes started here are ever signalled, by their PIDs.
 """
 
 from __future__ import annotations
@@ -28,8 +30,28 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from etcd_recovery.lab.builds import version_of
 
 START_TIMEOUT = 20.0
+ETCD_DIR = Path(os.environ.get("ETCD_RECOVERY_ETCD_DIR", "/opt"))
+#: The builds the real-data tests run on: the oldest supported minor and the newest of each.
+ROLES = ("3.4", "3.5-newest", "3.6-newest", "3.7-newest")
+
+
+def build_dir(role: str) -> Path:
+    """``/opt/etcd-<version>`` of the build that has ``role``; fails loudly if it is missing."""
+    d = ETCD_DIR / f"etcd-{version_of(role)}"
+    if not (d / "etcd").is_file():
+        raise RuntimeError(f"no {d}/etcd for the build {role!r} (run scripts/setup)")
+    return d
+
+
+def minor_of(role: str) -> tuple[int, int]:
+    """(3, 6) for a role whose build is 3.6.x."""
+    major, minor = version_of(role).split(".")[:2]
+    return int(major), int(minor)
 
 
 def free_port() -> int:
@@ -54,22 +76,44 @@ class EtcdStatus:
     version: str
 
 
-class EtcdHandle:
-    """A running etcd started by :func:`running_etcd`."""
+@dataclass(frozen=True)
+class Ports:
+    """A member's loopback client and peer ports."""
 
-    def __init__(self, version_dir: str | os.PathLike[str], data_dir: Path, name: str,
-                 extra_args: Sequence[str]) -> None:
-        self.version_dir = os.fspath(version_dir)
+    client: int
+    peer: int
+
+    @staticmethod
+    def free() -> Ports:
+        client = free_port()
+        peer = free_port()
+        while peer == client:
+            peer = free_port()
+        return Ports(client, peer)
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer}"
+
+
+class EtcdHandle:
+    """A running etcd started by :func:`running_etcd` or :func:`running_cluster`."""
+
+    def __init__(self, role: str, data_dir: Path, name: str, extra_args: Sequence[str],
+                 ports: Ports | None = None, initial_cluster: str | None = None,
+                 cluster_state: str = "new") -> None:
+        self.role = role
+        self.version = version_of(role)
+        self.version_dir = os.fspath(build_dir(role))
         self.data_dir = data_dir
         self.name = name
         self.etcd_bin = os.path.join(self.version_dir, "etcd")
         self.etcdctl_bin = os.path.join(self.version_dir, "etcdctl")
-        self.client_port = free_port()
-        self.peer_port = free_port()
-        while self.peer_port == self.client_port:
-            self.peer_port = free_port()
+        ports = ports or Ports.free()
+        self.client_port = ports.client
+        self.peer_port = ports.peer
         self.client_url = f"http://127.0.0.1:{self.client_port}"
-        self.peer_url = f"http://127.0.0.1:{self.peer_port}"
+        self.peer_url = ports.peer_url
         self.log_path = data_dir.parent / f"{data_dir.name}.etcd.log"
         self.returncode: int | None = None
         self._conn: http.client.HTTPConnection | None = None
@@ -81,11 +125,12 @@ class EtcdHandle:
             "--advertise-client-urls", self.client_url,
             "--listen-peer-urls", self.peer_url,
             "--initial-advertise-peer-urls", self.peer_url,
-            "--initial-cluster", f"{name}={self.peer_url}",
-            "--initial-cluster-state", "new",
+            "--initial-cluster", initial_cluster or f"{name}={self.peer_url}",
+            "--initial-cluster-state", cluster_state,
             "--logger", "zap",
             *extra_args,
         ]
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -94,13 +139,16 @@ class EtcdHandle:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+    def wait_ready(self, timeout: float = START_TIMEOUT, learner: bool = False) -> None:
+        """Wait until a linearizable read succeeds (a leader is known); a learner serves only
+        serializable reads."""
         deadline = time.monotonic() + timeout
+        probe: dict[str, object] = {"key": _b64(b"health-probe"), "serializable": learner}
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                self._gateway("/v3/kv/range", {"key": _b64(b"health-probe")}, timeout=1.0)
+                self._gateway("/v3/kv/range", probe, timeout=1.0)
                 return
             except (OSError, http.client.HTTPException, RuntimeError):
                 self._drop_conn()
@@ -145,6 +193,9 @@ class EtcdHandle:
         if res.returncode != 0:
             raise RuntimeError(f"etcdctl {' '.join(args)} exited {res.returncode}: {res.stderr}")
         return res.stdout
+
+    def etcdctl_json(self, *args: str) -> Any:
+        return json.loads(self.etcdctl(*args, "-w", "json"))
 
     def status(self) -> EtcdStatus:
         out = json.loads(self.etcdctl("endpoint", "status", "-w", "json"))
@@ -210,30 +261,79 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
 
 
+def _kill(handle: EtcdHandle) -> None:
+    if handle.proc.poll() is None:
+        handle.stop(signal.SIGKILL)
+    handle._drop_conn()
+    handle._reap()
+
+
 @contextmanager
-def running_etcd(version_dir: str | os.PathLike[str], data_dir: Path, name: str = "m1",
+def running_etcd(role: str, data_dir: Path, name: str = "m1",
                  extra_args: Sequence[str] = ()) -> Iterator[EtcdHandle]:
-    """Start etcd from ``version_dir`` on free loopback ports with ``data_dir``; stop it after.
+    """Start the build of ``role`` on free loopback ports with ``data_dir``; stop it after.
 
     The handle's ``stop(sig)`` may be called inside the block (e.g. SIGKILL); on leaving, an
     etcd still running is killed by its PID.
     """
-    handle = EtcdHandle(version_dir, data_dir, name, extra_args)
+    handle = EtcdHandle(role, data_dir, name, extra_args)
     try:
         handle.wait_ready()
         yield handle
     finally:
-        if handle.proc.poll() is None:
-            handle.stop(signal.SIGKILL)
-        handle._drop_conn()
-        handle._reap()
+        _kill(handle)
+
+
+class Cluster:
+    """Members started by :func:`running_cluster`, plus any joined later with :meth:`join`."""
+
+    def __init__(self, role: str, base: Path, extra_args: Sequence[str]) -> None:
+        self.role = role
+        self.base = base
+        self.extra_args = tuple(extra_args)
+        self.members: list[EtcdHandle] = []
+
+    def member(self, name: str) -> EtcdHandle:
+        return next(m for m in self.members if m.name == name)
+
+    def join(self, name: str, ports: Ports, initial_cluster: str,
+             learner: bool = False) -> EtcdHandle:
+        """Start a member already added with ``member add`` (``--initial-cluster-state
+        existing``)."""
+        handle = EtcdHandle(self.role, self.base / name, name, self.extra_args, ports=ports,
+                            initial_cluster=initial_cluster, cluster_state="existing")
+        self.members.append(handle)
+        handle.wait_ready(learner=learner)
+        return handle
+
+
+@contextmanager
+def running_cluster(role: str, base: Path, names: Sequence[str] = ("m1", "m2", "m3"),
+                    extra_args: Sequence[str] = ()) -> Iterator[Cluster]:
+    """Start one member per name (data dir ``base/<name>``) as one new cluster; every member
+    still running on leaving is killed by its PID."""
+    ports = {n: Ports.free() for n in names}
+    while len({p for pp in ports.values() for p in (pp.client, pp.peer)}) < 2 * len(names):
+        ports = {n: Ports.free() for n in names}
+    initial = ",".join(f"{n}={ports[n].peer_url}" for n in names)
+    cluster = Cluster(role, base, extra_args)
+    try:
+        for n in names:
+            cluster.members.append(EtcdHandle(role, base / n, n, extra_args, ports=ports[n],
+                                              initial_cluster=initial))
+        for m in cluster.members:
+            m.wait_ready()
+        yield cluster
+    finally:
+        for m in cluster.members:
+            _kill(m)
 
 
 @dataclass(frozen=True)
 class EtcdRun:
     """A data dir left by :func:`make_data_dir` and what etcd said just before it stopped."""
 
-    version_dir: str
+    role: str
     data_dir: Path
     status: EtcdStatus
     exit_code: int
@@ -246,15 +346,69 @@ class EtcdRun:
     def snap_dir(self) -> Path:
         return self.data_dir / "member" / "snap"
 
+    @property
+    def version(self) -> str:
+        return version_of(self.role)
 
-def make_data_dir(version_dir: str | os.PathLike[str], data_dir: Path, keys: int = 500,
+
+def make_data_dir(role: str, data_dir: Path, keys: int = 500,
                   per_txn: int = 1, snapshot_count: int = 100, sig: int = signal.SIGTERM,
                   extra_args: Sequence[str] = ()) -> EtcdRun:
     """Start etcd, write ``keys`` keys, read its status, stop it with ``sig``."""
     args = (f"--snapshot-count={snapshot_count}", *extra_args)
-    with running_etcd(version_dir, data_dir, extra_args=args) as etcd:
+    with running_etcd(role, data_dir, extra_args=args) as etcd:
         etcd.put_many(keys, per_txn=per_txn)
         status = etcd.status()
         code = etcd.stop(sig)
-    return EtcdRun(version_dir=os.fspath(version_dir), data_dir=data_dir, status=status,
-                   exit_code=code)
+    return EtcdRun(role=role, data_dir=data_dir, status=status, exit_code=code)
+
+
+# -- etcdutl: the build's own offline reading of a data dir ----------------------------------
+
+
+def etcdutl_role(role: str) -> str:
+    """The build whose etcdutl reads data of ``role``: its own, or for 3.4 (which has none)
+    the newest 3.5's (``snapshot status`` reads any etcd backend)."""
+    return role if (build_dir(role) / "etcdutl").is_file() else "3.5-newest"
+
+
+def etcdutl(role: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(build_dir(role) / "etcdutl"), *args], capture_output=True,
+                          text=True, timeout=60, env=_clean_env(), check=False)
+
+
+def has_hashkv(role: str) -> bool:
+    """Whether the build has an etcdutl with ``hashkv`` (3.6 and later; not 3.5, and 3.4 has
+    no etcdutl)."""
+    if not (build_dir(role) / "etcdutl").is_file():
+        return False
+    out = etcdutl(role, "--help")
+    return any(line.split()[:1] == ["hashkv"] for line in out.stdout.splitlines())
+
+
+def _on_copy(db: Path, scratch: Path) -> Path:
+    """etcdutl opens the db with bbolt (a lock, maybe a freelist write): give it a copy."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    copy = scratch / f"db-{os.getpid()}-{time.monotonic_ns()}"
+    with open(db, "rb") as src, open(copy, "wb") as dst:
+        dst.write(src.read())
+    return copy
+
+
+def snapshot_status(role: str, db: Path, scratch: Path) -> dict[str, Any]:
+    """``etcdutl snapshot status -w json`` of a copy of ``db``: hash, revision, totalKey,
+    totalSize and (3.6+) version."""
+    res = etcdutl(role, "snapshot", "status", str(_on_copy(db, scratch)), "-w", "json")
+    if res.returncode != 0:
+        raise RuntimeError(f"etcdutl snapshot status: {res.stderr}")
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
+
+
+def hashkv(role: str, db: Path, scratch: Path) -> dict[str, Any]:
+    """``etcdutl hashkv -w json`` of a copy of ``db``: hash, hashRevision, compactRevision."""
+    res = etcdutl(role, "hashkv", str(_on_copy(db, scratch)), "-w", "json")
+    if res.returncode != 0:
+        raise RuntimeError(f"etcdutl hashkv: {res.stderr}")
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out

@@ -1,8 +1,19 @@
-"""bbolt reader and etcd backend reader, against data dirs written by real etcd 3.4 and 3.5.
+"""bbolt reader and etcd backend reader, against data dirs written by real etcd 3.4, 3.5, 3.6
+and 3.7 (builds by role, realetcd.ROLES), checked against what etcd reported before it stopped,
+against etcd after a restart, and against the build's own ``etcdutl`` (``snapshot status``;
+``hashkv`` from 3.6; see groundtruth.py for what each computes).
+
+The backend's layout is the same in all four: server/storage/schema/bucket.go @v3.6.16 and
+@v3.7.3 list the buckets and keys of 3.5 plus ``meta/storageVersion`` ("Since v3.6"), which
+3.6 and 3.7 set to "<major>.<minor>.0" once the cluster version is known
+(``UpdateStorageVersionIfNeeded``, server/etcdserver/version/monitor.go; schema/migration.go
+steps one minor at a time: 3.7 has no schema change of its own, schema.go @v3.7.3). 3.6 loads
+the membership from the ``members``/``members_removed`` buckets (``RaftCluster.UnsafeLoad``,
+server/etcdserver/api/membership/cluster.go @v3.6.16), no longer from the v2 store.
 
 Rules asserted about ``consistent_index`` (the last raft index applied to the backend):
 
-* after SIGTERM, etcd 3.5 has committed everything it applied: consistent_index equals the
+* after SIGTERM, etcd 3.5+ has committed everything it applied: consistent_index equals the
   raft index ``etcdctl endpoint status`` reported (a single member applies all it commits);
 * etcd 3.4 stores consistent_index only with key-value writes, so it equals the raft index
   when the last entry was a put, and lags it by the entries since (e.g. a compaction);
@@ -18,7 +29,7 @@ import signal
 import struct
 import time
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +45,6 @@ from etcd_recovery.formats.source import BytesSource, FileSource
 
 from .bbolt_fixtures import (
     BUCKET_FLAG,
-    ETCD_34,
-    ETCD_35,
     NO_FREELIST,
     FileBuilder,
     RecordingSource,
@@ -48,8 +57,9 @@ from .bbolt_fixtures import (
     running_etcd,
     value_for,
 )
-
-VERSIONS = {"3.4": ETCD_34, "3.5": ETCD_35}
+from .conftest import Once
+from .groundtruth import hashkv_of, snapshot_status_of
+from .realetcd import ROLES, etcdutl_role, has_hashkv, hashkv, minor_of, snapshot_status
 
 
 def rev_key(main: int, sub: int = 0, tombstone: bool = False) -> bytes:
@@ -72,8 +82,8 @@ N_LATER = 200
 
 @dataclass
 class Scenario:
-    version: str
-    db: bytes
+    role: str
+    db_path: Path
     status: dict[str, Any]
     members: dict[str, Any]
     compact_rev: int
@@ -84,13 +94,20 @@ class Scenario:
     probe_sub: int
     probe_get: dict[str, Any]
 
+    @cached_property
+    def db(self) -> bytes:
+        return self.db_path.read_bytes()
 
-@pytest.fixture(scope="module", params=sorted(VERSIONS))
-def scenario(request: pytest.FixtureRequest,
-             tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    version: str = request.param
-    data = tmp_path_factory.mktemp(f"etcd{version}") / "data"
-    with running_etcd(VERSIONS[version], data) as etcd:
+
+@pytest.fixture(scope="module", params=ROLES)
+def scenario(request: pytest.FixtureRequest, once: Once) -> Scenario:
+    role: str = request.param
+    return once(f"bbolt-{role}", partial(_make_scenario, role))
+
+
+def _make_scenario(role: str, base: Path) -> Scenario:
+    data = base / "data"
+    with running_etcd(role, data) as etcd:
         etcd.put_many(N_KEYS, value_size=VALUE_SIZE, batch=PER_TXN)  # revisions 2..31
         # Overwrite the first txn's keys, then compact: revision 2's entries go away.
         overwrite_rev = etcd.put_many(PER_TXN, value_size=50, batch=PER_TXN)
@@ -107,7 +124,7 @@ def scenario(request: pytest.FixtureRequest,
         members = etcd.member_list()
         etcd.stop(signal.SIGTERM)
     return Scenario(
-        version=version, db=etcd.db_path.read_bytes(), status=status, members=members,
+        role=role, db_path=etcd.db_path, status=status, members=members,
         compact_rev=overwrite_rev, overwrite_rev=overwrite_rev, tombstones=tombstones,
         probe_key=probe_key, probe_rev=last_rev, probe_sub=(probe - N_KEYS) % PER_TXN,
         probe_get=probe_get,
@@ -134,23 +151,56 @@ def test_backend_matches_what_etcd_reported(scenario: Scenario) -> None:
     assert state.removed_member_ids == ()
     assert state.alarms == ()
 
-    if scenario.version == "3.5":
-        assert state.cluster_version == "3.5.0"
+    major, minor = minor_of(scenario.role)
+    assert state.cluster_version == f"{major}.{minor}.0"
+    # The client URLs are saved with the name by the member's publish (3.5.16's
+    # unsafeSaveMemberToBackend refused to overwrite the member, so its backend had none;
+    # 3.5.35's overwrites, store.go @v3.5.35, as 3.6's MustSaveMemberToBackend does).
+    assert member.client_urls == tuple(scenario.members["members"][0]["clientURLs"])
+    if minor >= 5:
         assert state.term == status["raftTerm"]
         assert state.conf_state is not None
         assert state.conf_state.voters == (member_id,)
-        # 3.5 keeps the name but not the client URLs in the backend's member entry.
-        assert member.client_urls == ()
+        assert state.conf_state.learners == ()
     else:
-        assert state.cluster_version == "3.4.0"
         assert state.term is None and state.conf_state is None
-        assert member.client_urls == tuple(scenario.members["members"][0]["clientURLs"])
-    assert state.storage_version is None
+    if minor >= 6:
+        assert state.storage_version == f"{major}.{minor}.0" == status["storageVersion"]
+    else:
+        assert state.storage_version is None and "storageVersion" not in status
 
     assert state.page_size == 4096
     assert state.db_size_bytes == len(scenario.db)
     assert state.data_size_bytes <= state.db_size_bytes
     assert state.bytes_read < 20 * state.page_size
+
+
+def test_etcdutl_agrees(scenario: Scenario, tmp_path: Path) -> None:
+    """The build's etcdutl (3.4 has none: the newest 3.5's) reads the same file: its hash
+    over every bucket, key and value is the one computed from this reader's walk, its
+    revision is the last key's, its size the high water mark's, its version the storage
+    version; ``hashkv`` (3.6+) restores the revision read_backend computes."""
+    db = tmp_path / "db"
+    db.write_bytes(scenario.db)
+    state = read_backend(FileSource(db))
+    util = etcdutl_role(scenario.role)
+    truth = snapshot_status(util, db, tmp_path / "scratch")
+    assert truth == snapshot_status_of(db, minor_of(util))
+    assert state.last_key_revision is not None
+    assert truth["revision"] == state.last_key_revision.main == scenario.probe_rev
+    assert truth["totalSize"] == state.data_size_bytes
+    if minor_of(util) >= (3, 6):
+        assert truth["version"] == (state.storage_version or "")
+        assert truth["totalKey"] == N_KEYS + N_LATER - N_DELETES
+    else:
+        assert "version" not in truth
+    if has_hashkv(scenario.role):
+        kv = hashkv(scenario.role, db, tmp_path / "scratch")
+        assert kv == hashkv_of(db)
+        assert (kv["hashRevision"], kv["compactRevision"]) == (state.revision,
+                                                               scenario.compact_rev)
+    else:
+        assert minor_of(scenario.role) < (3, 6)
 
 
 def test_reads_are_few_whole_pages(scenario: Scenario) -> None:
@@ -239,10 +289,10 @@ def test_falls_back_to_the_other_meta_page(scenario: Scenario) -> None:
 # --- crash, compaction and size scenarios ---------------------------------------------------
 
 
-@pytest.mark.parametrize("version", sorted(VERSIONS))
-def test_sigkill_leaves_a_prefix_that_the_wal_completes(version: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ROLES)
+def test_sigkill_leaves_a_prefix_that_the_wal_completes(role: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    with running_etcd(VERSIONS[version], data) as etcd:
+    with running_etcd(role, data) as etcd:
         etcd.put_many(500, batch=PER_TXN)
         time.sleep(0.5)  # several backend commit intervals (100 ms)
         before = etcd.status()
@@ -253,15 +303,15 @@ def test_sigkill_leaves_a_prefix_that_the_wal_completes(version: str, tmp_path: 
     assert before["header"]["revision"] <= state.revision <= at_kill["header"]["revision"]
     assert state.consistent_index is not None
     assert before["raftIndex"] <= state.consistent_index <= at_kill["raftIndex"]
-    with running_etcd(VERSIONS[version], data) as etcd:
+    with running_etcd(role, data) as etcd:
         after = etcd.status()
     assert after["header"]["revision"] == at_kill["header"]["revision"] >= state.revision
 
 
-@pytest.mark.parametrize("version", sorted(VERSIONS))
-def test_revision_survives_compacting_a_final_delete(version: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ROLES)
+def test_revision_survives_compacting_a_final_delete(role: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    with running_etcd(VERSIONS[version], data) as etcd:
+    with running_etcd(role, data) as etcd:
         put_rev = etcd.put_many(10)
         del_rev = etcd.delete(key_name("k", 3))
         etcd.compact(del_rev)
@@ -270,7 +320,7 @@ def test_revision_survives_compacting_a_final_delete(version: str, tmp_path: Pat
     state = read_backend(FileSource(etcd.db_path))
     assert state.revision == status["header"]["revision"] == del_rev
     assert state.compact_revision == del_rev
-    if version == "3.4":
+    if minor_of(role) < (3, 5):
         # 3.4 drops the tombstone at the compaction revision: the newest key is older, and
         # only finishedCompactRev tells the real revision. 3.4 also leaves consistent_index
         # at the delete: the compaction entry does not store it.
@@ -279,7 +329,13 @@ def test_revision_survives_compacting_a_final_delete(version: str, tmp_path: Pat
     else:
         assert state.last_key_revision == Revision(del_rev, 0, tombstone=True)
         assert state.consistent_index == status["raftIndex"]
-    with running_etcd(VERSIONS[version], data) as etcd:
+    if has_hashkv(role):
+        # The revision an MVCC store restores from the file (hashRevision) is the one read;
+        # the hash leaves out the tombstone at the compaction revision.
+        truth = hashkv(role, etcd.db_path, tmp_path / "scratch")
+        assert truth == hashkv_of(etcd.db_path)
+        assert (truth["hashRevision"], truth["compactRevision"]) == (del_rev, del_rev)
+    with running_etcd(role, data) as etcd:
         assert etcd.status()["header"]["revision"] == state.revision
 
 
@@ -288,7 +344,7 @@ def test_bytes_read_does_not_grow_with_the_database(tmp_path: Path) -> None:
     depths = {}
     for n in (1000, 20000):
         data = tmp_path / f"data{n}"
-        with running_etcd(ETCD_35, data) as etcd:
+        with running_etcd(ROLES[-1], data) as etcd:
             rev = etcd.put_many(n, value_size=VALUE_SIZE)
             etcd.stop(signal.SIGTERM)
         src = FileSource(etcd.db_path)
@@ -306,9 +362,12 @@ def test_bytes_read_does_not_grow_with_the_database(tmp_path: Path) -> None:
     assert large.bytes_read < 20 * large.page_size
 
 
-def test_nospace_alarm_is_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ["3.5-newest", "3.7-newest"])
+def test_nospace_alarm_is_read(role: str, tmp_path: Path) -> None:
+    """The alarm bucket's key is a marshalled AlarmMember: gogoproto in 3.5 and 3.6,
+    google.golang.org/protobuf in 3.7 (api/go.mod @v3.7.3)."""
     data = tmp_path / "data"
-    with running_etcd(ETCD_35, data, extra_args=("--quota-backend-bytes", "1048576")) as etcd:
+    with running_etcd(role, data, extra_args=("--quota-backend-bytes", "1048576")) as etcd:
         with pytest.raises(RuntimeError, match="database space exceeded"):
             for i in range(100):
                 etcd.put_many(20, start=20 * i, value_size=4096, batch=20)
@@ -476,9 +535,10 @@ def test_random_trees_lookups(keys: list[bytes], leaf_items: int, fanout: int,
 
 @pytest.fixture(scope="module")
 def real_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, list[int]]:
-    """A small real 3.5 backend and the offsets of the pages read_backend touches."""
+    """A small real backend of the newest build and the offsets of the pages read_backend
+    touches."""
     data = tmp_path_factory.mktemp("fuzz") / "data"
-    with running_etcd(ETCD_35, data) as etcd:
+    with running_etcd(ROLES[-1], data) as etcd:
         etcd.put_many(600, value_size=100, batch=50)
         etcd.compact(5)
         etcd.delete(key_name("k", 7))

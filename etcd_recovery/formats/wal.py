@@ -171,13 +171,26 @@ class WalState:
     """What the WAL says about a member, as etcd would read it on start.
 
     ``node_id``/``cluster_id`` are None only if no metadata record was found.
-    ``last_index``/``last_term`` are those of the last entry record (0 if none): a later entry
-    with an index already seen replaces it and everything after it, so the last record read is
-    the end of the log. ``first_index`` is the index of the first entry record read.
+    ``last_index``/``last_term`` are where the log ends (0 if no entry): the last entry record,
+    since a later entry with an index already seen replaces it and everything after it; or a
+    snapshot record that replaced the log (see below) when no entry follows it.
+    ``first_index`` is the index of the first entry record read.
     ``entry_count`` counts entry records read, overwritten ones included.
     ``snapshot_index``/``snapshot_term`` are those of the last snapshot record; ``snapshots`` lists
     them all in order. ``end_file``/``end_offset`` give where valid data ends in the last file;
     ``torn_tail`` says the log ended in a torn write there (``torn_reason`` says which kind).
+
+    A snapshot record at (index S, term T) that the entries read before it do not hold (they end
+    before S, or their entry S has another term) is a snapshot the member received from its
+    leader and restored: raft then drops its whole log for it (``raftLog.restore`` after
+    ``matchTerm(S, T)`` failed, raft.go ``restore`` @raft v3.6.0 and etcd 3.5's raft), and on
+    restart etcd starts the log at S (``ReadAll`` keeps only entries after its snapshot,
+    server/storage/wal/wal.go @v3.6.16). So the log's end becomes (S, T) and ``term_starts``
+    restart at (S, T): the entries before it are not the log any more, and the terms they
+    carried may be wrong for those indexes (a member that was down while the leader changed).
+    A snapshot the member took itself lies inside the entries read, with the same term (or
+    before the first entry read, when reading starts at a later segment); a snapshot record
+    before any entry read changes nothing (``snapshot_index`` still reports it).
     """
 
     files: tuple[str, ...]
@@ -384,6 +397,12 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
                             index=ws.index, term=ws.term,
                             voters=conf.voters if conf is not None else None,
                             learners=conf.learners if conf is not None else None))
+                        held = term_at(starts, last_index, ws.index)
+                        if entry_count and (ws.index > last_index
+                                            or (held is not None and held != ws.term)):
+                            # restored from the leader's snapshot: the log is replaced
+                            starts = [(ws.index, ws.term)]
+                            last_index, last_term = ws.index, ws.term
                     else:
                         raise FormatError(name, rec_off, f"unexpected record type {rec.type}")
                 except ValueError as exc:

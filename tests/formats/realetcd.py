@@ -296,6 +296,17 @@ class Cluster:
     def member(self, name: str) -> EtcdHandle:
         return next(m for m in self.members if m.name == name)
 
+    def restart(self, name: str) -> EtcdHandle:
+        """Start a stopped member again on its ports and data dir (its flags as before)."""
+        old = self.member(name)
+        assert old.proc.poll() is not None, f"{name} still runs"
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        handle = EtcdHandle(self.role, old.data_dir, name, self.extra_args,
+                            ports=Ports(old.client_port, old.peer_port), initial_cluster=initial)
+        self.members[self.members.index(old)] = handle
+        handle.wait_ready()
+        return handle
+
     def join(self, name: str, ports: Ports, initial_cluster: str,
              learner: bool = False) -> EtcdHandle:
         """Start a member already added with ``member add`` (``--initial-cluster-state

@@ -59,7 +59,14 @@ from etcd_recovery.formats import pb
 from etcd_recovery.formats.backend import BackendState, read_backend
 from etcd_recovery.formats.snap import latest_snapshot, read_snap, snapshot_names
 from etcd_recovery.formats.source import FileSource
-from etcd_recovery.formats.wal import ENTRY_TYPE, WalState, read_wal, wal_file_names
+from etcd_recovery.formats.wal import (
+    ENTRY_TYPE,
+    SNAPSHOT_TYPE,
+    STATE_TYPE,
+    WalState,
+    read_wal,
+    wal_file_names,
+)
 from etcd_recovery.model import PeerView
 from etcd_recovery.plan import align_step
 from tests.formats.conftest import KEYS, Once, RunFactory
@@ -81,7 +88,7 @@ from tests.formats.realetcd import (
     running_etcd,
     snapshot_status,
 )
-from tests.formats.test_wal import records_of
+from tests.formats.test_wal import records_of, walk_frames
 
 CLUSTER_ROLES = ("3.5-newest", "3.6-newest", "3.7-newest")
 CLUSTER_ARGS = ("--snapshot-count=40",
@@ -289,6 +296,124 @@ def test_cluster_kv_hashes(cluster_run: ClusterRun, tmp_path: Path) -> None:
             assert hashkv(run.role, _db(run.dir(n)), tmp_path) == ours[n]
     else:
         assert minor_of(run.role) < (3, 6)
+
+
+# ------------------------------------------------------------------------------ caught up
+
+CATCHUP_ROLE = "3.6-newest"
+
+
+@dataclass(frozen=True)
+class CatchUpRun:
+    """m3 stopped; the leader moved twice (m3 was one of them or not: two new terms); the
+    others went on, took snapshots and compacted their raft logs (``--snapshot-count=10``,
+    ``--snapshot-catchup-entries=5``); m3 started again and caught up from the leader's
+    snapshot, then got a few entries more; all stopped with SIGTERM."""
+
+    role: str
+    base: Path
+    ids: dict[str, int]
+    down_at: EtcdStatus  # m3 just before it stopped
+    status: dict[str, EtcdStatus]  # every member at the end
+
+
+def _leader(status: dict[str, EtcdStatus]) -> str:
+    return next(n for n, st in status.items() if st.leader == st.member_id)
+
+
+def _make_catch_up(role: str, base: Path) -> CatchUpRun:
+    catchup = ("--experimental-snapshot-catchup-entries=5" if minor_of(role) < (3, 6)
+               else "--snapshot-catchup-entries=5")
+    args = ("--snapshot-count=10", catchup)
+    with running_cluster(role, base, extra_args=args) as cluster:
+        m1 = cluster.member("m1")
+        m1.put_many(5, prefix="a", per_txn=1)
+        status = _wait_applied(cluster, ["m1", "m2", "m3"])
+        ids = {n: st.member_id for n, st in status.items()}
+        down_at = status["m3"]
+        cluster.member("m3").stop(signal.SIGTERM)
+        status = _wait_applied(cluster, ["m1", "m2"])
+        leader = _leader(status)
+        other = "m2" if leader == "m1" else "m1"
+        cluster.member(leader).etcdctl("move-leader", f"{ids[other]:x}")
+        _wait_applied(cluster, ["m1", "m2"])
+        cluster.member(other).put_many(40, prefix="b", per_txn=1)
+        cluster.restart("m3")
+        _wait_applied(cluster, ["m1", "m2", "m3"])
+        cluster.member(other).put_many(3, prefix="c", per_txn=1)
+        status = _wait_applied(cluster, ["m1", "m2", "m3"])
+        leader = _leader(status)
+        for name in sorted(status, key=lambda n: n == leader):
+            cluster.member(name).stop(signal.SIGTERM)
+    return CatchUpRun(role=role, base=base, ids=ids, down_at=down_at, status=status)
+
+
+@pytest.fixture(scope="module")
+def catch_up_run(once: Once) -> CatchUpRun:
+    return once(f"catch-up-{CATCHUP_ROLE}", partial(_make_catch_up, CATCHUP_ROLE))
+
+
+def test_caught_up_from_the_leaders_snapshot(catch_up_run: CatchUpRun) -> None:
+    """A member that caught up from its leader's snapshot keeps, in its WAL, the entries it
+    had before and then the snapshot record: its log is the snapshot and what followed. The
+    terms read must never contradict the leader's log (the old entries' term stood for the
+    indexes up to the snapshot before the fix: a term the leader's log does not have there)."""
+    run = catch_up_run
+    m3 = _wal(run.base / "m3")
+    leader_name = _leader(run.status)
+    leader = _wal(run.base / leader_name)
+    got = [m for m in m3.snapshots if m.index > run.down_at.raft_index + 10]
+    assert got, "m3 restored a snapshot from its leader"
+    received = got[0]
+    assert received.term > run.down_at.raft_term
+    assert (m3.last_index, m3.last_term) == (leader.last_index, leader.last_term)
+    assert m3.last_index == run.status["m3"].raft_index
+    assert m3.term_starts[0] == (received.index, received.term)
+    for i in range(1, leader.last_index + 1):
+        mine = m3.term_at(i)
+        assert mine is None or mine == leader.term_at(i), i
+    assert all(m3.term_at(i) is None for i in range(1, received.index))
+    st, _ = read_disk_local(run.base / "m3", "m3")
+    assert (st.last_index, st.last_term) == (leader.last_index, leader.last_term)
+    assert st.term_starts == m3.term_starts
+
+
+def test_crash_right_after_the_leaders_snapshot(catch_up_run: CatchUpRun,
+                                                 tmp_path: Path) -> None:
+    """The same WAL cut where a crash right after restoring the snapshot leaves it (after the
+    snapshot record and the HardState committing it, before any later entry): the log ends at
+    the snapshot, in its term, not at the older entries before it."""
+    run = catch_up_run
+    data = tmp_path / "m3"
+    shutil.copytree(run.base / "m3", data)
+    full = _wal(data)
+    received = next(m for m in full.snapshots if m.index > run.down_at.raft_index + 10)
+    wal_dir = data / "member" / "wal"
+    last = wal_dir / wal_file_names(os.listdir(wal_dir))[-1]
+    raw = last.read_bytes()[:1 << 20]
+    cut = None
+    seen_snap = False
+    for f in walk_frames(raw):
+        rec = pb.decode_record(raw[f.body_offset:f.body_offset + f.rec_bytes])
+        if rec.type == SNAPSHOT_TYPE and pb.decode_wal_snapshot(rec.data).index == \
+                received.index:
+            seen_snap = True
+        elif seen_snap and rec.type == ENTRY_TYPE:
+            raise AssertionError("no HardState between the snapshot record and the entries")
+        elif seen_snap and rec.type == STATE_TYPE and \
+                pb.decode_hardstate(rec.data).commit >= received.index:
+            cut = f.end
+            break
+    assert cut is not None
+    os.truncate(last, cut)
+    wal = _wal(data)
+    assert not wal.torn_tail and wal.end_offset == cut
+    assert wal.hardstate_commit == received.index
+    assert (wal.last_index, wal.last_term) == (received.index, received.term)
+    assert wal.term_starts == ((received.index, received.term),)
+    assert wal.entry_count < full.entry_count
+    st, _ = read_disk_local(data, "m3")
+    assert (st.last_index, st.last_term) == (received.index, received.term)
 
 
 # ------------------------------------------------------------------------------ 3.7: no .snap

@@ -29,6 +29,7 @@ from etcd_recovery.formats.wal import (
     ENTRY_TYPE,
     METADATA_TYPE,
     SEGMENT_SIZE_BYTES,
+    SNAPSHOT_TYPE,
     STATE_TYPE,
     WalState,
     crc32c,
@@ -559,6 +560,45 @@ def test_two_files_chain_crc(killed_run: EtcdRun, tmp_path: Path) -> None:
     p2.write_bytes(good2[:frames2[-1].body_offset + 3])
     ws = read_wal(wal_sources(tmp_path))
     assert ws.torn_tail and ws.end_file == p2.name and ws.end_offset == frames2[-1].offset
+
+
+def _log(*items: tuple[str, int, int]) -> bytes:
+    """A WAL of ("e", index, term) entries and ("s", index, term) snapshot records."""
+    meta = f_varint(1, 1) + f_varint(2, 2)
+    crc = crc32c(meta)
+    out = frame(CRC_TYPE, 0, b"") + frame(METADATA_TYPE, crc, meta)
+    for kind, index, term in items:
+        if kind == "e":
+            rtype, data = ENTRY_TYPE, f_varint(2, term) + f_varint(3, index)
+        else:
+            rtype, data = SNAPSHOT_TYPE, f_varint(1, index) + f_varint(2, term)
+        crc = crc32c_update(crc, data)
+        out += frame(rtype, crc, data)
+    return out + bytes(64)
+
+
+def test_a_snapshot_the_log_does_not_hold_replaces_it() -> None:
+    """A snapshot record past the entries before it, or at an index they hold with another
+    term, is one restored from the leader: the log becomes that snapshot (see WalState)."""
+    own = read_wal([BytesSource(_log(("s", 0, 0), ("e", 1, 1), ("e", 2, 2), ("e", 3, 2),
+                                     ("s", 3, 2), ("e", 4, 2)), "a.wal")])
+    assert own.term_starts == ((1, 1), (2, 2)) and (own.last_index, own.last_term) == (4, 2)
+    behind = read_wal([BytesSource(_log(("e", 1, 1), ("e", 2, 2), ("s", 9, 4)), "b.wal")])
+    assert behind.term_starts == ((9, 4),) and (behind.last_index, behind.last_term) == (9, 4)
+    assert behind.term_at(2) is None and behind.snapshot_index == 9
+    more = read_wal([BytesSource(_log(("e", 1, 1), ("e", 2, 2), ("s", 9, 4), ("e", 10, 4),
+                                      ("e", 11, 5)), "c.wal")])
+    assert more.term_starts == ((9, 4), (11, 5)) and (more.last_index, more.last_term) == (11, 5)
+    # Entry 3 is term 2 here but the snapshot at 3 is term 3: the log was replaced.
+    other = read_wal([BytesSource(_log(("e", 2, 2), ("e", 3, 2), ("e", 4, 2), ("s", 3, 3)),
+                                  "d.wal")])
+    assert other.term_starts == ((3, 3),) and (other.last_index, other.last_term) == (3, 3)
+    # Reading from a later segment: a snapshot before the first entry read, or before any
+    # entry, says nothing about the entries.
+    later = read_wal([BytesSource(_log(("s", 5, 2), ("e", 8, 3), ("s", 6, 2), ("e", 9, 3)),
+                                  "e.wal")])
+    assert later.term_starts == ((8, 3),) and (later.last_index, later.last_term) == (9, 3)
+    assert later.snapshot_index == 6
 
 
 def test_metadata_conflict_and_unknown_type_are_errors() -> None:

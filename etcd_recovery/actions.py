@@ -129,7 +129,8 @@ class EtcdCall:
 CONDITIONS = {
     "etcd-stopped": "no etcd process runs on the host",
     "etcd-running": "an etcd process runs on the host",
-    "leads-alone": "etcd on the host leads a one-member cluster and serves a linearizable read",
+    "leads-alone": "etcd on the host leads as the only voting member and serves a "
+                   "linearizable read",
     "healthy-without-force": "etcd on the host runs without --force-new-cluster, leads, and "
                              "serves a linearizable read",
     "voting-healthy": "etcd on the host is a voting member with a leader and serves a "

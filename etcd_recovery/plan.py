@@ -427,8 +427,9 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
              precondition="every reachable member is fenced (no etcd running); read from "
                           f"their disks, {chosen.name} still has the most up-to-date log; its "
                           "backup exists",
-             check=f"{chosen.name} is healthy as a one-member cluster: it leads, the member "
-                   "list holds only itself, a linearizable read succeeds",
+             check=f"{chosen.name} is healthy as a one-member cluster: it leads, it is the "
+                   "only voting member (a learner etcd left behind, etcd-io/etcd#20893, is "
+                   "removed by remove-stale-members), a linearizable read succeeds",
              actions=(*((Run(chosen.name, tuple(install_binary_argv(etcd_binary, rdir)),
                              120.0),) if etcd_binary else ()),
                       WriteFile(chosen.name, staged, forced, 0o600,

@@ -265,13 +265,20 @@ def start_member(
     key: Path | None = None,
     tls_name: str | None = None,
     extra: Sequence[str] = (),
+    name: str | None = None,
+    peer_port: int | None = None,
+    join: str | None = None,
 ) -> EtcdMember:
+    """Start a member of a new single-member cluster, or with ``join`` (the
+    ``--initial-cluster`` of a cluster that already added it, this member included) one that
+    joins that cluster (``--initial-cluster-state=existing``)."""
     bin_dir = etcd_bin_dir(role)
     base.mkdir(parents=True, exist_ok=True)
     version = version_of(role)
     member = EtcdMember(
-        role=role, version=version, bin_dir=bin_dir, name=f"live-{version.replace('.', '-')}",
-        client_port=free_port(), peer_port=free_port(), data_dir=base / "data",
+        role=role, version=version, bin_dir=bin_dir,
+        name=name or f"live-{version.replace('.', '-')}",
+        client_port=free_port(), peer_port=peer_port or free_port(), data_dir=base / "data",
         log_path=base / "etcd.log", pki=pki, tls_name=tls_name,
     )
     peer_url = f"http://127.0.0.1:{member.peer_port}"
@@ -283,8 +290,8 @@ def start_member(
         f"--advertise-client-urls={member.client_url}",
         f"--listen-peer-urls={peer_url}",
         f"--initial-advertise-peer-urls={peer_url}",
-        f"--initial-cluster={member.name}={peer_url}",
-        "--initial-cluster-state=new",
+        f"--initial-cluster={join or f'{member.name}={peer_url}'}",
+        f"--initial-cluster-state={'existing' if join else 'new'}",
         "--initial-cluster-token=etcd-recovery-live",
         "--client-cert-auth",
         f"--trusted-ca-file={pki.ca}",

@@ -16,6 +16,7 @@ from etcd_recovery.live import (
     ERR_AUTH_FAILED,
     ERR_LEARNER_NOT_READY,
     ERR_MEMBER_NOT_FOUND,
+    ERR_NOT_SUPPORTED_FOR_LEARNER,
     ERR_PEER_URL_EXISTS,
     ERR_TOO_MANY_LEARNERS,
     EtcdClient,
@@ -334,3 +335,52 @@ def test_auth_token(auth_etcd: EtcdMember) -> None:
         with pytest.raises(EtcdRpcError) as info:
             c.get("/auth/k")
     assert info.value.details.startswith("etcdserver: ")
+
+
+def test_a_running_learner(etcd: EtcdMember, client: EtcdClient, pki: Pki,
+                           tmp_path: Path) -> None:
+    """A learner that joined and caught up: Status says so and names the leader; it serves
+    only Status and serializable reads (isRPCSupportedForLearner,
+    server/etcdserver/api/v3rpc/util.go, the same @v3.5.35 and @v3.7.3): MemberList, Alarm,
+    writes and linearizable reads fail with ERR_NOT_SUPPORTED_FOR_LEARNER. The leader lists
+    it with its name and client URL once it published them."""
+    me = client.status().member_id
+    port = free_port()
+    peer = f"http://127.0.0.1:{port}"
+    added = client.member_add([peer], learner=True)
+    listed = ",".join(f"{m.name}={m.peer_urls[0]}" for m in added.members if m.name)
+    learner = None
+    try:
+        client.get("/live-test/applied", serializable=False)  # the add is applied
+        learner = start_member(etcd.role, tmp_path / "learner", pki, name="learner",
+                               peer_port=port, join=f"{listed},learner={peer}")
+        with learner.client() as lc:
+            st = lc.status()
+            assert st.is_learner is True
+            assert (st.member_id, st.leader, st.cluster_id) == (
+                added.member.id, me, client.status().cluster_id)
+            assert st.version == etcd.version
+            client.put("/live/learner", "seen")
+            deadline = time.monotonic() + 10
+            while lc.get("/live/learner", serializable=True) != b"seen":
+                assert time.monotonic() < deadline, "the learner never caught up"
+                time.sleep(0.05)
+            for call in (lambda: lc.member_list(), lambda: lc.alarms(),
+                         lambda: lc.put("/live/x", "y"), lambda: lc.get("/live/learner")):
+                with pytest.raises(EtcdRpcError) as info:
+                    call()
+                assert info.value.details == ERR_NOT_SUPPORTED_FOR_LEARNER
+        deadline = time.monotonic() + 10
+        while True:  # its name and client URL arrive with its publish, through raft
+            mine = {m.id: m for m in client.member_list()}[added.member.id]
+            if mine.name or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert mine.is_learner and mine.name == "learner"
+        assert mine.client_urls == (learner.client_url,) and mine.peer_urls == (peer,)
+    finally:
+        client.get("/live-test/applied", serializable=False)
+        client.member_remove(added.member.id)
+        if learner is not None:
+            stop_member(learner)
+    assert [m.id for m in client.member_list()] == [me]

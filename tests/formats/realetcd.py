@@ -74,6 +74,7 @@ class EtcdStatus:
     raft_applied_index: int
     leader: int
     version: str
+    storage_version: str = ""  # 3.6+: meta/storageVersion, once set
 
 
 @dataclass(frozen=True)
@@ -208,9 +209,24 @@ class EtcdHandle:
             raft_term=int(st["raftTerm"]),
             raft_index=int(st["raftIndex"]),
             raft_applied_index=int(st.get("raftAppliedIndex", 0)),
-            leader=int(st["leader"]),
+            leader=int(st.get("leader", 0)),  # left out (omitempty) while there is none
             version=str(st["version"]),
+            storage_version=str(st.get("storageVersion", "")),
         )
+
+    def wait_storage_version(self, timeout: float = 15.0) -> EtcdStatus:
+        """3.6+: wait until the member has set meta/storageVersion (once it knows the cluster
+        version: UpdateStorageVersionIfNeeded, server/etcdserver/version/monitor.go @v3.6.16,
+        at once for a new cluster, else within monitorVersionInterval, 4 s); then its status.
+        Older builds have none: their status at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if st.storage_version or self.version.startswith(("3.4.", "3.5.")):
+                return st
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd {self.version}: no storage version after {timeout}s")
+            time.sleep(0.05)
 
     def put_many(self, n: int, prefix: str = "key", value_size: int = 16,
                  per_txn: int = 100) -> None:
@@ -365,11 +381,12 @@ class EtcdRun:
 def make_data_dir(role: str, data_dir: Path, keys: int = 500,
                   per_txn: int = 1, snapshot_count: int = 100, sig: int = signal.SIGTERM,
                   extra_args: Sequence[str] = ()) -> EtcdRun:
-    """Start etcd, write ``keys`` keys, read its status, stop it with ``sig``."""
+    """Start etcd, write ``keys`` keys, read its status (3.6+: once the storage version is
+    set, as on any member that ran for a few seconds), stop it with ``sig``."""
     args = (f"--snapshot-count={snapshot_count}", *extra_args)
     with running_etcd(role, data_dir, extra_args=args) as etcd:
         etcd.put_many(keys, per_txn=per_txn)
-        status = etcd.status()
+        status = etcd.wait_storage_version()
         code = etcd.stop(sig)
     return EtcdRun(role=role, data_dir=data_dir, status=status, exit_code=code)
 

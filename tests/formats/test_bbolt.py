@@ -121,6 +121,11 @@ def _make_scenario(role: str, base: Path) -> Scenario:
         probe_key = key_name("k", probe)
         probe_get = json.loads(etcd.ctl("get", probe_key, "--rev", str(last_rev), "-w", "json"))
         status = etcd.status()
+        deadline = time.monotonic() + 15
+        while minor_of(role) >= (3, 6) and not status.get("storageVersion"):
+            assert time.monotonic() < deadline, "no storage version"
+            time.sleep(0.05)  # set soon after the cluster version (see the module doc)
+            status = etcd.status()
         members = etcd.member_list()
         etcd.stop(signal.SIGTERM)
     return Scenario(

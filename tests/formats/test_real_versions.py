@@ -188,6 +188,8 @@ def _make_cluster(role: str, base: Path) -> ClusterRun:
                              "--peer-urls=http://127.0.0.1:9")
         m1.put_many(PUTS, prefix="c", per_txn=1)
         members = m1.etcdctl_json("member", "list")["members"]
+        for name in ("m1", "m2"):  # ran from the start; m4 may not have had its check yet
+            cluster.member(name).wait_storage_version()
         status = _wait_applied(cluster, list(SURVIVORS))
         # Followers first: a leader stopped with SIGTERM hands leadership over first
         # (EtcdServer.Stop -> TransferLeadership), and the new leader's term-start entry
@@ -232,8 +234,8 @@ def test_cluster_backend_membership(cluster_run: ClusterRun) -> None:
         assert be.revision == st.revision == 3 * PUTS + 1
         assert be.term == st.raft_term
         assert be.cluster_version == f"{'.'.join(map(str, minor_of(run.role)))}.0"
-    # m1 and m2 ran from the start: their storage version is set; m4 joined moments before
-    # the end and may not have had its first version check yet.
+    # m1 and m2 ran from the start (and were waited for): their storage version is set; m4
+    # joined moments before the end and may not have had its first version check yet.
     want_sv = _storage_version(run.role)
     assert [_backend(run.dir(n)).storage_version for n in ("m1", "m2")] == [want_sv] * 2
     assert _backend(run.dir("m4")).storage_version in (None, want_sv)
@@ -497,7 +499,7 @@ def _make_upgrade(base: Path) -> UpgradeRun:
     for role in UPGRADE:
         with running_etcd(role, data, extra_args=("--snapshot-count=40",)) as etcd:
             etcd.put_many(PUTS, prefix=role, per_txn=1)
-            status[role] = etcd.status()
+            status[role] = etcd.wait_storage_version()
             etcd.stop(signal.SIGTERM)
         sv[role] = _backend(data).storage_version
     return UpgradeRun(data_dir=data, status=status, storage_version=sv)

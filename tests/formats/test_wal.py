@@ -242,7 +242,7 @@ def test_wal_matches_etcd_status(etcd_run: EtcdRun) -> None:
         # only when raft.MustSync: entries, term or vote changed) and so without flushing its
         # buffer; SIGKILL loses that record. The WAL's commit then trails the last entry etcd
         # applied and acknowledged (3.4/3.5's raft committed a lone leader's entry in the same
-        # Ready as the entry itself). The backend's consistent index does not trail.
+        # Ready as the entry itself). inspect takes max(WAL commit, consistent index).
         assert st_.raft_index - 1 <= ws.hardstate_commit <= st_.raft_index
     assert ws.hardstate_term == st_.raft_term
     assert ws.last_term == st_.raft_term

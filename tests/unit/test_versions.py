@@ -217,3 +217,20 @@ def test_installing_a_build_keeps_the_original_and_can_run_twice(tmp_path: Path)
         kept = rdir / "etcd.binary.orig"
         assert kept.is_symlink() and os.readlink(kept) == str(old)
     assert old.read_text() == "old build"
+
+
+@pytest.mark.parametrize("runtime", ["static-pod", "systemd"])
+def test_an_older_minor_cannot_rejoin_a_newer_kept_member(runtime: str) -> None:
+    # Mid-upgrade: the member kept runs 3.6, another 3.5 (seen on real builds: a 3.5 learner
+    # of a member that ran --force-new-cluster alone on 3.6 exits "incompatible with current
+    # running cluster").
+    refusing = [a for a in advisories("b", {"a": "3.5.35", "b": "3.6.16", "c": "3.6.16"},
+                                      runtime) if a.refuse]
+    assert [a.member for a in refusing] == ["a"], refusing
+    line = refusing[0].line()
+    assert "makes the cluster 3.6" in line and "etcd 3.5 refuses to join" in line, line
+    assert "--exclude" in line, line
+    assert "upgrade a to etcd 3.6 first" in line, line
+    # The other way round (kept 3.5, re-added 3.6), and the same minor, are fine.
+    assert not [a for a in advisories("a", {"a": "3.5.35", "b": "3.6.16"}, runtime) if a.refuse]
+    assert not [a for a in advisories("a", {"a": "3.6.16", "b": "3.6.5"}, runtime) if a.refuse]

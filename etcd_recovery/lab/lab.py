@@ -15,7 +15,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import tarfile
@@ -26,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError, UsageError
+from ..errors import LabError, RefusedError, UsageError
 from ..inventory import EtcdAuth, Inventory, Member, SshTarget, TlsFiles, dump_inventory
 from . import image, pki
 
@@ -151,6 +150,9 @@ class LabState:
     keys: int = 0
     auth: bool = False  # etcd --auth on: user root, password in <dir>/etcd-root-password
     etcd_dirs: dict[str, str] = field(default_factory=dict)  # version -> build dir here
+    # What `up` made in the lab directory, relative to it: files, and directories (ending in
+    # "/", "./" for the lab directory itself) it created. `down` removes these and no more.
+    owned: list[str] = field(default_factory=list)
 
     @property
     def etcd_bin(self) -> Path:
@@ -200,6 +202,12 @@ class LabState:
                            f" first") from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise LabError(f"{path}: unreadable lab state: {exc}") from exc
+
+
+# Every file `up` writes in the lab directory (lab.tmp: while lab.json is replaced).
+LAB_FILES = ("lab.json", "lab.tmp", "pki/ca.crt", "pki/client.crt", "pki/client.key",
+             "ssh/id_ed25519", "ssh/id_ed25519.pub", "known_hosts", "inventory.yaml")
+AUTH_FILE = "etcd-root-password"
 
 
 def lab_id(lab_dir: Path) -> str:
@@ -521,6 +529,15 @@ class Lab:
         if self.exists():
             return self._up_again(members, runtime, version, etcd_binary)
         builds = host_builds(version, members, etcd_binary)
+        files = [*LAB_FILES, *([AUTH_FILE] if auth else [])]
+        foreign = [f for f in files if (self.dir / f).exists() or (self.dir / f).is_symlink()]
+        if foreign:
+            raise RefusedError(
+                f"refusing to make a lab in {self.dir}: it already holds "
+                f"{', '.join(foreign)} and no lab.json, so they are not a lab's and a lab "
+                "would write over them; give `--dir` a directory of its own")
+        owned = ([] if self.dir.exists() else ["./"]) + [
+            f"{d}/" for d in ("pki", "ssh") if not (self.dir / d).exists()] + files
         t0 = time.monotonic()
         client = self.client
         tag = image.ensure_image(client, self.log)
@@ -538,7 +555,7 @@ class Lab:
                          etcd_version=first, image=tag,
                          mgmt_network=mgmt_net, peer_network=peer_net,
                          mgmt_subnet=mgmt_subnet, peer_subnet=peer_subnet, hosts=hosts,
-                         etcd_dirs={v: str(d) for v, d in builds})
+                         etcd_dirs={v: str(d) for v, d in builds}, owned=owned)
         state.save()  # from here on, `lab down` can clean up whatever follows
         ca = pki.make_ca(f"{self.id}-etcd-ca")
         user_key = pki.make_ssh_key(f"{self.id}-operator")
@@ -567,7 +584,7 @@ class Lab:
 
     @property
     def password_file(self) -> Path:
-        return self.dir / "etcd-root-password"
+        return self.dir / AUTH_FILE
 
     def _enable_auth(self, state: LabState) -> None:
         """User ``root`` with a random password (kept in a 0600 file), then ``auth enable``.
@@ -1079,7 +1096,19 @@ class Lab:
 
     # ---------------------------------------------------------------- down
     def down(self) -> list[str]:
-        """Remove every container and network labelled with this lab's id, and its files."""
+        """Remove every container and network labelled with this lab's id, and the files and
+        directories its ``up`` made (listed in lab.json), nothing else: a file of the user's in
+        the lab directory stays, and so does a directory that still holds one.
+
+        A directory without lab.json is refused (RefusedError): it holds no lab, and the names
+        a lab writes (inventory.yaml, known_hosts, pki/, ssh/) are those of a real cluster's.
+        """
+        if not (self.dir / "lab.json").is_file():
+            raise RefusedError(
+                f"refusing to remove anything in {self.dir}: it holds no lab.json, so no lab "
+                "that `etcd-recovery lab up` made; nothing was removed (Docker objects of a "
+                f"lab made there would carry the label {LABEL}={self.id})")
+        state = self.state()
         removed: list[str] = []
         client = self.client
         for c in client.containers.list(all=True, filters={"label": f"{LABEL}={self.id}"}):
@@ -1088,14 +1117,19 @@ class Lab:
         for net in client.networks.list(filters={"label": f"{LABEL}={self.id}"}):
             net.remove()
             removed.append(f"network {net.name}")
-        for name in ("lab.json", "inventory.yaml", "known_hosts", "lab.tmp",
-                     "etcd-root-password"):
-            with contextlib.suppress(FileNotFoundError):
-                (self.dir / name).unlink()
-        for sub in ("pki", "ssh"):
-            shutil.rmtree(self.dir / sub, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self.dir.rmdir()  # only if nothing else (the user's own files) is left in it
+        # A lab.json from before labs recorded what they wrote: the files every lab wrote.
+        owned = state.owned or [*LAB_FILES, AUTH_FILE]
+        root = self.dir.resolve()
+        inside = [rel for rel in owned
+                  if (self.dir / rel).resolve() == root
+                  or root in (self.dir / rel).resolve().parents]
+        files = [rel for rel in inside if not rel.endswith("/") and rel != "lab.json"]
+        for rel in [*files, "lab.json"]:  # lab.json last: an interrupted down can be rerun
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                (self.dir / rel).unlink()
+        for rel in sorted((r for r in inside if r.endswith("/")), key=len, reverse=True):
+            with contextlib.suppress(OSError):  # only if nothing of the user's is left in it
+                (self.dir / rel).rmdir()
         return removed
 
     def env_lines(self, state: LabState | None = None) -> list[str]:

@@ -8,6 +8,11 @@ from collections.abc import Callable
 import pytest
 
 from .conftest import LabHandle, ssh
+from .test_faults import (
+    check_partition_holds_through_a_reboot,
+    check_partition_lets_nothing_through,
+    check_stopped_etcd_stays_down,
+)
 from .verbs import (  # noqa: F401 - collected here, run against this module's lab
     test_kill_host_then_revive,
     test_partition_keeps_ssh_but_cuts_peers,
@@ -49,3 +54,15 @@ def test_supervisor_follows_the_manifest(lab: LabHandle) -> None:
     from .verbs import healthy
 
     wait_for(lambda: healthy(lab, "etcd-2"), 30, "etcd-2 healthy again")
+
+
+def test_stopped_etcd_stays_down(lab: LabHandle) -> None:
+    check_stopped_etcd_stays_down(lab)
+
+
+def test_partition_lets_nothing_through(lab: LabHandle) -> None:
+    check_partition_lets_nothing_through(lab)
+
+
+def test_partition_holds_through_a_reboot(lab: LabHandle) -> None:
+    check_partition_holds_through_a_reboot(lab)

@@ -89,21 +89,20 @@ def advisories(kept: str, versions: dict[str, str | None],
                             + ("plan again with --etcd-image IMAGE" if runtime == "static-pod"
                                else "plan again with --etcd-binary PATH, a build on that "
                                     "host") + ")", refuse=True))
-    older = sorted(name for name, text in versions.items()
-                   if name != kept and (pv := parse_version(text)) is not None and pv[:2] < v[:2])
-    for name in older:
+    older = {name: pv for name, text in sorted(versions.items())
+             if name != kept and (pv := parse_version(text)) is not None and pv[:2] < v[:2]}
+    for name, pv in older.items():
         # Alone after --force-new-cluster, the kept member sets the cluster version to its own
         # minor; an older etcd then refuses to join ("incompatible with current running
         # cluster": server/etcdserver/cluster_util.go, isCompatibleWithCluster, at v3.5.35),
         # seen on real 3.5.35 learners of a 3.6.16 member.
-        minor = f"{v[0]}.{v[1]}"
-        older_minor = ".".join(str(x) for x in (parse_version(versions[name]) or v)[:2])
+        minor, older_minor = f"{v[0]}.{v[1]}", f"{pv[0]}.{pv[1]}"
         out.append(Advisory(
             name, versions[name] or "", "etcd-io/etcd cluster_util.go isCompatibleWithCluster",
             f"cannot rejoin {kept}: restarted alone, {kept} (etcd {kept_text}) makes the "
             f"cluster {minor}, and etcd {older_minor} refuses to join it; upgrade {name} to "
-            f"etcd {minor} first, or exclude {kept} (--exclude) to keep an etcd {older_minor} "
-            "member", refuse=True))
+            f"etcd {minor} first, or keep an etcd {older_minor} member with --exclude {kept}, "
+            f"which loses the writes only {kept} holds", refuse=True))
     if commit_fix(v):
         out.append(Advisory(kept, kept_text, "etcd-io/etcd#20055",
                             "force-new-cluster itself raises the commit to the consistent "

@@ -7,15 +7,13 @@ from collections.abc import Callable
 import pytest
 
 from .conftest import LabHandle, ssh
-from .test_faults import (
-    check_partition_holds_through_a_reboot,
-    check_partition_lets_nothing_through,
-    check_stopped_etcd_stays_down,
-)
 from .verbs import (  # noqa: F401 - collected here, run against this module's lab
     test_kill_host_then_revive,
+    test_partition_holds_through_a_reboot,
     test_partition_keeps_ssh_but_cuts_peers,
+    test_partition_lets_nothing_through,
     test_stop_etcd_on_two_loses_quorum,
+    test_stopped_etcd_stays_down,
     test_up_again_changes_nothing,
     test_up_is_healthy_with_tls_and_keys,
 )
@@ -40,14 +38,3 @@ def test_etcd_is_a_real_systemd_service(lab: LabHandle) -> None:
     assert "ETCD_NAME=etcd-1" in env and "ETCD_CLIENT_CERT_AUTH=true" in env
     assert ssh(lab.dir, ip, "/usr/local/bin/etcd --version").stdout.count("3.4.") >= 1
 
-
-def test_stopped_etcd_stays_down(lab: LabHandle) -> None:
-    check_stopped_etcd_stays_down(lab)
-
-
-def test_partition_lets_nothing_through(lab: LabHandle) -> None:
-    check_partition_lets_nothing_through(lab)
-
-
-def test_partition_holds_through_a_reboot(lab: LabHandle) -> None:
-    check_partition_holds_through_a_reboot(lab)

@@ -291,7 +291,7 @@ def etcd_flags(h: LabHost, hosts: list[LabHost], pki_dir: str, token: str,
 
 
 def _at_least(version: str, minor: tuple[int, int]) -> bool:
-    return tuple(int(x) for x in version.split(".")[:2]) >= minor
+    return _vkey(version)[:2] >= minor
 
 
 def kubeadm_version_flags(version: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from .errors import EtcdRecoveryError, FormatError, TransportError
 from .inspect import running_flags
-from .inventory import DEFAULTS
+from .inventory import DEFAULTS, NAME_RE
 from .runtimes import config as rconf
 from .transport.base import Transport
 
@@ -222,9 +222,11 @@ def inventory_from(findings: Sequence[Finding], cluster: str | None, ssh: dict[s
 def _cluster_name(found: Sequence[Finding]) -> str:
     token = next((f.flags.get("initial-cluster-token") for f in found
                   if f.flags.get("initial-cluster-token")), None)
-    name = (token or "etcd").removesuffix("-token")
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.")
-    return safe or "etcd"
+    name = (token or "etcd").removesuffix("-token").lower()
+    # A cluster name follows NAME_RE (kubespray's token is k8s_etcd, which becomes k8s-etcd).
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-.") else "-" for c in name)
+    safe = safe[:63].strip("-.")
+    return safe if NAME_RE.match(safe) else "etcd"
 
 
 def client_files_of(findings: Sequence[Finding]) -> tuple[Finding, tuple[str, str, str]] | None:

@@ -44,6 +44,16 @@ NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?$|^\[?[0-9a-fA-F:]+\]?$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
+UNIT_RE = re.compile(r"^[A-Za-z0-9@._-]+\.service$")
+# What each pattern allows, in the words an error shows.
+ALLOWED = {
+    NAME_RE: "lower-case letters, digits, . and -, starting and ending with a letter or digit,"
+             " at most 63 characters",
+    HOST_RE: "a host name (letters, digits, . and -) or an IP address",
+    USER_RE: "lower-case letters, digits, _ . and -, at most 32 characters",
+    PATH_RE: "an absolute path of letters, digits and . _ / - only",
+    UNIT_RE: "letters, digits and @ . _ -, ending in .service",
+}
 
 DEFAULTS = {
     "static-pod": {"data_dir": "/var/lib/etcd",
@@ -171,7 +181,7 @@ class _Reader:
         value = str(value)
         if pattern is not None and not pattern.match(value):
             raise self.err(f"{value!r} is not a valid {what or 'value'}"
-                           " (letters, digits and . - _ / only; no shell metacharacters)",
+                           f" ({ALLOWED.get(pattern, 'no shell metacharacters')})",
                            member, field)
         return value
 
@@ -267,8 +277,7 @@ def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
         paths: dict[str, str | None] = {}
         for key in ("data_dir", "manifest", "env_file", "unit"):
             value = r.string(m, key, key, mname, required=False,
-                             pattern=PATH_RE if key != "unit" else
-                             re.compile(r"^[A-Za-z0-9@._-]+\.service$"),
+                             pattern=PATH_RE if key != "unit" else UNIT_RE,
                              what="absolute path" if key != "unit" else "unit name")
             paths[key] = value if value is not None else defaults.get(key)
         if runtime == "static-pod" and (m.get("env_file") or m.get("unit")):

@@ -30,8 +30,14 @@ def kill_at_every_step(lab: LabHandle, event: str) -> None:
     plan = json.loads(cli("plan", "-i", inventory(lab), "-o", "json").stdout)
     ids = [s["id"] for s in plan["steps"]]
     assert len(ids) >= 14
-    killed = []
+    killed: list[str] = []
+    done_before: list[str] = []
     for i, step in enumerate(ids[:-1]):
+        if i and step in {e["step"] for e in journal_events(lab) if e["event"] == "step-done"}:
+            # It ran beside (or behind) the step killed last time and finished before the kill:
+            # the resume skips it, so there is no moment of it left to kill at.
+            done_before.append(step)
+            continue
         execute_until(lab, event, step, *(["--resume"] if i else []))
         killed.append(step)
         # The kill left the journal saying exactly where the run was (steps of one group run
@@ -43,5 +49,7 @@ def kill_at_every_step(lab: LabHandle, event: str) -> None:
     res = execute(lab, "--resume")
     summary = json.loads(res.stdout)
     assert summary["ok"], summary
-    assert killed == ids[:-1]
+    assert sorted(killed + done_before) == sorted(ids[:-1])
+    # Most steps run alone; only a group's or a background step's neighbours can finish first.
+    assert len(killed) >= len(ids) - 4, (killed, done_before)
     check_recovered(lab, ["etcd-1", "etcd-3"], keys=500, writes=100)

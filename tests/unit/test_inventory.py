@@ -71,7 +71,9 @@ BAD = [
     (lambda d: d["members"][2].update(client_url="https://h:2379/x"), "etcd-3", "client_url",
      "https://HOST:PORT"),
     (lambda d: d["members"][0]["ssh"].update(host="10.0.0.1;reboot"), "etcd-1", "ssh.host",
-     "shell metacharacters"),
+     "a host name (letters, digits, . and -) or an IP address"),
+    (lambda d: d["cluster"].update(name="k8s_etcd"), None, "cluster.name",
+     "lower-case letters, digits, . and -"),
     (lambda d: d["members"][0].update(name="etcd 1"), "#1", "name", "not a valid member name"),
     (lambda d: d["members"][0].update(data_dir="/var/lib/$(id)"), "etcd-1", "data_dir",
      "absolute path"),
@@ -184,3 +186,21 @@ def test_auth_section(tmp_path: Path) -> None:
     with pytest.raises(InventoryError, match="cannot read") as exc:
         inv.credentials()
     assert "s3cret" not in str(exc.value)
+
+
+@given(st.text(max_size=80))
+def test_discovered_cluster_name_always_loads(token: str) -> None:
+    """Whatever token the hosts' flags carry, discover names the cluster so that the inventory
+    it writes loads (kubespray's k8s_etcd once produced an inventory that did not)."""
+    from etcd_recovery.discover import Finding, _cluster_name
+    name = _cluster_name([Finding("10.0.0.1", runtime="systemd",
+                                  flags={"initial-cluster-token": token})])
+    data = good()
+    data["cluster"]["name"] = name
+    assert parse_inventory(data, "discovered").name == name
+
+
+def test_kubespray_token_becomes_a_valid_name() -> None:
+    from etcd_recovery.discover import Finding, _cluster_name
+    assert _cluster_name([Finding("h", runtime="systemd",
+                                  flags={"initial-cluster-token": "k8s_etcd"})]) == "k8s-etcd"

@@ -81,14 +81,16 @@ def journal_events(lab: LabHandle) -> list[dict[str, Any]]:
 def execute_until(lab: LabHandle, event: str, step: str, *extra: str,
                   timeout: float = 300) -> None:
     """Start `execute --confirm`, SIGKILL it as soon as the journal shows ``event`` for
-    ``step``."""
+    ``step`` (an event this run wrote: earlier runs' events in the journal do not count)."""
+    before = len(journal_events(lab))
     proc = subprocess.Popen([CLI, "execute", "-i", inventory(lab), "--confirm", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if any(e["event"] == event and e["step"] == step for e in journal_events(lab)):
+            if any(e["event"] == event and e["step"] == step
+                   for e in journal_events(lab)[before:]):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return

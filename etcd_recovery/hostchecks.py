@@ -417,7 +417,8 @@ def check_files(member: str, flags: Mapping[str, str], facts: HostFacts,
             out.append(HostCheck(
                 member, "certificate", subject, False,
                 f"expired {cert.not_after:%Y-%m-%d %H:%M} UTC ({cert.subject})",
-                "renew it (kubeadm: `kubeadm certs renew etcd-server etcd-peer`) and plan again"))
+                "renew it from the cluster's CA (kubeadm: `kubeadm certs renew etcd-server "
+                "etcd-peer`) and plan again"))
             continue
         serves = (SERVES[flag],) if flag in SERVES else ()
         uncovered = [(f, u, h) for f, u, h in url_hosts(flags, serves)

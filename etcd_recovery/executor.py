@@ -50,9 +50,11 @@ from .plan import (
     run_dir,
     unlock_argv,
 )
+from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client
 from .transport.base import CommandResult
 from .verify import poll, verify_cluster
+from .watch import LOG_LINES, WATCHED, wait_watching
 
 T = TypeVar("T")
 Log = Callable[[str], None]
@@ -390,10 +392,26 @@ class Executor:
         if isinstance(a, EtcdCall):
             return self.etcd_call(a)
         if isinstance(a, Wait):
-            poll(lambda: True if self.condition(a) else None, a.timeout_s,
-                 f"{a.summary()}")
+            if a.condition in WATCHED:
+                self.wait_watching(a)
+            else:
+                poll(lambda: True if self.condition(a) else None, a.timeout_s,
+                     f"{a.summary()}")
             return {}
         return self.append_wal(step, a)
+
+    def wait_watching(self, a: Wait) -> None:
+        """Wait for etcd while watching it: when it exits, fail with its own fatal line within
+        seconds (watch.py), not with a gRPC error at the timeout."""
+        m = self.inv.member(a.host)
+        argv = runtime_for(self.inv.runtime).log_argv(m, LOG_LINES)
+
+        def log() -> list[str]:
+            res = self.session.run(a.host, argv, check=False, timeout=10)
+            return res.stdout.decode(errors="replace").splitlines()
+
+        wait_watching(lambda: self.condition(a), a.timeout_s, a.summary(),
+                      pid=lambda: self.session.etcd_pid(a.host), log=log, host=a.host)
 
     # ------------------------------------------------------------------ action kinds
     def after_run(self, step: Step, n: int, a: Run, res: CommandResult) -> None:

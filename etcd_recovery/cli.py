@@ -61,8 +61,8 @@ InventoryOpt = Annotated[Path, typer.Option("--inventory", "-i", metavar="FILE",
 LabDirOpt = Annotated[Path, typer.Option("--dir", metavar="DIR", help="Directory of the lab.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json.")]
 JournalDirOpt = Annotated[Path | None, typer.Option(
-    "--journal-dir", metavar="DIR", help="Where the run's journal is kept on this machine "
-    "(default: .etcd-recovery/ beside the inventory).")]
+    "--journal-dir", metavar="DIR", help="Where runs' journals, and the plans shown under "
+    "their IDs, are kept on this machine (default: .etcd-recovery/ beside the inventory).")]
 
 
 def fail(exc: EtcdRecoveryError) -> NoReturn:
@@ -382,7 +382,7 @@ def _load_saved_plan(plan_file: Path) -> Any:
 @app.command()
 def execute(inventory: InventoryOpt,
             plan_id: Annotated[str | None, typer.Argument(
-                metavar="[PLAN_ID]", help="The ID `plan` printed: the plan derived now from "
+                metavar="PLAN_ID", help="The ID `plan` printed: the plan derived now from "
                 "the inventory and the live state runs only if it has this ID (what was "
                 "reviewed is what runs); otherwise exit 3, naming the first difference. "
                 "Without it, --confirm derives the plan and runs it in one go (for scripts: "
@@ -393,9 +393,10 @@ def execute(inventory: InventoryOpt,
                 "it, execute shows the whole plan and its ID and exits 4, changing "
                 "nothing.")] = False,
             plan_file: Annotated[Path | None, typer.Option(
-                "--plan", help="Run this saved plan: loaded strictly, then derived again from "
-                "the inventory and the live state; it runs only if both agree on every "
-                "action. A flag the saved plan contradicts is refused (exit 2).")] = None,
+                "--plan", metavar="FILE", help="Run this saved plan: loaded strictly, then "
+                "derived again from the inventory and the live state; it runs only if both "
+                "agree on every action. A flag the saved plan contradicts is refused (exit "
+                "2).")] = None,
             resume: Annotated[bool, typer.Option(
                 "--resume", help="Continue the unfinished run from its journal, once its "
                 "plan, derived again from the journal and the inventory, is still the "

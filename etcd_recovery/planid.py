@@ -311,7 +311,8 @@ def plan_difference(then: Plan, now: Plan) -> str | None:
         found = _first_diff(x, y)
         assert found is not None
         where, old, new = found
-        where = re.sub(r"^actions\[(\d+)\]", lambda m: f"action {int(m[1]) + 1}", where)
+        where = re.sub(r"^actions\[(\d+)\]\.?", lambda m: f"action {int(m[1]) + 1} ",
+                       where).strip()
         return f"step {i} {x['id']} differs: {where}: {_short(old)} -> {_short(new)}"
     if len(a["steps"]) != len(b["steps"]):
         return f"{len(a['steps'])} steps planned, {len(b['steps'])} now"

@@ -363,3 +363,14 @@ def test_the_executor_journals_the_runs_binding_in_run_start(tmp_path: Path) -> 
                                                          "plan_id": "0123456789ab",
                                                          "chosen": "a"})
     assert Journal(tmp_path, RUN).binding() == first.detail
+
+
+def test_a_saved_plan_may_carry_its_id_and_nothing_else_extra() -> None:
+    from etcd_recovery.errors import FormatError
+
+    d = plan_for("static-pod").to_json()
+    assert Plan.from_json({"plan_id": "0123456789ab", **d}) == Plan.from_json(d)
+    with pytest.raises(FormatError, match="plan_id"):
+        Plan.from_json({"plan_id": 5, **d})
+    with pytest.raises(FormatError, match="unexpected bound"):
+        Plan.from_json({"bound": True, **d})

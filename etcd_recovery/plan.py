@@ -199,8 +199,11 @@ class Plan:
         if d.get("version") != PLAN_VERSION:
             raise FormatError(file, 0, f"not a valid plan: unsupported plan version "
                                        f"{d.get('version')!r} (this tool writes {PLAN_VERSION})")
-        if set(d) != _PLAN_KEYS:
-            missing, extra = sorted(_PLAN_KEYS - set(d)), sorted(set(d) - _PLAN_KEYS)
+        # ``plan_id`` (planid.py) is the ID `plan -o json` and --save print beside the plan
+        keys = set(d) - {"plan_id"}
+        if keys != _PLAN_KEYS or not isinstance(d.get("plan_id", ""), str):
+            missing, extra = sorted(_PLAN_KEYS - keys), sorted(keys - _PLAN_KEYS)
+            extra += [] if isinstance(d.get("plan_id", ""), str) else ["plan_id (not a string)"]
             raise FormatError(file, 0, "not a valid plan: " + "; ".join(
                 ([f"missing {', '.join(missing)}"] if missing else [])
                 + ([f"unexpected {', '.join(extra)}"] if extra else [])))
@@ -277,12 +280,18 @@ def fingerprint(report: InspectReport) -> str:
     member can differ by a heartbeat's worth. The member to keep is checked on its own (the
     preflight step, and again from the disks once every member is fenced).
     """
-    facts = []
-    for m in sorted(report.members, key=lambda m: m.name):
-        facts.append([m.name, m.reachable, id_hex(m.member_id), id_hex(m.cluster_id),
-                      None if m.etcd_running else m.commit_index,
-                      None if m.etcd_running else m.revision])
+    facts = [[name, *f.values()] for name, f in fingerprint_facts(report).items()]
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
+
+
+def fingerprint_facts(report: InspectReport) -> dict[str, dict[str, Any]]:
+    """The facts :func:`fingerprint` is a digest of, by member (in name order), so that a
+    change can be named."""
+    return {m.name: {"reachable": m.reachable, "member_id": id_hex(m.member_id),
+                     "cluster_id": id_hex(m.cluster_id),
+                     "commit_index": None if m.etcd_running else m.commit_index,
+                     "revision": None if m.etcd_running else m.revision}
+            for m in sorted(report.members, key=lambda m: m.name)}
 
 
 def run_dir(run_id: str) -> str:

@@ -156,12 +156,18 @@ def _verify_block(plan: Plan, inv: Inventory, members: list[str]) -> list[str]:
     return lines
 
 
-def plan_markdown(plan: Plan, inv: Inventory) -> str:
-    """A runbook a person can follow by hand, with the same effect as the tool's actions."""
+def plan_markdown(plan: Plan, inv: Inventory, plan_id: str | None = None,
+                  command: str | None = None) -> str:
+    """A runbook a person can follow by hand, with the same effect as the tool's actions.
+    ``plan_id``, ``command``: the plan's ID and the command that has the tool carry out
+    exactly this plan."""
     out = [f"# Recovery runbook: cluster `{plan.cluster}` ({plan.runtime})", "",
            f"- Run id: `{plan.run_id}` (state on each host under `{run_dir(plan.run_id)}`)",
            f"- Member to keep: **{plan.chosen}** - {plan.reason}",
            f"- State fingerprint: `{plan.fingerprint}`",
+           *([f"- Plan ID: `{plan_id}`"] if plan_id else []),
+           *([f"- To have the tool carry out exactly this plan instead: `{command}`"]
+             if command else []),
            *[f"- Advisory: {line}" for line in plan.advisories], "",
            "Do the steps in order, in one bash session. Do not go on when a command fails: "
            "stop and look.", "", "## Environment", "", "```sh", *environment(plan, inv),

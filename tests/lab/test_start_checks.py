@@ -65,7 +65,8 @@ def test_what_would_keep_etcd_from_starting_is_refused_first(
     def state() -> str:
         return ssh(lab.dir, kept.mgmt_ip, STATE.format(config=config)).stdout
 
-    hog = ("import socket, time; s = socket.socket(); "
+    # SO_REUSEADDR (SOL_SOCKET 1, 2): etcd's sockets just closed may be in TIME_WAIT
+    hog = ("import socket, time; s = socket.socket(); s.setsockopt(1, 2, 1); "
            f"s.bind(('{kept.peer_ip}', 2380)); s.listen(); time.sleep(3600)")
     cases: list[tuple[str, Callable[[], object], Callable[[], object], str]] = [
         ("peer address gone",

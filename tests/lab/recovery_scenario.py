@@ -208,8 +208,18 @@ def load_values(lab: LabHandle, via: str, megabytes: int, prefix: str = "/big/")
     pki = lab.dir / "pki"
     value = b"v" * (160 * 1024)     # eight per transaction: under etcd's 1.5 MiB request limit
     count = megabytes * 1024 * 1024 // len(value)
-    with EtcdClient(f"{lab.ip(via)}:2379", ca_file=str(pki / "ca.crt"),
-                    cert_file=str(pki / "client.crt"), key_file=str(pki / "client.key"),
-                    timeout=60.0) as client:
-        client.put_many(((f"{prefix}{n:06d}", value) for n in range(count)), batch=8)
+    tls = dict(ca_file=str(pki / "ca.crt"), cert_file=str(pki / "client.crt"),
+               key_file=str(pki / "client.key"))
+    with EtcdClient(f"{lab.ip(via)}:2379", timeout=60.0, **tls) as client:
+        revision = client.put_many(((f"{prefix}{n:06d}", value) for n in range(count)),
+                                   batch=8)
+
+    def caught_up() -> bool:   # every member has applied it: none lags behind a snapshot
+        for h in lab.state.hosts:
+            with EtcdClient(f"{h.mgmt_ip}:2379", timeout=5.0, **tls) as c:
+                if c.status().revision < revision:
+                    return False
+        return True
+
+    wait_for(caught_up, 120, f"every member at revision {revision}")
     return count

@@ -13,7 +13,7 @@ import shlex
 
 from .actions import Action, WriteFile
 from .inventory import Inventory, Member
-from .plan import BACKGROUND, Plan, StepKind, run_dir
+from .plan import BACKGROUND, COMMANDS_LOCK, Plan, StepKind, run_dir
 from .runtimes.base import runtime_for
 
 _PREDICATES = r"""retry() {  # retry SECONDS COMMAND...: run COMMAND until it succeeds
@@ -125,7 +125,11 @@ def environment(plan: Plan, inv: Inventory) -> list[str]:
                    f'{shlex.quote(inv.auth.password_file)})"')
     lines = ["# etcdctl talks to the members' client URLs: run this where they are reachable",
              "# (or forward them over SSH first). Commands on hosts run as root through `on`",
-             "# (no input) and `feed` (stdin passed on).", *env]
+             "# (no input) and `feed` (stdin passed on).",
+             f"# Commands that can take time run under flock on {COMMANDS_LOCK}, each in a",
+             "# session of its own (setsid; its pid, run and step in commands.pid): one that",
+             "# goes on after an interruption (Ctrl-C, a lost connection) is waited for, not",
+             "# raced, when its block is pasted again.", *env]
     for fn, flag in (("on", "-n "), ("feed", "")):
         lines.append(f"{fn}() {{")
         lines.append('  local h=$1; shift; case "$h" in')

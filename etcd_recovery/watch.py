@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .errors import EtcdApiError, StepFailed, TransportError
 from .etcdlog import Cause, fatal_cause, stall_cause
 
-START_GRACE_S = 3.0     # no etcd process this long after the wait began: look at the log
+START_GRACE_S = 1.0     # no etcd process this long after the wait began: look at the log
 LOOK_EVERY_S = 0.5      # how often the process is looked at (an SSH round each)
 LOG_EVERY_S = 1.0       # how often the log is read while etcd keeps exiting
 LOG_LINES = 80

@@ -271,13 +271,15 @@ def _confirmed_journal(the_plan: Any, confirm: bool, jdir: Path) -> Any:
     """Without --confirm show the plan and stop there (exit 4: shown, not run); else open its
     journal."""
     from .journal import Journal
-    from .render import plan_table
+    from .render import minority_line, plan_table
 
     if not confirm:
         plan_table(the_plan, err)
         err.print(f"dry run: nothing was changed. Add --confirm to carry out this plan "
                   f"(exit {EXIT_DRY_RUN}: shown, not run).")
         raise typer.Exit(EXIT_DRY_RUN)
+    if the_plan.minority_read:
+        err.print(minority_line(the_plan.minority_read))
     err.print(f"run {the_plan.run_id}: keep {the_plan.chosen}; {len(the_plan.steps)} steps "
               f"(journal in {jdir})", markup=False)
     return guarded(lambda: Journal.create(jdir, the_plan))

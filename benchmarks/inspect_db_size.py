@@ -45,7 +45,8 @@ from etcd_recovery.formats.backend import read_backend
 from etcd_recovery.formats.wal import read_wal, wal_file_names
 from etcd_recovery.inspect import ssh_transport
 from etcd_recovery.inventory import Member, load_inventory
-from etcd_recovery.lab.lab import Lab, LabState
+from etcd_recovery.lab.lab import Lab
+from etcd_recovery.lab.state import LabState
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results-inspect.json"

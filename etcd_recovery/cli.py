@@ -62,8 +62,8 @@ InventoryOpt = Annotated[Path, typer.Option("--inventory", "-i", metavar="FILE",
 LabDirOpt = Annotated[Path, typer.Option("--dir", metavar="DIR", help="Directory of the lab.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json.")]
 JournalDirOpt = Annotated[Path | None, typer.Option(
-    "--journal-dir", metavar="DIR", help="Where the run's journal is kept on this machine "
-    "(default: .etcd-recovery/ beside the inventory).")]
+    "--journal-dir", metavar="DIR", help="Where runs' journals, and the plans shown under "
+    "their IDs, are kept on this machine (default: .etcd-recovery/ beside the inventory).")]
 
 
 def fail(exc: EtcdRecoveryError) -> NoReturn:
@@ -203,19 +203,53 @@ def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
                                      allow_quorum=allow_quorum, take_over_lock=take_over_lock,
                                      exclude=exclude or (), etcd_image=etcd_image,
                                      etcd_binary=new_binary))
+    if new_binary is not None:  # the planning inputs a reviewed plan keeps (planid.py)
+        import dataclasses
+
+        report = dataclasses.replace(report, extra={**report.extra, "new_binary": new_binary})
     return plan, report
 
 
-def _show_plan(plan: Any, output: PlanOutput, inv: Any) -> None:
+def _execute_command(inventory: Path, pid: str, flags: list[str],
+                     journal_dir: Path | None) -> str:
+    """The exact command that runs the plan shown under ``pid``."""
+    import shlex
+
+    return shlex.join(["etcd-recovery", "execute", "-i", str(inventory), "--confirm", pid,
+                       *flags, *(["--journal-dir", str(journal_dir)] if journal_dir else [])])
+
+
+def _keep_reviewed(record: Any, jdir: Path) -> bool:
+    """Save what was shown under its plan ID; a journal directory that cannot be written is
+    said (the ID is then unknown to a later execute), not fatal to a command that only shows."""
+    from . import planid
+
+    try:
+        planid.save(jdir, record)
+    except EtcdRecoveryError as exc:
+        err.print(f"warning: {exc}; `execute --confirm {record.plan_id}` will not know this "
+                  "plan ID (give a writable --journal-dir)", markup=False)
+        return False
+    return True
+
+
+def _show_plan(plan: Any, output: PlanOutput, inv: Any, pid: str | None = None,
+               command: str | None = None) -> None:
     from .render import plan_table
     from .runbook import plan_markdown
 
     if output is PlanOutput.json:
-        print_json(plan.to_json())
+        print_json({"plan_id": pid, **plan.to_json()} if pid else plan.to_json())
+        if pid and command:
+            err.print(f"plan ID {pid}; run it with: {command}", markup=False)
     elif output is PlanOutput.markdown:
-        sys.stdout.write(plan_markdown(plan, inv))
+        sys.stdout.write(plan_markdown(plan, inv, plan_id=pid, command=command))
     else:
         plan_table(plan, out)
+        if pid:
+            out.print(f"plan ID: {pid}", markup=False)
+        if command:
+            out.print(f"to carry out exactly this plan: {command}", markup=False)
 
 
 @app.command()
@@ -228,19 +262,28 @@ def plan(inventory: InventoryOpt,
              "fingerprint) to FILE, mode 0600, for execute --plan.")] = None,
          allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False,
          exclude: ExcludeOpt = None, etcd_image: EtcdImageOpt = None,
-         etcd_binary: EtcdBinaryOpt = None) -> None:
+         etcd_binary: EtcdBinaryOpt = None, journal_dir: JournalDirOpt = None) -> None:
     """Lay out every step of the recovery; nothing is changed.
 
     Inspects the members, chooses the member to keep, and shows each step's precondition,
-    actions and check: as a table, JSON, or a Markdown runbook.
+    actions and check: as a table, JSON, or a Markdown runbook. It ends with the plan's ID
+    and the command that carries out exactly this plan (execute --confirm PLAN_ID); what was
+    shown is kept under that ID in the journal directory.
     """
+    from . import planid
+
     inv = _load(inventory)
-    the_plan, _ = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude,
-                               etcd_image=etcd_image, etcd_binary=etcd_binary)
-    _show_plan(the_plan, output, inv)
+    the_plan, report = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude,
+                                    etcd_image=etcd_image, etcd_binary=etcd_binary)
+    record = planid.review(the_plan, inv, report, report.extra.get("new_binary"))
+    kept = _keep_reviewed(record, _journal_dir(inventory, journal_dir))
+    command = _execute_command(inventory, record.plan_id, record.options.flags(),
+                               journal_dir) if kept else None
+    _show_plan(the_plan, output, inv, record.plan_id, command)
     if save is not None:
         try:
-            write_private(save, json.dumps(the_plan.to_json(), indent=2) + "\n")
+            write_private(save, json.dumps({"plan_id": record.plan_id, **the_plan.to_json()},
+                                           indent=2) + "\n")
         except OSError as exc:
             fail(UsageError(f"{save}: cannot write the plan: {exc.strerror or exc}"))
         err.print(f"plan saved to {save}")
@@ -272,15 +315,13 @@ def _confirmed_journal(the_plan: Any, confirm: bool, jdir: Path) -> Any:
     """Without --confirm show the plan and stop there (exit 4: shown, not run); else open its
     journal."""
     from .journal import Journal
-    from .render import minority_line, plan_table
+    from .render import plan_table
 
     if not confirm:
         plan_table(the_plan, err)
         err.print(f"dry run: nothing was changed. Add --confirm to carry out this plan "
                   f"(exit {EXIT_DRY_RUN}: shown, not run).")
         raise typer.Exit(EXIT_DRY_RUN)
-    if the_plan.minority_read:
-        err.print(minority_line(the_plan.minority_read))
     err.print(f"run {the_plan.run_id}: keep {the_plan.chosen}; {len(the_plan.steps)} steps "
               f"(journal in {jdir})", markup=False)
     return guarded(lambda: Journal.create(jdir, the_plan))
@@ -341,13 +382,26 @@ def _load_saved_plan(plan_file: Path) -> Any:
 
 @app.command()
 def execute(inventory: InventoryOpt,
-            confirm: Annotated[bool, typer.Option("--confirm", help="Really act.")] = False,
+            plan_id: Annotated[str | None, typer.Argument(
+                metavar="PLAN_ID", help="The ID `plan` printed: the plan derived now from "
+                "the inventory and the live state runs only if it has this ID (what was "
+                "reviewed is what runs); otherwise exit 3, naming the first difference. "
+                "Without it, --confirm derives the plan and runs it in one go (for scripts: "
+                "it prints the steps and the ID first, and the journal records the run as not "
+                "bound to a reviewed plan).")] = None,
+            confirm: Annotated[bool, typer.Option(
+                "--confirm", help="Really act: execute -i FILE --confirm PLAN_ID. Without "
+                "it, execute shows the whole plan and its ID and exits 4, changing "
+                "nothing.")] = False,
             plan_file: Annotated[Path | None, typer.Option(
-                "--plan", help="Run this saved plan: loaded strictly, then derived again from "
-                "the inventory and the live state; it runs only if both agree on every "
-                "action.")] = None,
-            resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished "
-                                                 "run from its journal.")] = False,
+                "--plan", metavar="FILE", help="Run this saved plan: loaded strictly, then "
+                "derived again from the inventory and the live state; it runs only if both "
+                "agree on every action. A flag the saved plan contradicts is refused (exit "
+                "2).")] = None,
+            resume: Annotated[bool, typer.Option(
+                "--resume", help="Continue the unfinished run from its journal, once its "
+                "plan, derived again from the journal and the inventory, is still the "
+                "journaled one.")] = False,
             take_over_lock: TakeOverOpt = False,
             journal_dir: JournalDirOpt = None,
             allow_quorum: AllowQuorumOpt = False,
@@ -359,15 +413,20 @@ def execute(inventory: InventoryOpt,
             output: OutputOpt = Output.table) -> None:
     """Carry out the plan step by step (needs --confirm).
 
-    Every action is journaled; an interrupted run goes on with --resume. Without --confirm it
-    shows the plan and exits 4 (shown, not run), changing nothing.
+    execute -i FILE --confirm PLAN_ID runs the plan `plan` showed under that ID, and only
+    that. Every action is journaled; an interrupted run goes on with --resume. Without
+    --confirm it shows the plan and its ID and exits 4 (shown, not run), changing nothing.
     """
+    from . import planid
     from .journal import Journal
-    from .plan import takeover_argv
     from .render import summary_table
 
     jdir = _journal_dir(inventory, journal_dir)
     inv = _load(inventory)
+    if plan_id is not None:
+        guarded(lambda: planid.check_id_form(plan_id))
+    given = planid.Options(allow_quorum, take_over_lock, tuple(exclude or ()), etcd_image,
+                           etcd_binary)
     current = guarded(lambda: Journal.current(jdir))
     if abandon:
         if current is None:
@@ -376,10 +435,14 @@ def execute(inventory: InventoryOpt,
         err.print(f"run {current.run_id} abandoned; its journal stays in {jdir}. Look at the "
                   "cluster (etcd-recovery inspect) before planning again.")
         return
+    planned_from = None
     if resume:
         if current is None:
             fail(UsageError(f"nothing to resume: no unfinished run in {jdir}"))
         the_plan = guarded(current.load_plan)
+        guarded(lambda: planid.refuse_contradictions(planid.options_of(the_plan), given,
+                                                     f"run {current.run_id}'s plan"))
+        guarded(lambda: _check_resumed(current, the_plan, inv, plan_id, jdir, inventory))
         journal = current
         if not confirm:
             from .render import plan_table
@@ -394,27 +457,44 @@ def execute(inventory: InventoryOpt,
                               "continue it with --resume"))
         if plan_file is not None:
             saved = _load_saved_plan(plan_file)
-            allow = bool(saved.steps and saved.steps[0].params.get("allow_quorum"))
-            lock = next((s for s in saved.steps if s.kind.value == "lock"), None)
-            takeover = bool(lock and lock.actions and getattr(lock.actions[0], "argv", None)
-                            == tuple(takeover_argv(saved.run_id)))
-            excluded = list(saved.steps[0].params.get("exclude", [])) if saved.steps else []
-            force = next((s for s in saved.steps if s.kind.value == "force_new_cluster"), None)
+            o = planid.options_of(saved)
+            guarded(lambda: planid.refuse_contradictions(o, given,
+                                                         f"the saved plan {plan_file}"))
             derived, planned_from = _derive_plan(
-                inv, allow, takeover, run_id=saved.run_id, exclude=excluded,
-                etcd_image=force.params.get("etcd_image") if force else None,
-                etcd_binary=force.params.get("etcd_binary") if force else None)
+                inv, o.allow_quorum, o.take_over_lock, run_id=saved.run_id,
+                exclude=list(o.exclude), etcd_image=o.etcd_image, etcd_binary=o.etcd_binary)
             diff = saved.first_difference(derived)
             if diff is not None:
                 fail(RefusedError(f"{plan_file}: the saved plan is not what this inventory "
                                   f"and the cluster's state give now: {diff}. Nothing was "
                                   "changed; make a new plan"))
             the_plan = saved
+        elif plan_id is not None:
+            reviewed = guarded(lambda: planid.load(jdir, plan_id, str(inventory)))
+            o = reviewed.options
+            guarded(lambda: planid.refuse_contradictions(o, given, f"plan {plan_id}"))
+            the_plan, planned_from = _derive_plan(
+                inv, o.allow_quorum, o.take_over_lock, exclude=list(o.exclude),
+                etcd_image=o.etcd_image, etcd_binary=o.etcd_binary)
         else:
             the_plan, planned_from = _derive_plan(inv, allow_quorum, take_over_lock,
                                                   exclude=exclude, etcd_image=etcd_image,
                                                   etcd_binary=etcd_binary)
-        journal = _confirmed_journal(the_plan, confirm, jdir)
+        record = planid.review(the_plan, inv, planned_from,
+                               planned_from.extra.get("new_binary"))
+        if plan_id is not None and record.plan_id != plan_id:
+            what = (planid.first_difference(reviewed, record) if plan_file is None else
+                    f"the plan {plan_file} and this inventory have plan ID {record.plan_id}")
+            fail(RefusedError(f"plan {plan_id} is not what this inventory and the cluster's "
+                              f"state give now: {what}. Nothing was changed; review the plan "
+                              f"again (`etcd-recovery plan -i {inventory}`) and run it with "
+                              "the ID it prints"))
+        kept = _keep_reviewed(record, jdir)
+        bound = plan_id is not None or plan_file is not None
+        journal = _start_journal(the_plan, record.plan_id, bound, confirm, jdir,
+                                 _execute_command(inventory, record.plan_id,
+                                                  record.options.flags(), journal_dir)
+                                 if kept else None)
     summary = _run(inv, the_plan, journal, verbose, check_fingerprint=not resume,
                    planned_from=None if resume else planned_from)
     later = {name: f"etcd-recovery rejoin {name} -i {inventory}"
@@ -425,6 +505,82 @@ def execute(inventory: InventoryOpt,
         summary_table(summary, out)
     for name, command in later.items():
         err.print(f"{name} was unreachable: once it is back, run `{command}`", markup=False)
+
+
+def _start_journal(the_plan: Any, pid: str, bound: bool, confirm: bool, jdir: Path,
+                   command: str | None) -> Any:
+    """Without --confirm: show the whole plan and its ID and stop (exit 4: shown, not run).
+    With it: open the run's journal, its run-start recording whether the run is bound to a
+    reviewed plan; a run that is not (bare --confirm) shows its steps and ID first."""
+    from .journal import Journal
+    from .render import minority_line, plan_table
+
+    if not confirm:
+        plan_table(the_plan, err)
+        err.print(f"plan ID: {pid}", markup=False)
+        err.print(f"dry run: nothing was changed. Add --confirm to carry out this plan "
+                  f"(exit {EXIT_DRY_RUN}: shown, not run)"
+                  + (f": {command}" if command else "."), markup=False)
+        raise typer.Exit(EXIT_DRY_RUN)
+    if not bound:
+        plan_table(the_plan, err)
+        err.print(f"plan ID {pid}: not bound to a reviewed plan (--confirm without a plan "
+                  "ID derives the plan and runs it in one go)", markup=False)
+    elif the_plan.minority_read:  # plan_table said it above when not bound
+        err.print(minority_line(the_plan.minority_read))
+    err.print(f"run {the_plan.run_id}: plan {pid}" + (" (as reviewed)" if bound else "")
+              + f"; keep {the_plan.chosen}; {len(the_plan.steps)} steps (journal in {jdir})",
+              markup=False)
+    return guarded(lambda: Journal.create(jdir, the_plan,
+                                          start_detail={"bound": bound, "plan_id": pid}))
+
+
+def _check_resumed(journal: Any, the_plan: Any, inv: Any, given: str | None, jdir: Path,
+                   inventory: Path) -> None:
+    """A resumed run goes on only with the plan it started with: the journaled plan and
+    today's inventory still have the run's plan ID, and the plan derived again from the
+    planning inputs kept at its start and today's inventory is the journaled one. Refused
+    (exit 3) with the first difference otherwise."""
+    from . import planid
+
+    binding = journal.binding()
+    if binding is None:  # a run started before plan IDs were journaled: nothing to hold to
+        err.print(f"warning: run {journal.run_id} has no plan ID in its journal; its plan is "
+                  "run as journaled", markup=False)
+        return
+    started = str(binding["plan_id"])
+    if given is not None and given != started:
+        raise RefusedError(f"run {journal.run_id} runs plan {started}, not {given}; nothing "
+                           "was changed")
+    how = (f"Nothing was changed. Resume with the inventory and tool the run started with, "
+           f"or close the run (`etcd-recovery execute -i {inventory} --abandon`) and make a "
+           "new plan")
+    try:
+        record = planid.load(jdir, started, str(inventory))
+    except RefusedError:
+        record = None
+    now = planid.plan_id(the_plan, inv)
+    if now != started:
+        what = (f"plan ID {started} then, {now} now" if record is None else
+                planid.first_difference(record, planid.Reviewed(
+                    plan_id=now, plan=the_plan, inventory=planid.inventory_facts(inv),
+                    state=record.state, options=planid.options_of(the_plan))))
+        raise RefusedError(f"run {journal.run_id}: its journaled plan is not the plan it "
+                           f"started with: {what}. {how}")
+    if record is None or not record.inputs:
+        err.print(f"warning: the planning inputs of plan {started} are not in {jdir}; the "
+                  "journaled plan is checked against its ID only", markup=False)
+        return
+    try:
+        derived = planid.rederive(record, inv, journal.run_id)
+    except EtcdRecoveryError as exc:
+        raise RefusedError(f"run {journal.run_id}: its plan cannot be derived again from "
+                           f"what it was made from and this inventory: {exc}. {how}") from exc
+    diff = planid.plan_difference(the_plan, derived)
+    if diff is not None:
+        raise RefusedError(f"run {journal.run_id}: derived again from what it was made from "
+                           f"and this inventory, its plan differs from the journaled one: "
+                           f"{diff}. {how}")
 
 
 @app.command()

@@ -47,16 +47,21 @@ from .plan import (
     StepKind,
     align_decision,
     fingerprint,
+    is_guarded,
     run_dir,
+    takeover_argv,
     unlock_argv,
 )
+from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client
 from .transport.base import CommandResult
 from .verify import poll, verify_cluster
+from .watch import LOG_LINES, WATCHED, wait_watching
 
 T = TypeVar("T")
 Log = Callable[[str], None]
 FRESH_S = 10.0
+EARLIER_MAX_S = 1800.0   # waiting for an earlier run's command of unknown step, at most
 
 __all__ = ["Executor", "StepFailed", "Summary", "poll", "require_kept"]
 
@@ -135,6 +140,11 @@ class Executor:
         self._bg: list[tuple[Step, Future[StepTiming]]] = []
         self._bg_lock = threading.Lock()
         self._bg_timings: list[StepTiming] = []
+        # A resumed run (or one that took the lock over) first waits, on each host, for the
+        # guarded commands an earlier run left running there (plan.COMMANDS_LOCK).
+        self._probe_hosts = False
+        self._settled: set[str] = set()
+        self._settle_lock = threading.Lock()
         # Each step kind's precondition (which may find actions already in effect) and its
         # check after the actions; kinds without one have only their actions.
         k = StepKind
@@ -161,6 +171,10 @@ class Executor:
             self.journal.append("run-start", chosen=self.plan.chosen)
         else:
             self.journal.append("resume", done=sorted(done))
+        takeover = tuple(takeover_argv(self.plan.run_id))
+        self._probe_hosts = bool(events) or any(
+            isinstance(a, Run) and a.argv == takeover for s in self.plan.steps
+            if s.kind is StepKind.LOCK for a in s.actions)
         total = len(self.plan.steps)
         current: Step | None = None
         steps = self.plan.steps
@@ -360,6 +374,9 @@ class Executor:
                 self.journal.append("action-skipped", step.id, action=n, why=in_effect[n])
                 self.log(f"      {n}. skipped: {in_effect[n]}")
                 continue
+            host = getattr(action, "host", None)
+            if isinstance(action, (Run, WriteFile, AppendWal)) and host:
+                self.await_earlier(step, host)
             a0 = time.monotonic()
             if self.verbose:
                 first, *rest = action.summary().splitlines()
@@ -390,10 +407,62 @@ class Executor:
         if isinstance(a, EtcdCall):
             return self.etcd_call(a)
         if isinstance(a, Wait):
-            poll(lambda: True if self.condition(a) else None, a.timeout_s,
-                 f"{a.summary()}")
+            if a.condition in WATCHED:
+                self.wait_watching(a)
+            else:
+                poll(lambda: True if self.condition(a) else None, a.timeout_s,
+                     f"{a.summary()}")
             return {}
         return self.append_wal(step, a)
+
+    def wait_watching(self, a: Wait) -> None:
+        """Wait for etcd while watching it: when it exits, fail with its own fatal line within
+        seconds (watch.py), not with a gRPC error at the timeout."""
+        m = self.inv.member(a.host)
+        argv = runtime_for(self.inv.runtime).log_argv(m, LOG_LINES)
+
+        def log() -> list[str]:
+            res = self.session.run(a.host, argv, check=False, timeout=10)
+            return res.stdout.decode(errors="replace").splitlines()
+
+        wait_watching(lambda: self.condition(a), a.timeout_s, a.summary(),
+                      pid=lambda: self.session.etcd_pid(a.host), log=log, host=a.host)
+
+    def await_earlier(self, step: Step, host: str) -> None:
+        """Before this run's first action on ``host`` (resumed, or the lock taken over): wait
+        until no guarded command of an earlier run is alive there, saying so. It polls the
+        host's command lock with a backoff, as long as that command's own timeout."""
+        with self._settle_lock:
+            if not self._probe_hosts or host in self._settled:
+                return
+        holder = self.session.command_holder(host)
+        if holder is not None:
+            pid, run, sid = holder
+            what = f"the {sid.split(':', 1)[0]}" if sid != "?" else "a command"
+            by = "an earlier run" if run == self.plan.run_id else f"run {run}"
+            self.log(f"{host}: waiting for {what} started by {by} (pid {pid}) to end")
+            self.journal.append("waiting-for-earlier", step.id, host=host, pid=pid, run=run,
+                                earlier_step=sid)
+            runs = [a for s in self.plan.steps if s.id == sid for a in s.actions
+                    if isinstance(a, Run)]
+            limit = max((a.timeout_s for a in runs if is_guarded(a.argv)),
+                        default=max((a.timeout_s for a in runs), default=EARLIER_MAX_S))
+            w0 = time.monotonic()
+            delay = 0.05
+            while self.session.command_holder(host) is not None:
+                if time.monotonic() - w0 >= limit:
+                    raise StepFailed(
+                        f"{host}: {what} started by {by} (pid {pid}) still runs after "
+                        f"{limit:.0f} s; nothing more was done on {host}. Let it end (or "
+                        f"stop it: kill -- -{pid} on {host})")
+                time.sleep(delay)
+                delay = min(1.0, delay * 1.5)
+            waited = time.monotonic() - w0
+            self.log(f"{host}: {what} started by {by} ended after {waited:.1f} s more; going on")
+            self.journal.append("earlier-ended", step.id, host=host, pid=pid,
+                                seconds=round(waited, 3))
+        with self._settle_lock:
+            self._settled.add(host)
 
     # ------------------------------------------------------------------ action kinds
     def after_run(self, step: Step, n: int, a: Run, res: CommandResult) -> None:

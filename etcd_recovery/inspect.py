@@ -12,6 +12,7 @@ Per member (the edge; the parsing and the choice are pure and live elsewhere):
 
 from __future__ import annotations
 
+import datetime as dt
 import posixpath
 import re
 import threading
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from . import hostchecks as hc
 from .choose import decide
 from .crosscheck import check_member, mismatches, process_flags
 from .errors import (
@@ -39,6 +41,7 @@ from .formats.wal import WalState, read_wal, wal_file_names
 from .inventory import Inventory, Member
 from .live import EtcdClient
 from .model import Decision, InspectReport, MemberState, NewBinary, PeerView, Quorum, WalTail
+from .runtimes import config as rconf
 from .runtimes.base import runtime_for
 from .runtimes.config import manifest_image
 from .transport.base import HostTarget, Transport
@@ -270,6 +273,52 @@ def _host_config(t: Transport, member: Member, runtime: str, pids: list[str]
     return text, error, running
 
 
+def _etcd_user(t: Transport, runtime: str, unit: str) -> str:
+    """The user etcd runs as: the systemd unit's ``User=`` (empty: root); a static pod's etcd
+    runs as root (kubeadm's manifest sets no runAsUser)."""
+    if runtime != "systemd":
+        return "root"
+    show = t.run(["systemctl", "show", "-p", "User", unit], check=False,
+                 timeout=10).stdout.decode(errors="replace")
+    user = show.strip().partition("=")[2].strip()
+    return user if re.fullmatch(r"[a-z_][a-z0-9_.-]*", user) else "root"
+
+
+def read_host_checks(t: Transport, member: Member, runtime: str, config_text: str | None,
+                     pids: Sequence[str]) -> tuple[hc.HostCheck, ...]:
+    """Can etcd start on this host as its configuration says (hostchecks.py)? One SSH round
+    for the host's addresses, listeners, mounts and the files the flags name, then the
+    certificates' PEM text (public); nothing when the configuration could not be read."""
+    if config_text is None:
+        return ()
+    try:
+        flags = rconf.config_flags(runtime, config_text, runtime_for(runtime).config_path(member))
+    except FormatError:
+        return ()
+    flags.setdefault("data-dir", member.data_dir)
+    sudo = member.ssh.sudo
+    user = _etcd_user(t, runtime, member.unit or "etcd.service")
+    res = t.run(["sh", "-c", hc.FACTS_SCRIPT, "sh", member.data_dir, user,
+                 " ".join(hc.names_to_resolve(flags)), *hc.files_to_check(flags)],
+                sudo=sudo, check=False, timeout=20)
+    facts = hc.parse_facts(res.stdout.decode(errors="replace"), user, {})
+    certs: dict[str, hc.CertInfo | str] = {}
+    for path in hc.certs_to_read(flags):
+        if facts.files.get(path) is None:
+            continue
+        try:
+            src = t.open_file(path, sudo=sudo)
+            certs[path] = hc.parse_cert(src.read(0, min(src.size(), 1024 * 1024)))
+        except TransportError as exc:
+            certs[path] = _why(exc)
+        except ValueError as exc:
+            certs[path] = str(exc) or "no PEM certificate in it"
+    facts = replace(facts, certs=certs)
+    own = [int(p) for p in pids if p.isdigit()]
+    return hc.host_checks(member.name, member.data_dir, flags, facts, own,
+                          dt.datetime.now(dt.UTC))
+
+
 def running_flags(t: Transport, pid: str) -> dict[str, str] | None:
     """The flags a running etcd was given (command line and ETCD_* environment), or None
     when the process is gone."""
@@ -367,9 +416,15 @@ def inspect_member(member: Member, inv: Inventory, factory: TransportFactory = s
                    None)
         checks = check_member(member, inv.runtime, runtime_for(inv.runtime).config_path(member),
                               text, error, flags, own)
+        try:
+            host_checks = read_host_checks(t, member, inv.runtime, text, pids)
+        except TransportError as exc:
+            host_checks = (hc.HostCheck(member.name, "host", "checks", True,
+                                        f"not checked: {_why(exc)}"),)
         version, where = (state.etcd_version, "live Status") if state.etcd_version else \
             _version(t, inv.runtime, text, pids, member.unit or "etcd.service")
-        return replace(state, checks=checks, config_text=text, etcd_version=version,
+        return replace(state, checks=checks, host_checks=host_checks, config_text=text,
+                       etcd_version=version,
                        version_source=where if version else None,
                        elapsed_s=time.monotonic() - t0), quorum
     finally:
@@ -430,7 +485,7 @@ def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
         quorum = replace(quorum, leader_name=names.get(quorum.leader_id))
     decision = decide(states, quorum, allow_quorum=allow_quorum, prefer=prefer)
     if decision.refused not in ("cluster-id", "corrupt"):  # those say more, so they win
-        refusal = _inventory_refusal(inv, states)
+        refusal = _inventory_refusal(inv, states) or _host_refusal(states)
         if refusal is not None:
             decision = replace(refusal, minority=decision.minority)
     return InspectReport(cluster=inv.name, members=states, quorum=quorum, decision=decision,
@@ -463,6 +518,17 @@ def _inventory_refusal(inv: Inventory, states: Sequence[MemberState]) -> Decisio
                               f"plan without its data with --exclude {s.name} (it is then only "
                               "moved aside and re-added, never kept)", refused="unreadable")
     return None
+
+
+def _host_refusal(states: Sequence[MemberState]) -> Decision | None:
+    """A reachable member whose etcd could not start as configured (hostchecks.py): every
+    reachable member is restarted by the plan, the kept one alone and the others as learners,
+    so a failure on any of them refuses the plan before anything changes."""
+    bad = [c for s in states if s.reachable for c in hc.failures(s.host_checks)]
+    if not bad:
+        return None
+    more = f" (and {len(bad) - 1} more: inspect shows them all)" if len(bad) > 1 else ""
+    return Decision(None, bad[0].message() + more, refused="host")
 
 
 def read_configs(inv: Inventory, report: InspectReport,

@@ -4,6 +4,10 @@ Operator side, in the journal directory (default ``.etcd-recovery`` beside the i
 ``<run>.plan.json`` (the plan being run), ``<run>.journal.jsonl`` (one event per line:
 ``run-start``, ``step-start``, ``step-done``, ``step-failed``, ``interrupted``, ``run-done``),
 and ``current`` (the run id of an unfinished run, removed when the run completes).
+``run-start`` says whether the run is bound to a reviewed plan: ``bound: true`` and its
+``plan_id`` (``execute --confirm PLAN_ID``), or ``bound: false`` (a bare ``--confirm``, which
+derived and ran in one go; its ``plan_id`` is still recorded). ``plans/<ID>.json`` are the
+plans shown under each ID (planid.py).
 Each line is flushed and fsynced before the step it announces goes on, so a killed run leaves
 a journal that says exactly where it stopped. Secrets never go in: events carry step ids,
 times and messages, never configuration content or keys.
@@ -73,12 +77,16 @@ class Journal:
         self.run_id = run_id
         self.path = self.dir / f"{run_id}.journal.jsonl"
         self.plan_path = self.dir / f"{run_id}.plan.json"
+        # Added to this run's run-start event (its binding to a reviewed plan: bound, plan_id).
+        self.start_detail: dict[str, Any] = {}
 
     @classmethod
-    def create(cls, directory: str | Path, plan: Plan) -> Journal:
+    def create(cls, directory: str | Path, plan: Plan,
+               start_detail: dict[str, Any] | None = None) -> Journal:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         j = cls(d, plan.run_id)
+        j.start_detail = dict(start_detail or {})
         _write_atomic(j.plan_path, json.dumps(plan.to_json(), indent=2) + "\n")
         _write_atomic(d / "current", plan.run_id + "\n")
         return j
@@ -112,6 +120,8 @@ class Journal:
         return parse_events(text, str(self.path))
 
     def append(self, event: str, step: str | None = None, **detail: Any) -> None:
+        if event == "run-start":
+            detail = {**self.start_detail, **detail}
         line = json.dumps({"ts": round(time.time(), 3), "run": self.run_id, "event": event,
                            "step": step, "detail": detail}, sort_keys=True)
         with _APPEND_LOCK:  # steps of one group journal from several threads
@@ -136,6 +146,11 @@ class Journal:
             (self.dir / "current").unlink()
         except FileNotFoundError:
             pass
+
+    def binding(self) -> dict[str, Any] | None:
+        """The run-start event's binding (bound, plan_id), or None before it is journaled."""
+        start = next((e for e in self.events() if e.event == "run-start"), None)
+        return None if start is None or "plan_id" not in start.detail else dict(start.detail)
 
     def __iter__(self) -> Iterator[Event]:
         return iter(self.events())

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .hostchecks import HostCheck
+
 
 def id_hex(value: int | None) -> str | None:
     """etcd shows member and cluster IDs as unpadded lower-case hex; so do we."""
@@ -105,6 +107,7 @@ class MemberState:
     # the log's terms over the WAL entries read: (first index of a term, the term), ascending
     term_starts: tuple[tuple[int, int], ...] = ()
     checks: tuple[Check, ...] = ()        # the inventory against the host (crosscheck.py)
+    host_checks: tuple[HostCheck, ...] = ()  # can etcd start there as configured (hostchecks)
     config_text: str | None = None        # its manifest / env file (not in JSON)
     excluded: bool = False                # named with --exclude: never kept
     ssh_refused: bool = False             # SSH answered but refused us (keys, user, host key)
@@ -155,6 +158,7 @@ class MemberState:
             "in_own_membership": self.in_own_membership,
             "torn_tail": self.torn_tail,
             "checks": [c.to_json() for c in self.checks],
+            "host_checks": [c.to_json() for c in self.host_checks],
             "excluded": self.excluded,
             "ssh_refused": self.ssh_refused,
             "etcd_version": self.etcd_version,

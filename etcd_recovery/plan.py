@@ -202,8 +202,11 @@ class Plan:
         if d.get("version") != PLAN_VERSION:
             raise FormatError(file, 0, f"not a valid plan: unsupported plan version "
                                        f"{d.get('version')!r} (this tool writes {PLAN_VERSION})")
-        if set(d) != _PLAN_KEYS:
-            missing, extra = sorted(_PLAN_KEYS - set(d)), sorted(set(d) - _PLAN_KEYS)
+        # ``plan_id`` (planid.py) is the ID `plan -o json` and --save print beside the plan
+        keys = set(d) - {"plan_id"}
+        if keys != _PLAN_KEYS or not isinstance(d.get("plan_id", ""), str):
+            missing, extra = sorted(_PLAN_KEYS - keys), sorted(keys - _PLAN_KEYS)
+            extra += [] if isinstance(d.get("plan_id", ""), str) else ["plan_id (not a string)"]
             raise FormatError(file, 0, "not a valid plan: " + "; ".join(
                 ([f"missing {', '.join(missing)}"] if missing else [])
                 + ([f"unexpected {', '.join(extra)}"] if extra else [])))
@@ -284,12 +287,18 @@ def fingerprint(report: InspectReport) -> str:
     member can differ by a heartbeat's worth. The member to keep is checked on its own (the
     preflight step, and again from the disks once every member is fenced).
     """
-    facts = []
-    for m in sorted(report.members, key=lambda m: m.name):
-        facts.append([m.name, m.reachable, id_hex(m.member_id), id_hex(m.cluster_id),
-                      None if m.etcd_running else m.commit_index,
-                      None if m.etcd_running else m.revision])
+    facts = [[name, *f.values()] for name, f in fingerprint_facts(report).items()]
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
+
+
+def fingerprint_facts(report: InspectReport) -> dict[str, dict[str, Any]]:
+    """The facts :func:`fingerprint` is a digest of, by member (in name order), so that a
+    change can be named."""
+    return {m.name: {"reachable": m.reachable, "member_id": id_hex(m.member_id),
+                     "cluster_id": id_hex(m.cluster_id),
+                     "commit_index": None if m.etcd_running else m.commit_index,
+                     "revision": None if m.etcd_running else m.revision}
+            for m in sorted(report.members, key=lambda m: m.name)}
 
 
 def run_dir(run_id: str) -> str:
@@ -297,30 +306,74 @@ def run_dir(run_id: str) -> str:
 
 
 LOCK_PATH = posixpath.join(STATE_DIR, "lock")
+# Every host command that can take time runs under the host's command lock (flock(1) on
+# COMMANDS_LOCK, held by the command and everything it starts) in a session of its own
+# (setsid(1): its pid is its process group's id), its pid, run and step in COMMANDS_PID. A
+# command goes on when the operator's side goes away (Ctrl-C, SIGKILL, an SSH drop: closing
+# the channel stops nothing), so a later command, of a resumed run or of a run that took the
+# lock over, finds it and waits until it has ended instead of racing it.
+COMMANDS_LOCK = posixpath.join(STATE_DIR, "commands.lock")
+COMMANDS_PID = posixpath.join(STATE_DIR, "commands.pid")
+# exit status of a guarded command that gave up waiting for an earlier one (EX_TEMPFAIL)
+EXIT_STILL_RUNNING = 75
+
+_GUARD = ('set -e; umask 077; mkdir -p "$1"; chmod 0700 "$1"; exec 9>>"$1/commands.lock"; '
+          'if ! flock -n 9; then '
+          'echo "etcd-recovery: waiting for an earlier command to end (pid run step: '
+          '$(cat "$1/commands.pid" 2>/dev/null))" >&2; '
+          'flock -w "$4" 9 || { echo "etcd-recovery: the earlier command still runs after '
+          '$4 s; nothing was done" >&2; exit 75; }; fi; '
+          'd=$1; r=$2; s=$3; shift 4; setsid "$@" & '
+          'printf "%s %s %s\\n" "$!" "$r" "$s" > "$d/commands.pid"; wait "$!"')
+
+_PROBE = ('[ -e "$1/commands.lock" ] || exit 0; exec 9>>"$1/commands.lock"; '
+          'flock -n 9 && exit 0; printf "busy "; cat "$1/commands.pid" 2>/dev/null; echo')
 
 
-def lock_argv(run_id: str) -> list[str]:
+def guarded(run_id: str, step_id: str, argv: Sequence[str], wait_s: float,
+            state_dir: str = STATE_DIR) -> list[str]:
+    """``argv`` run under the host's command lock, in a session of its own (see
+    COMMANDS_LOCK). An earlier command still holding the lock is waited for, at most
+    ``wait_s`` seconds (then exit 75, nothing run); the exit status is ``argv``'s."""
+    return sh(_GUARD, state_dir, run_id, step_id, f"{wait_s:.0f}", *argv)
+
+
+def probe_argv(state_dir: str = STATE_DIR) -> list[str]:
+    """Print ``busy PID RUN STEP`` while a guarded command holds the host's command lock,
+    nothing when none does."""
+    return sh(_PROBE, state_dir)
+
+
+def is_guarded(argv: Sequence[str]) -> bool:
+    return len(argv) > 2 and argv[2] == _GUARD
+
+
+def lock_argv(run_id: str, path: str = LOCK_PATH) -> list[str]:
     """Take the host's recovery lock for ``run_id``; fails when the lock file exists."""
     return sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; '
-              'set -C; echo "$2" > "$1"', LOCK_PATH, run_id)
+              'set -C; echo "$2" > "$1"', path, run_id)
 
 
-def unlock_argv(run_id: str) -> list[str]:
+def unlock_argv(run_id: str, path: str = LOCK_PATH) -> list[str]:
     """Release the host's recovery lock if, and only if, ``run_id`` holds it."""
     return sh('set -e; if [ "$(cat "$1" 2>/dev/null)" = "$2" ]; then rm -f "$1"; fi',
-              LOCK_PATH, run_id)
+              path, run_id)
 
 
-def takeover_argv(run_id: str) -> list[str]:
-    """Take the host's lock over from a dead run (``--take-over-lock``): write it anyway."""
+def takeover_argv(run_id: str, path: str = LOCK_PATH) -> list[str]:
+    """Take the host's lock over from a dead run (``--take-over-lock``): write it anyway.
+    (A command the dead run left running is waited for by the first guarded command.)"""
     return sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; '
-              'echo "$2" > "$1"', LOCK_PATH, run_id)
+              'echo "$2" > "$1"', path, run_id)
 
 
 def space_argv(data_dir: str) -> list[str]:
-    """Make the tool's state directory and print free bytes under it, then the data size."""
-    return sh('set -e; mkdir -p -m 0700 "$1"; df -B1 --output=avail "$1" | tail -n 1; '
-              'du -sb "$2" | cut -f1', STATE_DIR, data_dir)
+    """Make the tool's state directory and print free bytes under it, then the data size;
+    fails first when the host lacks flock or setsid, which every guarded command needs."""
+    return sh('set -e; for c in flock setsid; do command -v "$c" >/dev/null || { echo "$c '
+              '(util-linux) is not installed: every long host command runs under it" >&2; '
+              'exit 3; }; done; mkdir -p -m 0700 "$1"; df -B1 --output=avail "$1" | '
+              'tail -n 1; du -sb "$2" | cut -f1', STATE_DIR, data_dir)
 
 
 def host_record(host: str, run_id: str, step_id: str) -> Run:
@@ -423,7 +476,9 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
         orig = rconf.manifest_with_image(orig, cfg_file, etcd_image)
     forced = rt.with_flags(orig, cfg_file, {rconf.FLAG_FORCE_NEW_CLUSTER: "true"})
     staged = posixpath.join(rdir, "config.staged")
-    start = tuple(rt.start_argv(chosen, staged))
+    fnc_id, plain_id = f"force-new-cluster:{chosen.name}", f"remove-flag:{chosen.name}"
+    start_forced = tuple(guarded(run_id, fnc_id, rt.start_argv(chosen, staged), 60.0))
+    start_plain = tuple(guarded(run_id, plain_id, rt.start_argv(chosen, staged), 60.0))
     add(Step(id=f"force-new-cluster:{chosen.name}", phase="restore",
              kind=StepKind.FORCE_NEW_CLUSTER, host=chosen.name,
              title=f"Start {chosen.name} with --force-new-cluster ({d.reason})"
@@ -437,11 +492,12 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
              check=f"{chosen.name} is healthy as a one-member cluster: it leads, it is the "
                    "only voting member (a learner etcd left behind, etcd-io/etcd#20893, is "
                    "removed by remove-stale-members), a linearizable read succeeds",
-             actions=(*((Run(chosen.name, tuple(install_binary_argv(etcd_binary, rdir)),
-                             120.0),) if etcd_binary else ()),
+             actions=(*((Run(chosen.name, tuple(guarded(
+                 run_id, fnc_id, install_binary_argv(etcd_binary, rdir), 120.0)), 120.0),)
+                        if etcd_binary else ()),
                       WriteFile(chosen.name, staged, forced, 0o600,
                                 rconf.unified_diff(configs[chosen.name], forced, cfg_file)),
-                      Run(chosen.name, start, 60.0),
+                      Run(chosen.name, start_forced, 60.0),
                       Wait("leads-alone", chosen.name, chosen.client_url, 90.0),
                       host_record(chosen.name, run_id, f"force-new-cluster:{chosen.name}")),
              params={"etcd_image": etcd_image,
@@ -454,7 +510,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                    "configuration hold no --force-new-cluster",
              actions=(WriteFile(chosen.name, staged, orig, 0o600,
                                 rconf.unified_diff(forced, orig, cfg_file)),
-                      Run(chosen.name, start, 60.0),
+                      Run(chosen.name, start_plain, 60.0),
                       Wait("healthy-without-force", chosen.name, chosen.client_url, 60.0),
                       host_record(chosen.name, run_id, f"remove-flag:{chosen.name}"))))
     kept_state = states[chosen.name]
@@ -539,7 +595,8 @@ def fence_step(rt: Runtime, m: Member, run_id: str) -> Step:
                 title=f"Fence {m.name}: {rt.fence_how(m)}",
                 precondition=f"{m.name} is reachable over SSH",
                 check="no etcd process on the host, and its supervisor will not start one",
-                actions=(Run(m.name, tuple(rt.fence_argv(m, run_dir(run_id))), 120.0),
+                actions=(Run(m.name, tuple(guarded(run_id, sid, rt.fence_argv(m, run_dir(run_id)),
+                                                   120.0)), 120.0),
                          Wait("etcd-stopped", m.name, m.client_url, 60.0),
                          host_record(m.name, run_id, sid)))
 
@@ -641,8 +698,8 @@ def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
     staged = posixpath.join(rdir, "config.staged")
     moved = posixpath.join(rdir, "member.moved")
     member_dir = posixpath.join(m.data_dir, "member")
-    move = sh('set -e; if [ -e "$1" ]; then mv "$1" "$2"; fi; mkdir -p -m 0700 "$3"; '
-              'test ! -e "$1"', member_dir, moved, m.data_dir)
+    move = guarded(run_id, f"move-aside:{m.name}", move_aside_argv(member_dir, moved, m.data_dir),
+                   600.0)
     after = [*members_before, (m.name, m.peer_url)]
     cfg_file = rt.config_path(m)
     new_config = rt.with_flags(config, cfg_file,
@@ -677,7 +734,8 @@ def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
              actions=(Wait("members-are", via.name, ep, 30.0, _members_arg(after)),
                       WriteFile(m.name, staged, new_config, 0o600,
                                 rconf.unified_diff(config, new_config, cfg_file)),
-                      Run(m.name, tuple(rt.start_argv(m, staged)), 60.0),
+                      Run(m.name, tuple(guarded(run_id, f"start-learner:{m.name}",
+                                                rt.start_argv(m, staged), 60.0)), 60.0),
                       Wait("etcd-running", m.name, m.client_url, 60.0),
                       host_record(m.name, run_id, f"start-learner:{m.name}"))),
         Step(id=f"promote:{m.name}", phase="rejoin", kind=StepKind.PROMOTE, host=m.name,
@@ -739,6 +797,7 @@ def backup_step(rt: Runtime, m: Member, run_id: str, background: bool = False) -
     argv = _backup_argv(m.data_dir, rt.fenced_config_path(m, rdir), bdir)
     if background:
         argv = ["nice", "-n", "10", *argv]
+    argv = guarded(run_id, f"backup:{m.name}", argv, 1800.0)
     return Step(id=f"backup:{m.name}", phase="backup", kind=StepKind.BACKUP, host=m.name,
                 group=BACKGROUND if background else None,
                 title=f"Back up {m.name}'s data dir and configuration to {bdir}"
@@ -753,14 +812,38 @@ def backup_step(rt: Runtime, m: Member, run_id: str, background: bool = False) -
 def _backup_argv(data_dir: str, cfg: str, bdir: str) -> list[str]:
     """Copy, prove the copy equal to the source byte for byte (``diff -r``: etcd is fenced, so
     the source holds still), and record a B2SUMS of the copy; a resumed run checks the
-    copy against that list instead."""
-    return sh('set -e; umask 077; mkdir -p "$3"; '
-              'if [ ! -f "$3/B2SUMS" ]; then '
-              'rm -rf "$3/data.partial"; cp -a "$1" "$3/data.partial"; '
-              'cp -a "$2" "$3/"; diff -rq "$1" "$3/data.partial"; '
-              'diff -q "$2" "$3/$(basename "$2")"; mv "$3/data.partial" "$3/data"; '
-              '(cd "$3" && find data "$(basename "$2")" -type f -print0 '
-              '| xargs -0 -n 1 -P 4 b2sum > B2SUMS.unsorted && '
-              'sort -k 2 B2SUMS.unsorted > B2SUMS.partial && rm B2SUMS.unsorted '
-              '&& mv B2SUMS.partial B2SUMS); '
-              'else cd "$3" && b2sum --quiet -c B2SUMS; fi', data_dir, cfg, bdir)
+    copy against that list instead.
+
+    Rerun from any point, it converges and never nests: a partial copy (``data.partial``) is
+    copied again; a complete one (``data``, renamed there only once ``cp`` has finished) is
+    not copied again but compared with the source again, and its B2SUMS computed; a written
+    B2SUMS (renamed into place last) is checked."""
+    return sh('set -e; umask 077; mkdir -p "$3"; c=$(basename "$2"); '
+              'if [ -f "$3/B2SUMS" ]; then cd "$3"; exec b2sum --quiet -c B2SUMS; fi; '
+              'if [ ! -d "$3/data" ]; then rm -rf "$3/data.partial"; '
+              'cp -a "$1" "$3/data.partial"; mv -T "$3/data.partial" "$3/data"; fi; '
+              'rm -f "$3/$c.partial"; cp -a "$2" "$3/$c.partial"; mv -T "$3/$c.partial" "$3/$c"; '
+              'diff -rq "$1" "$3/data"; diff -q "$2" "$3/$c"; cd "$3"; '
+              'find data "$c" -type f -print0 | xargs -0 -n 1 -P 4 b2sum > B2SUMS.unsorted; '
+              'sort -k 2 B2SUMS.unsorted > B2SUMS.partial; rm B2SUMS.unsorted; '
+              'mv -T B2SUMS.partial B2SUMS', data_dir, cfg, bdir)
+
+
+def move_aside_argv(member_dir: str, moved: str, data_dir: str) -> list[str]:
+    """Move ``member_dir`` to ``moved`` and leave an empty ``data_dir``; never deletes a byte
+    that is not safely in ``moved``, and converges when rerun from any point.
+
+    On one file system it is one rename (``mv -T``: it fails rather than nest into an
+    existing ``moved``). Across file systems (the state dir on another disk) it is a copy to
+    ``moved.partial``, renamed to ``moved`` once complete, compared with the source
+    (``diff -r``), then the source renamed to ``member.leaving`` and only then removed: a
+    rerun finds either the source whole or nothing of it but ``member.leaving``."""
+    return sh('set -e; umask 077; mkdir -p "$(dirname "$2")"; '
+              'if [ -e "$1" ]; then '
+              'if [ "$(stat -c %d "$1")" = "$(stat -c %d "$(dirname "$2")")" ]; then '
+              'mv -T "$1" "$2"; else '
+              'if [ ! -e "$2" ]; then rm -rf "$2.partial"; cp -a "$1" "$2.partial"; '
+              'mv -T "$2.partial" "$2"; fi; '
+              'diff -rq "$1" "$2"; mv -T "$1" "$1.leaving"; fi; fi; '
+              'if [ -e "$1.leaving" ] && [ -e "$2" ]; then rm -rf "$1.leaving"; fi; '
+              'mkdir -p -m 0700 "$3"; test ! -e "$1"', member_dir, moved, data_dir)

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .executor import Summary
-from .model import Check, InspectReport, MemberState, MinorityRead, id_hex
+from .model import InspectReport, MemberState, MinorityRead, id_hex
 from .plan import BACKGROUND, Plan
 
 
@@ -78,7 +78,7 @@ def _last_log(m: MemberState) -> str:
 _MEMBERS: tuple[Column, ...] = (
     ("member", "left", True), ("host", "left", True), ("etcd", "left", False),
     ("version", "left", True), ("last log\nterm/index", "right", False),
-    ("revision", "right", False), ("inventory", "left", False))
+    ("revision", "right", False), ("checks", "left", False))
 _DETAILS: tuple[Column, ...] = (
     ("member", "left", True), ("read", "left", False), ("member ID", "left", False),
     ("term", "right", False), ("commit", "right", False), ("applied", "right", False),
@@ -96,7 +96,7 @@ def inspect_table(report: InspectReport, console: Console, verbose: bool = False
                                           if m.storage_version else "")
         table.add_row(*(Text(cell) for cell in (
             m.name, m.host, _etcd(m), version, _last_log(m), _fmt(m.revision),
-            _checks(m.checks, m.reachable))),
+            _checks(m))),
             style=style)
     console.print(table, soft_wrap=False)  # a long title wraps too
     if verbose:
@@ -113,6 +113,12 @@ def inspect_table(report: InspectReport, console: Console, verbose: bool = False
                 console.print(_line(f"  {m.name}: ", ("inventory mismatch", "red"),
                                     f": {c.field} is {c.inventory!r} in the inventory, "
                                     f"{c.host!r} in {c.source}"))
+        for h in m.host_checks:
+            if not h.ok:
+                console.print(_line(f"  {m.name}: ", (f"{h.check} check failed", "red"),
+                                    f": {h.subject}: {h.found}. {h.fix}"))
+            elif h.warn or h.found.startswith("not checked"):
+                console.print(_line(f"  {m.name}: {h.check}: {h.subject}: {h.found}"))
         if m.error:
             console.print(_line(f"  {m.name}: ", (m.error, "red")))
         for note in m.notes:
@@ -137,12 +143,17 @@ def minority_line(m: MinorityRead) -> Text:
     return _line(("WARNING", "bold yellow"), f": {m.line()}")
 
 
-def _checks(checks: tuple[Check, ...], reachable: bool) -> str:
-    """The inventory against the host: "ok (7)" (checks), or how many differ."""
-    if not reachable:
+def _checks(m: MemberState) -> str:
+    """The inventory against the host, and whether etcd can start there: "ok (16)" (checks
+    made), or how many differ from the inventory and how many host checks failed."""
+    if not m.reachable:
         return "-"
-    bad = [c for c in checks if not c.ok]
-    return f"{len(bad)} differ" if bad else f"ok ({len(checks)})"
+    bad = [c for c in m.checks if not c.ok]
+    failed = [h for h in m.host_checks if not h.ok]
+    if not bad and not failed:
+        return f"ok ({len(m.checks) + len(m.host_checks)})"
+    return ", ".join(x for x in (f"{len(bad)} differ" if bad else "",
+                                 f"{len(failed)} failed" if failed else "") if x)
 
 
 def plan_table(plan: Plan, console: Console) -> None:

@@ -13,7 +13,7 @@ import shlex
 
 from .actions import Action, WriteFile
 from .inventory import Inventory, Member
-from .plan import BACKGROUND, Plan, StepKind, run_dir
+from .plan import BACKGROUND, COMMANDS_LOCK, Plan, StepKind, run_dir
 from .runtimes.base import runtime_for
 
 _PREDICATES = r"""retry() {  # retry SECONDS COMMAND...: run COMMAND until it succeeds
@@ -125,7 +125,11 @@ def environment(plan: Plan, inv: Inventory) -> list[str]:
                    f'{shlex.quote(inv.auth.password_file)})"')
     lines = ["# etcdctl talks to the members' client URLs: run this where they are reachable",
              "# (or forward them over SSH first). Commands on hosts run as root through `on`",
-             "# (no input) and `feed` (stdin passed on).", *env]
+             "# (no input) and `feed` (stdin passed on).",
+             f"# Commands that can take time run under flock on {COMMANDS_LOCK}, each in a",
+             "# session of its own (setsid; its pid, run and step in commands.pid): one that",
+             "# goes on after an interruption (Ctrl-C, a lost connection) is waited for, not",
+             "# raced, when its block is pasted again.", *env]
     for fn, flag in (("on", "-n "), ("feed", "")):
         lines.append(f"{fn}() {{")
         lines.append('  local h=$1; shift; case "$h" in')
@@ -156,12 +160,18 @@ def _verify_block(plan: Plan, inv: Inventory, members: list[str]) -> list[str]:
     return lines
 
 
-def plan_markdown(plan: Plan, inv: Inventory) -> str:
-    """A runbook a person can follow by hand, with the same effect as the tool's actions."""
+def plan_markdown(plan: Plan, inv: Inventory, plan_id: str | None = None,
+                  command: str | None = None) -> str:
+    """A runbook a person can follow by hand, with the same effect as the tool's actions.
+    ``plan_id``, ``command``: the plan's ID and the command that has the tool carry out
+    exactly this plan."""
     out = [f"# Recovery runbook: cluster `{plan.cluster}` ({plan.runtime})", "",
            f"- Run id: `{plan.run_id}` (state on each host under `{run_dir(plan.run_id)}`)",
            f"- Member to keep: **{plan.chosen}** - {plan.reason}",
            f"- State fingerprint: `{plan.fingerprint}`",
+           *([f"- Plan ID: `{plan_id}`"] if plan_id else []),
+           *([f"- To have the tool carry out exactly this plan instead: `{command}`"]
+             if command else []),
            *[f"- Advisory: {line}" for line in plan.advisories], "",
            "Do the steps in order, in one bash session. Do not go on when a command fails: "
            "stop and look.", "", "## Environment", "", "```sh", *environment(plan, inv),

@@ -19,6 +19,7 @@ from .errors import TransportError
 from .inspect import TransportFactory, ssh_transport
 from .inventory import Inventory, Member
 from .live import EtcdClient
+from .plan import probe_argv
 from .transport.base import CommandResult, Transport
 
 ClientFactory = Callable[[Inventory, Member, Transport], AbstractContextManager[Any]]
@@ -97,6 +98,20 @@ class Session:
         res = self.run(name, ["pgrep", "-x", "etcd"], check=False, timeout=10)
         pids = res.stdout.decode().split()
         return int(pids[0]) if res.exit_status == 0 and pids else None
+
+    def command_holder(self, name: str) -> tuple[str, str, str] | None:
+        """The guarded command that holds the host's command lock now, as (pid, run, step),
+        or None when none does (plan.COMMANDS_LOCK)."""
+        res = self.run(name, probe_argv(), check=False, timeout=10)
+        words = res.stdout.decode(errors="replace").split()
+        if res.exit_status != 0:
+            raise TransportError(name, "cannot read the host's command lock: "
+                                       + (res.stderr.decode(errors="replace").strip()
+                                          or f"exit status {res.exit_status}"))
+        if words[:1] != ["busy"]:
+            return None
+        pid, run, step = (*words[1:4], "?", "?", "?")[:3]
+        return pid, run, step
 
     def runs_without_force(self, name: str) -> bool | None:
         """True: etcd runs without --force-new-cluster; False: it runs with it; None: no etcd."""

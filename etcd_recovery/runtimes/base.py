@@ -41,6 +41,10 @@ class Runtime(Protocol):
         the staged file is already in place, it only makes sure etcd is started."""
         ...
 
+    def log_argv(self, m: Member, lines: int) -> list[str]:
+        """The last ``lines`` lines etcd wrote (its stderr, where it logs), newest last."""
+        ...
+
     def config_flags(self, text: str, file: str) -> dict[str, str]:
         ...
 

@@ -31,3 +31,14 @@ class StaticPod(_ConfigEdits):
         # The kubelet starts the pod when the manifest appears or changes.
         return sh('set -e; if [ -e "$1" ]; then chmod 0600 "$1"; mv "$1" "$2"; fi; '
                   'test -e "$2"', staged, self.config_path(m))
+
+    def log_argv(self, m: Member, lines: int) -> list[str]:
+        # The container's log: crictl where a CRI runtime runs it; else the kubelet's own copy
+        # (/var/log/pods/<namespace>_<pod>_<uid>/etcd/<restart>.log, the newest first), or the
+        # lab's kubelet-lite (/var/log/pods/etcd.log).
+        return sh('n="$1"; if command -v crictl >/dev/null 2>&1 && '
+                  'id=$(crictl ps -a --name "^etcd$" -q 2>/dev/null | head -n 1) && '
+                  '[ -n "$id" ]; then crictl logs --tail "$n" "$id" 2>&1; exit 0; fi; '
+                  'f=$(ls -t /var/log/pods/*_etcd-*/etcd/*.log /var/log/pods/etcd.log '
+                  '2>/dev/null | head -n 1); [ -n "$f" ] && tail -n "$n" "$f"; exit 0',
+                  str(lines))

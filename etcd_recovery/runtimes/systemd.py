@@ -31,3 +31,8 @@ class Systemd(_ConfigEdits):
         return sh('set -e; if [ -e "$1" ]; then chmod 0600 "$1"; mv "$1" "$2"; fi; '
                   'systemctl enable --no-reload "$3"; systemctl restart --no-block "$3"',
                   staged, self.config_path(m), m.unit)
+
+    def log_argv(self, m: Member, lines: int) -> list[str]:
+        # journald keeps the unit's stderr; -o cat: the messages alone, as etcd wrote them.
+        return ["journalctl", "-u", m.unit or "etcd.service", "-n", str(lines), "--no-pager",
+                "-o", "cat"]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from etcd_recovery.lab import builds
-from etcd_recovery.lab.lab import Lab, LabState
+from etcd_recovery.lab.lab import Lab
+from etcd_recovery.lab.state import LabState
 
 CLI = str(Path(sys.executable).parent / "etcd-recovery")
 

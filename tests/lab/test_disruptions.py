@@ -1,6 +1,9 @@
 """Disruptions during a recovery (systemd, etcd 3.5): a second operator's run at the same
 time, the SSH connection dropping in the middle of a step, and a host rebooting during a
-learner add. Each ends in a refused second run or a described stop that --resume finishes."""
+learner add. Each ends in a refused second run or a described stop that --resume finishes.
+The SSH drop waits for the state it needs, etcd-1's backup command running on the host (a
+DB large enough for a backup of seconds); that command goes on after the drop, and the run
+that resumes waits for it instead of starting a second backup beside it."""
 
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from .recovery_scenario import (
     execute_until,
     inventory,
     journal_events,
+    load_values,
     lose_quorum,
+    wait_host_command,
 )
 
 
@@ -31,6 +36,7 @@ def wait_event(lab: LabHandle, event: str, step: str, proc: subprocess.Popen[byt
 
 def test_concurrent_run_ssh_drop_and_reboot(make_lab: Callable[..., LabHandle]) -> None:
     lab = make_lab(members=3, runtime="systemd", version="3.5-old", keys=500)
+    load_values(lab, "etcd-1", 256)   # a backup that lasts seconds, to drop SSH in
     lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=100)
     inv = inventory(lab)
     # The first operator's run holds the lock on every host (and is killed there).
@@ -46,6 +52,7 @@ def test_concurrent_run_ssh_drop_and_reboot(make_lab: Callable[..., LabHandle]) 
     try:
         # The SSH connection to etcd-1 drops while its backup runs.
         wait_event(lab, "step-start", "backup:etcd-1", first)
+        _, run, _ = wait_host_command(lab, "etcd-1", "backup:etcd-1", first)
         lab.lab.exec(lab.state.host("etcd-1"), ["pkill", "-f", "sshd: root@"], check=False)
         # Either the run stops, described, or it reconnects and goes on; in that case it is
         # killed in the middle of etcd-3's learner add.
@@ -72,3 +79,8 @@ def test_concurrent_run_ssh_drop_and_reboot(make_lab: Callable[..., LabHandle]) 
     summary = json.loads(execute(lab, "--resume").stdout)
     assert summary["ok"], summary
     check_recovered(lab, ["etcd-1", "etcd-3"], keys=500, writes=100)
+    # One backup, whole: never two at once in the same directory.
+    code, out = lab.lab.exec(lab.state.host("etcd-1"), [
+        "sh", "-c", f"cd /var/lib/etcd-recovery/{run}/backup && b2sum --quiet -c B2SUMS && "
+                    "ls -A"], check=False)
+    assert code == 0 and out.split() == ["B2SUMS", "data", "etcd.env"], out

@@ -17,7 +17,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from etcd_recovery import __version__, cli
+from etcd_recovery import __version__, cli, planid
 from etcd_recovery.errors import EXIT_DRY_RUN, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from etcd_recovery.inventory import dump_inventory
 
@@ -168,7 +168,9 @@ def test_a_dry_run_has_its_own_exit_code(planned: tuple[Path, Any]) -> None:
     assert res.exit_code == EXIT_DRY_RUN == 4, res.output
     assert EXIT_DRY_RUN not in (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED)
     assert "Add --confirm" in res.stderr and the_plan.steps[0].id in res.stderr
-    assert not (inv.parent / ".etcd-recovery").exists()  # nothing journaled, nothing run
+    jdir = inv.parent / ".etcd-recovery"  # nothing journaled, nothing run: only the plan
+    assert sorted(p.relative_to(jdir).as_posix() for p in jdir.rglob("*")) == [  # shown, kept
+        "plans", f"plans/{planid.plan_id(the_plan, pa_inventory('static-pod'))}.json"]
 
 
 def test_plan_save_writes_the_plan_mode_0600(planned: tuple[Path, Any],
@@ -185,7 +187,8 @@ def test_plan_save_writes_the_plan_mode_0600(planned: tuple[Path, Any],
         os.umask(old_umask)
     assert res.exit_code == 0, res.output
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
-    assert json.loads(saved.read_text()) == the_plan.to_json()
+    assert json.loads(saved.read_text()) == {
+        "plan_id": planid.plan_id(the_plan, pa_inventory("static-pod")), **the_plan.to_json()}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".plan.json")] == []
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from etcd_recovery.crosscheck import check_member, mismatches, process_flags
 from etcd_recovery.inventory import Member, SshTarget
-from etcd_recovery.lab.lab import LabHost, etcd_flags, static_pod_manifest, systemd_env
+from etcd_recovery.lab.configs import etcd_flags, static_pod_manifest, systemd_env
+from etcd_recovery.lab.state import LabHost
 
 HOSTS = [LabHost(name=f"etcd-{i}", container=f"c{i}", mgmt_ip=f"10.9.0.{i}",
                  peer_ip=f"10.9.1.{i}") for i in (1, 2, 3)]

@@ -16,7 +16,15 @@ from etcd_recovery.executor import Executor
 from etcd_recovery.inventory import Inventory, Member, SshTarget, TlsFiles
 from etcd_recovery.journal import Journal
 from etcd_recovery.live import LiveStatus, MemberAddResult, MemberInfo
-from etcd_recovery.plan import LOCK_PATH, Plan, Step, StepKind, lock_argv, unlock_argv
+from etcd_recovery.plan import (
+    LOCK_PATH,
+    Plan,
+    Step,
+    StepKind,
+    lock_argv,
+    probe_argv,
+    unlock_argv,
+)
 from etcd_recovery.transport.fake import FakeTransport
 
 RUN = "r1"
@@ -136,10 +144,12 @@ def test_resume_in_the_middle_of_a_step_runs_only_what_is_left(tmp_path: Path) -
     w.hosts["b"].expect(["pgrep", "-x", "etcd"], "41\n")
     w.hosts["b"].expect(["pgrep", "-x", "etcd"], exit_status=1)
     w.hosts["b"].expect(["record", "done"])
+    w.hosts["b"].expect(probe_argv())  # no earlier command holds the host's command lock
     assert ex.run().ok
-    # The fence itself is not run again; the wait polled until etcd had gone.
+    # The fence itself is not run again; the wait polled until etcd had gone; before its
+    # first command on the host, the resumed run made sure no earlier one still runs there.
     assert w.hosts["b"].commands == [("pgrep", "-x", "etcd"), ("pgrep", "-x", "etcd"),
-                                     ("record", "done")]
+                                     tuple(probe_argv()), ("record", "done")]
     started = [d["action"] for e, _, d in events(tmp_path) if e == "action-start"]
     assert started == [1, 2, 3]  # 1 from before the kill, then 2 and 3
 
@@ -302,3 +312,66 @@ def test_a_background_failure_stops_the_run_before_its_host_is_touched(tmp_path:
     ev = events(tmp_path)
     assert ("step-failed", "bg:b") in [(e, s) for e, s, _ in ev]
     assert "after:b" not in {s for _, s, _ in ev}
+
+
+def backup_step(timeout: float = 60.0) -> Step:
+    return Step(id="backup:b", phase="backup", kind=StepKind.BACKUP, host="b", title="t",
+                precondition="p", check="c",
+                actions=(Run("b", ("guarded", "backup"), timeout), Run("b", ("record",), 0.1)))
+
+
+def resumed_backup(w: World, tmp: Path, timeout: float = 60.0) -> tuple[Executor, list[str]]:
+    plan = Plan(cluster="c", runtime="systemd", run_id=RUN, chosen="a", reason="r",
+                fingerprint="f", steps=(backup_step(timeout),), unreachable=(),
+                rejoin_later=(), inventory="inv.yaml")
+    logged: list[str] = []
+    ex = Executor(inv(), plan, Journal.create(tmp, plan), factory=w.factory,
+                  client_factory=w.client_factory, log=logged.append)
+    ex.journal.append("run-start")
+    ex.journal.append("step-start", "backup:b")
+    ex.journal.append("action-start", "backup:b", action=1)   # killed in the middle of it
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    return ex, logged
+
+
+def test_a_resumed_step_waits_for_the_command_an_earlier_run_left_running(
+        tmp_path: Path) -> None:
+    w = World()
+    ex, logged = resumed_backup(w, tmp_path)
+    b = w.hosts["b"]
+    for out in (f"busy 4242 {RUN} backup:b\n", f"busy 4242 {RUN} backup:b\n", ""):
+        b.expect(probe_argv(), out)   # still running, still running, then ended
+    b.expect(["guarded", "backup"])
+    b.expect(["record"])
+    assert ex.run().ok
+    # The step's command ran again only once the earlier one had ended, and only then.
+    assert b.commands == [("pgrep", "-x", "etcd"), *[tuple(probe_argv())] * 3,
+                          ("guarded", "backup"), ("record",)]
+    assert "b: waiting for the backup started by an earlier run (pid 4242) to end" in logged
+    assert any(line.startswith("b: the backup started by an earlier run ended after")
+               for line in logged), logged
+    got = [(e, d.get("pid"), d.get("earlier_step")) for e, _, d in events(tmp_path)
+           if e in ("waiting-for-earlier", "earlier-ended")]
+    assert got == [("waiting-for-earlier", "4242", "backup:b"), ("earlier-ended", "4242", None)]
+
+
+def test_an_earlier_command_that_never_ends_stops_the_run_before_anything_runs(
+        tmp_path: Path) -> None:
+    w = World()
+    ex, _ = resumed_backup(w, tmp_path, timeout=0.3)
+    w.hosts["b"].expect(probe_argv(), "busy 4242 other-run backup:b\n")
+    with pytest.raises(Exception, match=r"b: the backup started by run other-run \(pid 4242\) "
+                                        r"still runs after 0 s.*kill -- -4242 on b"):
+        ex.run()
+    assert ("guarded", "backup") not in w.hosts["b"].commands
+
+
+def test_a_fresh_run_does_not_probe_for_earlier_commands(tmp_path: Path) -> None:
+    w = World()
+    w.hosts["b"].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    w.hosts["b"].expect(["guarded", "backup"])
+    w.hosts["b"].expect(["record"])
+    assert executor(w, (backup_step(),), tmp_path).run().ok
+    # (its run id is new: no command of it can be running anywhere; a guarded command
+    # still waits on the host for any other's, by itself)
+    assert tuple(probe_argv()) not in w.hosts["b"].commands

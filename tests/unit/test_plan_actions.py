@@ -21,7 +21,8 @@ from etcd_recovery.choose import decide
 from etcd_recovery.errors import FormatError
 from etcd_recovery.formats import pb
 from etcd_recovery.inventory import Inventory, Member, SshTarget, TlsFiles
-from etcd_recovery.lab.lab import LabHost, etcd_flags, static_pod_manifest, systemd_env
+from etcd_recovery.lab.configs import etcd_flags, static_pod_manifest, systemd_env
+from etcd_recovery.lab.state import LabHost
 from etcd_recovery.model import InspectReport, MemberState, PeerView, Quorum, WalTail
 from etcd_recovery.plan import Plan, make_plan, make_rejoin_plan
 from etcd_recovery.render import plan_table

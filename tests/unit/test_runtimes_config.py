@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etcd_recovery.errors import FormatError, UsageError
-from etcd_recovery.lab.lab import LabHost, etcd_flags, static_pod_manifest, systemd_env
+from etcd_recovery.lab.configs import etcd_flags, static_pod_manifest, systemd_env
+from etcd_recovery.lab.state import LabHost
 from etcd_recovery.runtimes.config import (
     FLAG_FORCE_NEW_CLUSTER,
     config_flags,

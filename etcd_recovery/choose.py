@@ -27,6 +27,11 @@ and the executor takes it again, with this same function, from the disks once ev
 is fenced. ``prefer`` (the member already planned) breaks a tie first, so a re-check never
 swaps one equally up-to-date log for another.
 
+The guarantee has a condition: an acknowledged write is on a quorum of voters' disks, so it is
+on some log read only when the members *not* read could not have made a quorum on their own
+(with an odd number of voters: a majority read). When they could, no rule can see what they
+alone hold; ``minority_read`` says so, and the plan and inspect show it in one line.
+
 Refusals (the caller exits 3): no member readable; members disagree on the cluster ID; a data
 dir is corrupt beyond a torn tail; the cluster still has quorum (nothing to recover); figures
 read from disk that no single raft history can produce (a member knows an index committed
@@ -36,9 +41,10 @@ beyond the most up-to-date log).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from .formats.wal import term_at
-from .model import Decision, MemberState, Quorum, id_hex
+from .model import Decision, MemberState, MinorityRead, Quorum, id_hex
 
 OVERRIDE_QUORUM_FLAG = "--allow-quorum"
 
@@ -60,7 +66,45 @@ def _sort_key(m: MemberState, prefer: str | None) -> tuple[object, ...]:
 
 def decide(members: Sequence[MemberState], quorum: Quorum, allow_quorum: bool = False,
            prefer: str | None = None) -> Decision:
-    """The member to keep, and why; or a refusal. See the module docstring for the rule."""
+    """The member to keep, and why; or a refusal. See the module docstring for the rule.
+    ``members``: every inventory member, those that could not be read too (the minority
+    check counts them)."""
+    d = _decide(members, quorum, allow_quorum, prefer)
+    return replace(d, minority=minority_read(members, d.ranking))
+
+
+def minority_read(members: Sequence[MemberState], ranking: Sequence[str] = ()
+                  ) -> MinorityRead | None:
+    """Were too few voting members read for raft's guarantee? Not None when the voters whose
+    data was not read (unreachable, unreadable, corrupt, excluded, or not in the inventory)
+    could have made a quorum by themselves: a write acknowledged by them alone may be on none
+    of the logs read. The voters are the membership as the best-ranked member with a
+    membership view sees it (learners do not vote); without any view, the members given."""
+    by_name = {m.name: m for m in members}
+    by_id = {m.member_id: m for m in members if m.member_id is not None}
+    order = [by_name[n] for n in ranking if n in by_name] + \
+        [m for m in members if m.name not in ranking]
+    view = next((m.membership for m in order if m.membership), ())
+    voters: list[tuple[str, MemberState | None]] = []
+    if view:
+        for p in view:
+            if p.is_learner:
+                continue
+            state = by_id.get(p.id) or (by_name.get(p.name) if p.name else None)
+            voters.append((state.name if state else (p.name or format(p.id, "x")), state))
+    else:
+        voters = [(m.name, m) for m in members if not m.is_learner]
+    read = tuple(n for n, s in voters if s is not None and s.readable and not s.corrupt)
+    not_read = tuple(n for n, _ in voters if n not in read)
+    need = len(voters) // 2 + 1
+    if not read or len(not_read) < need:
+        return None
+    return MinorityRead(voters=tuple(n for n, _ in voters), read=read, not_read=not_read,
+                        quorum=need)
+
+
+def _decide(members: Sequence[MemberState], quorum: Quorum, allow_quorum: bool,
+            prefer: str | None) -> Decision:
     readable = [m for m in members if m.readable and not m.corrupt]
     ranked = sorted(readable, key=lambda m: _sort_key(m, prefer), reverse=True)
     ranking = tuple(m.name for m in ranked)

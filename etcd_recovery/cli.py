@@ -17,6 +17,7 @@ from rich.text import Text
 from . import __version__
 from .errors import (
     EXIT_DRY_RUN,
+    EXIT_FAILED,
     EXIT_REFUSED,
     EtcdRecoveryError,
     FormatError,
@@ -512,7 +513,7 @@ def _start_journal(the_plan: Any, pid: str, bound: bool, confirm: bool, jdir: Pa
     With it: open the run's journal, its run-start recording whether the run is bound to a
     reviewed plan; a run that is not (bare --confirm) shows its steps and ID first."""
     from .journal import Journal
-    from .render import plan_table
+    from .render import minority_line, plan_table
 
     if not confirm:
         plan_table(the_plan, err)
@@ -525,6 +526,8 @@ def _start_journal(the_plan: Any, pid: str, bound: bool, confirm: bool, jdir: Pa
         plan_table(the_plan, err)
         err.print(f"plan ID {pid}: not bound to a reviewed plan (--confirm without a plan "
                   "ID derives the plan and runs it in one go)", markup=False)
+    elif the_plan.minority_read:  # plan_table said it above when not bound
+        err.print(minority_line(the_plan.minority_read))
     err.print(f"run {the_plan.run_id}: plan {pid}" + (" (as reviewed)" if bound else "")
               + f"; keep {the_plan.chosen}; {len(the_plan.steps)} steps (journal in {jdir})",
               markup=False)
@@ -636,39 +639,29 @@ def rejoin(name: Annotated[str, typer.Argument(metavar="MEMBER",
 def verify(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
     """Check that the cluster is whole and consistent.
 
-    Expected voting members only, all healthy, the same revision, equal HashKV, no alarms, no
-    --force-new-cluster left. Exit 0 when all of it holds, 1 when something does not.
+    The membership as a member reads it; on each member of it: voting, a leader, no errors,
+    the same revision and equal HashKV, no alarms, no --force-new-cluster left. Exit 0 when
+    every member of the membership was checked and all of it holds; 1 when something does
+    not, or a member of the membership could not be checked.
     """
     from .session import Session, reachable_members
-    from .verify import verify_cluster
+    from .verify import verify_standalone
 
     inv = guarded(lambda: load_inventory(inventory, check_files=True))
     names, unreachable = guarded(lambda: reachable_members(inv))
 
-    def run() -> list[str]:
-        if not names:
-            return ["no member is reachable over SSH"]
+    def run() -> Any:
         with Session(inv) as session:
-            return verify_cluster(session, names, None)
+            return verify_standalone(session, names, unreachable)
 
-    problems = guarded(run)
+    report = guarded(run)
     if output is Output.json:
-        print_json({"ok": not problems, "problems": problems, "checked": names,
-                    "unreachable": unreachable})
+        print_json(report.to_json(str(inventory)))
     else:
-        for name, why in unreachable.items():
-            out.print(f"not checked (unreachable, bring it back with `etcd-recovery rejoin "
-                      f"{name}`): {why}", markup=False)
-    if output is Output.json:
-        pass
-    elif problems:
-        for p in problems:
-            out.print(f"FAIL: {p}", markup=False)
-    else:
-        out.print(f"cluster {inv.name}: all {len(inv.members)} members healthy and "
-                  "consistent", markup=False)
-    if problems:
-        raise typer.Exit(1)
+        for line in report.lines(str(inventory)):
+            out.print(line, markup=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @inventory_app.command("check")

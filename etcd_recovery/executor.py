@@ -690,7 +690,8 @@ class Executor:
 
     def _lock_refused(self, step: Step, n: int, a: Run, res: CommandResult) -> None:
         path = step.params["path"]
-        holder = self.session.run(a.host, ["cat", path], check=False).stdout.decode().strip()
+        read = self.session.run(a.host, ["cat", path], check=False)
+        holder = read.stdout.decode(errors="replace").strip() if read.exit_status == 0 else ""
         if holder == self.plan.run_id:
             return
         # Release the locks this step took before this host (the unlock step's command).
@@ -701,9 +702,11 @@ class Executor:
                                 argv=list(unlock))
             with contextlib.suppress(TransportError):
                 self.session.run(done.host, unlock, check=False)
-        raise RefusedError(f"{a.host}: another recovery holds the lock {path} (run "
-                           f"{holder!r}); if that run is dead, take the lock over with "
-                           "--take-over-lock")
+        if holder:
+            raise RefusedError(f"{a.host}: another recovery holds the lock {path} (run "
+                               f"{holder!r}); if that run is dead, take the lock over with "
+                               "--take-over-lock")
+        raise lock_failure(a.host, path, res, read)
 
     def prepare_backup(self, step: Step) -> dict[int, str]:
         if self.session.etcd_pid(step.host or "") is not None:
@@ -831,6 +834,22 @@ class Executor:
         problems = verify_cluster(self.session, step.params["members"], keys)
         if problems:
             raise StepFailed("verification failed: " + "; ".join(problems))
+
+
+def lock_failure(host: str, path: str, take: CommandResult, read: CommandResult
+                 ) -> EtcdRecoveryError:
+    """Why taking the lock failed when no other run's ID is in the lock file: the lock
+    command's own error (sudo refused, a read-only or full disk, ...), said as it is. A lock
+    file that exists but names no run is refused as a stale lock."""
+    lines = take.stderr_text().strip().splitlines()
+    why = (f"{lines[-1]} (exit {take.exit_status})" if lines
+           else f"exit {take.exit_status}, no error output")
+    if read.exit_status == 0:
+        return RefusedError(f"{host}: the lock file {path} exists but names no run (a run "
+                            f"that stopped while taking it?); taking it said: {why}. If no "
+                            "recovery is running, take it over with --take-over-lock")
+    return StepFailed(f"{host}: could not take the recovery lock {path}: {why}; no other run "
+                      "holds it")
 
 
 def _find(members: list[MemberInfo], peer_url: str) -> MemberInfo | None:

@@ -485,7 +485,9 @@ def inspect_cluster(inv: Inventory, factory: TransportFactory = ssh_transport,
         quorum = replace(quorum, leader_name=names.get(quorum.leader_id))
     decision = decide(states, quorum, allow_quorum=allow_quorum, prefer=prefer)
     if decision.refused not in ("cluster-id", "corrupt"):  # those say more, so they win
-        decision = _inventory_refusal(inv, states) or _host_refusal(states) or decision
+        refusal = _inventory_refusal(inv, states) or _host_refusal(states)
+        if refusal is not None:
+            decision = replace(refusal, minority=decision.minority)
     return InspectReport(cluster=inv.name, members=states, quorum=quorum, decision=decision,
                          elapsed_s=time.monotonic() - t0)
 

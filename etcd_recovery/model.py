@@ -182,6 +182,54 @@ class Quorum:
     leader_name: str | None = None
 
 
+def _and(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+@dataclass(frozen=True)
+class MinorityRead:
+    """Too few voting members were read for raft's guarantee: the members not read could
+    have made a quorum on their own, so a write they alone acknowledged may be on none of the
+    logs read (with an odd number of voters: fewer than a majority read)."""
+
+    voters: tuple[str, ...]      # the voting members (membership as the best log sees it)
+    read: tuple[str, ...]        # those whose data was read
+    not_read: tuple[str, ...]    # the others: unreachable, unreadable, corrupt or excluded
+    quorum: int                  # how many voters make a quorum
+
+    def line(self) -> str:
+        """One line naming what is at stake, for the plan and inspect."""
+        need, rest = self.quorum, self.not_read
+        who = _and(rest) if len(rest) == need else f"any {need} of {_and(rest)}"
+        back = len(rest) - need + 1   # hosts that must come back for the guarantee to hold
+        if back == 1:
+            which = "either host" if len(rest) == 2 else "any one of those hosts"
+        else:
+            which = f"{back} of those hosts"
+        return (f"only {len(self.read)} of {len(self.voters)} voting members read "
+                f"({_and(self.read)}): writes acknowledged by {who} alone may be lost; if "
+                f"{which} can come back, waiting for {'it' if back == 1 else 'them'} is safer")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"voters": list(self.voters), "read": list(self.read),
+                "not_read": list(self.not_read), "quorum": self.quorum,
+                "message": self.line()}
+
+    @classmethod
+    def from_json(cls, d: Any) -> MinorityRead | None:
+        """The object ``to_json`` wrote (a saved plan's), or None when ``d`` is not one."""
+        if not isinstance(d, dict) or set(d) != {"voters", "read", "not_read", "quorum",
+                                                 "message"}:
+            return None
+        lists = [d["voters"], d["read"], d["not_read"]]
+        if not all(isinstance(x, list) and all(isinstance(y, str) for y in x) for x in lists) \
+                or not isinstance(d["quorum"], int) or isinstance(d["quorum"], bool) \
+                or not d["read"] or not d["not_read"] or d["quorum"] < 1:
+            return None
+        found = cls(tuple(d["voters"]), tuple(d["read"]), tuple(d["not_read"]), d["quorum"])
+        return found if d["message"] == found.line() else None
+
+
 @dataclass(frozen=True)
 class Decision:
     chosen: str | None
@@ -190,6 +238,7 @@ class Decision:
     refused: str | None = None      # why the tool refuses to go on (exit 3), if it does
     ranking: tuple[str, ...] = ()   # readable members, best first
     provisional: bool = False       # rests on a running member: taken again after fencing
+    minority: MinorityRead | None = None   # too few voters read for raft's guarantee
 
 
 @dataclass(frozen=True)
@@ -215,5 +264,7 @@ class InspectReport:
             "refused": self.decision.refused,
             "ranking": list(self.decision.ranking),
             "provisional": self.decision.provisional,
+            "minority_read": (self.decision.minority.to_json()
+                              if self.decision.minority else None),
             "elapsed_s": round(self.elapsed_s, 3),
         }

@@ -47,7 +47,7 @@ from .actions import (
 from .errors import FormatError, RefusedError, UsageError
 from .formats.walwrite import hardstate_frame
 from .inventory import Inventory, Member
-from .model import InspectReport, MemberState, NewBinary, PeerView, WalTail, id_hex
+from .model import InspectReport, MemberState, MinorityRead, NewBinary, PeerView, WalTail, id_hex
 from .runtimes import config as rconf
 from .runtimes.base import Runtime, runtime_for, sh
 
@@ -164,7 +164,8 @@ class Step:
 
 
 _PLAN_KEYS = {"version", "cluster", "runtime", "run_id", "chosen", "reason", "fingerprint",
-              "inventory", "unreachable", "rejoin_later", "advisories", "steps"}
+              "inventory", "unreachable", "rejoin_later", "advisories", "minority_read",
+              "steps"}
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ class Plan:
     rejoin_later: tuple[str, ...]
     inventory: str
     advisories: tuple[str, ...] = ()   # one line per etcd-version fact the plan answers
+    minority_read: MinorityRead | None = None   # too few voters read: what may be lost
     version: int = PLAN_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -189,6 +191,7 @@ class Plan:
                 "unreachable": list(self.unreachable),
                 "rejoin_later": list(self.rejoin_later),
                 "advisories": list(self.advisories),
+                "minority_read": self.minority_read.to_json() if self.minority_read else None,
                 "steps": [s.to_json() for s in self.steps]}
 
     @classmethod
@@ -215,6 +218,10 @@ class Plan:
             if not isinstance(d[key], list) or not all(isinstance(x, str) for x in d[key]):
                 raise FormatError(file, 0, f"not a valid plan: {key!r} must be a list of "
                                            "strings")
+        minority = MinorityRead.from_json(d["minority_read"])
+        if d["minority_read"] is not None and minority is None:
+            raise FormatError(file, 0, "not a valid plan: 'minority_read' must be null or the "
+                                       "object plan -o json writes")
         if not isinstance(d["steps"], list):
             raise FormatError(file, 0, "not a valid plan: 'steps' must be a list")
         steps = tuple(Step.from_json(s, f"{file}: step {i + 1}")
@@ -223,7 +230,7 @@ class Plan:
                    chosen=d["chosen"], reason=d["reason"], fingerprint=d["fingerprint"],
                    inventory=d["inventory"], unreachable=tuple(d["unreachable"]),
                    rejoin_later=tuple(d["rejoin_later"]),
-                   advisories=tuple(d["advisories"]), steps=steps)
+                   advisories=tuple(d["advisories"]), minority_read=minority, steps=steps)
 
     def first_difference(self, other: Plan) -> str | None:
         """Where two plans differ in what they would do (run ids aside), or None."""
@@ -542,7 +549,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     return Plan(cluster=inv.name, runtime=inv.runtime, run_id=run_id, chosen=chosen.name,
                 reason=d.reason, fingerprint=fingerprint(report), steps=tuple(steps),
                 unreachable=unreachable, rejoin_later=unreachable, inventory=inv.path,
-                advisories=tuple(a.line() for a in advs))
+                advisories=tuple(a.line() for a in advs), minority_read=d.minority)
 
 
 def install_binary_argv(new: NewBinary, rdir: str) -> list[str]:

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .executor import Summary
-from .model import InspectReport, MemberState, id_hex
+from .model import InspectReport, MemberState, MinorityRead, id_hex
 from .plan import BACKGROUND, Plan
 
 
@@ -126,6 +126,8 @@ def inspect_table(report: InspectReport, console: Console, verbose: bool = False
     versions = sorted({m.etcd_version for m in report.members if m.etcd_version})
     if len(versions) > 1:
         console.print(_line(f"members run different etcd versions: {', '.join(versions)}"))
+    if report.decision.minority:
+        console.print(minority_line(report.decision.minority))
     if report.decision.refused:
         console.print(_line(("REFUSED", "bold red"),
                             f" ({report.decision.refused}): {report.decision.reason}"))
@@ -134,6 +136,11 @@ def inspect_table(report: InspectReport, console: Console, verbose: bool = False
                             f" - {report.decision.reason}"))
     console.print(_line(f"inspected {len(report.members)} members in "
                         f"{report.elapsed_s:.2f} s"))
+
+
+def minority_line(m: MinorityRead) -> Text:
+    """Too few voting members read: the one line naming what is at stake."""
+    return _line(("WARNING", "bold yellow"), f": {m.line()}")
 
 
 def _checks(m: MemberState) -> str:
@@ -156,6 +163,8 @@ def plan_table(plan: Plan, console: Console) -> None:
                         f"({plan.runtime}); keep ", (plan.chosen, "bold"), f": {plan.reason}"))
     for line in plan.advisories:
         console.print(_line(f"advisory: {line}"))
+    if plan.minority_read:
+        console.print(minority_line(plan.minority_read))
     table = _table(None, (("#", "right", False), ("step", "left", True),
                           ("what it does", "left", True)), show_lines=True, table_box=box.SQUARE)
     for i, s in enumerate(plan.steps, 1):

@@ -1,11 +1,19 @@
-"""Verification: is the cluster whole and consistent? Reads only."""
+"""Verification: is the cluster whole and consistent? Reads only.
+
+``verify_cluster`` is the plan's final check (the members the plan expects, and the key count
+right after the restore). ``verify_standalone`` is ``etcd-recovery verify``: it reads the
+cluster's membership from a member that answers, runs the same checks on the members of that
+membership it can reach, and counts only those: a member of the membership it could not check
+makes the verification incomplete (not ok). It has no key count to compare with.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .errors import EtcdApiError, StepFailed, TransportError
 from .runtimes import config as rconf
@@ -37,14 +45,16 @@ def poll(fn: Callable[[], T | None], timeout: float, what: str, first: float = 0
 
 
 def verify_cluster(s: Session, expected: list[str], keys_before: int | None,
-                   timeout: float = 30.0) -> list[str]:
-    """Every check of the final verification; returns the problems found (empty: all good)."""
+                   timeout: float = 30.0, unchecked: Collection[str] = ()) -> list[str]:
+    """Every check of the final verification; returns the problems found (empty: all good).
+    ``unchecked``: members known to be in the membership that are not checked here (the
+    caller reports them); the membership is expected to be ``expected`` and those."""
     problems: list[str] = []
     c = s.client(expected[0])
     members = c.member_list(serializable=False)
-    names = sorted(x.name for x in members)
-    if names != sorted(expected):
-        problems.append(f"members are {names}, expected {sorted(expected)}")
+    names = sorted(_member_label(x) for x in members)
+    if names != sorted([*expected, *unchecked]):
+        problems.append(f"members are {names}, expected {sorted([*expected, *unchecked])}")
     learners = [x.name for x in members if x.is_learner]
     if learners:
         problems.append(f"learners remain: {learners}")
@@ -96,3 +106,128 @@ def verify_cluster(s: Session, expected: list[str], keys_before: int | None,
         if count < keys_before:
             problems.append(f"{count} keys, fewer than the {keys_before} counted before")
     return problems
+
+
+@dataclass(frozen=True)
+class StandaloneReport:
+    """What ``etcd-recovery verify`` found. ``checked``: the members of the cluster's
+    membership whose checks ran; ``not_checked``: members of the membership it could not
+    check (name -> why); ``outside``: inventory members that are neither reachable nor in the
+    membership (name -> why: a lost host, brought back with rejoin)."""
+
+    cluster: str
+    membership: tuple[str, ...]
+    checked: tuple[str, ...]
+    problems: tuple[str, ...]
+    not_checked: Mapping[str, str] = field(default_factory=dict)
+    outside: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Every member of the membership checked, and no check failed."""
+        return not self.problems and not self.not_checked and bool(self.checked)
+
+    def to_json(self, inventory: str) -> dict[str, Any]:
+        return {"ok": self.ok, "problems": list(self.problems), "checked": list(self.checked),
+                "membership": list(self.membership), "not_checked": dict(self.not_checked),
+                "unreachable": {**self.not_checked, **self.outside},
+                "rejoin": {n: rejoin_command(n, inventory) for n in self.outside}}
+
+    def lines(self, inventory: str) -> list[str]:
+        """What a person reads: each member not checked and why, each problem, then one line
+        that counts only what was checked."""
+        out = [f"{n}: not checked: {why}; it is a member of the cluster, so the cluster is "
+               "not verified: bring it back, then verify again" for n, why in
+               self.not_checked.items()]
+        out += [f"{n}: not checked: {why}; it is not in the cluster's membership: once it is "
+                f"back, bring it in with `{rejoin_command(n, inventory)}`"
+                for n, why in self.outside.items()]
+        out += [f"FAIL: {p}" for p in self.problems]
+        n, total = len(self.checked), len(self.membership)
+        if self.ok:
+            out.append(f"cluster {self.cluster}: all {n} members of its membership "
+                       f"({', '.join(self.checked)}) healthy and consistent")
+        elif not self.problems and self.checked:
+            out.append(f"cluster {self.cluster}: NOT VERIFIED: the {n} of {total} members "
+                       f"checked ({', '.join(self.checked)}) are healthy and consistent; "
+                       f"{', '.join(self.not_checked)} not checked")
+        else:
+            out.append(f"cluster {self.cluster}: NOT VERIFIED: {len(self.problems)} "
+                       f"problem(s) above; {n} of {total} members of its membership checked"
+                       + (f"; {', '.join(self.not_checked)} not checked"
+                          if self.not_checked else ""))
+        return out
+
+
+def rejoin_command(name: str, inventory: str) -> str:
+    return f"etcd-recovery rejoin {name} -i {inventory}"
+
+
+def _member_label(m: Any) -> str:
+    """A member list entry's name; an added member that never started has none."""
+    return str(m.name) if m.name else f"(unstarted member {m.id:x})"
+
+
+def _why(exc: EtcdApiError | TransportError) -> str:
+    """An error without the member's name in front (a transport's label); the caller names
+    the member."""
+    return exc.detail if isinstance(exc, TransportError) else str(exc)
+
+
+def _answers(s: Session, name: str) -> str | None:
+    """None when the member's etcd answers Status, else why not."""
+    try:
+        s.client(name).status()
+        return None
+    except (EtcdApiError, TransportError) as exc:
+        s.drop_client(name)
+        return _why(exc)
+
+
+def verify_standalone(s: Session, reachable: Sequence[str], unreachable: Mapping[str, str],
+                      timeout: float = 30.0) -> StandaloneReport:
+    """``etcd-recovery verify``: the membership as a member that answers reads it, then the
+    checks of ``verify_cluster`` on the reachable members of it; see the module docstring."""
+    cluster = s.inv.name
+    problems: list[str] = []
+    membership: list[str] | None = None
+    silent: dict[str, str] = {}
+    for n in reachable:
+        try:
+            membership = [_member_label(m) for m in s.client(n).member_list(serializable=False)]
+            break
+        except (EtcdApiError, TransportError) as exc:
+            s.drop_client(n)
+            silent[n] = _why(exc)
+    if membership is None:
+        problems.append("no member's etcd answered a linearizable member list: " + "; ".join(
+            f"{n}: {why}" for n, why in silent.items()) if silent else
+            "no member is reachable over SSH")
+        return StandaloneReport(cluster, (), (), tuple(problems),
+                                not_checked=dict(unreachable))
+    in_cluster = set(membership)
+    inventory = {m.name for m in s.inv.members}
+    not_checked = {n: why for n, why in unreachable.items() if n in in_cluster}
+    outside = {n: why for n, why in unreachable.items() if n not in in_cluster}
+    for n in reachable:
+        if n not in in_cluster:
+            problems.append(f"{n} is in the inventory but not in the cluster's membership: "
+                            f"bring it in with `{rejoin_command(n, s.inv.path)}`")
+    for n in membership:
+        if n not in inventory:
+            problems.append(f"{n} is in the cluster's membership but not in the inventory "
+                            f"{s.inv.path}: not checked")
+    checked = [n for n in reachable if n in in_cluster and n not in not_checked]
+    with ThreadPoolExecutor(max_workers=max(1, len(checked))) as pool:
+        answers = dict(zip(checked, pool.map(lambda n: _answers(s, n), checked), strict=True))
+    for n, why in answers.items():
+        if why is not None:
+            problems.append(f"{n}: etcd does not answer: {why}")
+    checked = [n for n in checked if answers[n] is None]
+    if checked:
+        unknown = [n for n in membership if n not in inventory]
+        problems += verify_cluster(s, checked, None, timeout,
+                                   unchecked=[*not_checked, *unknown,
+                                              *(n for n, why in answers.items() if why)])
+    return StandaloneReport(cluster, tuple(membership), tuple(checked), tuple(problems),
+                            not_checked=not_checked, outside=outside)

@@ -239,6 +239,24 @@ def test_any_survivors_keep_everything_a_survivor_knows_committed(s: Scenario) -
 
 @SETTINGS
 @given(scenarios(majority=False))
+def test_a_write_is_lost_only_where_the_plan_says_a_minority_was_read(s: Scenario) -> None:
+    """With every member given (those that did not survive as unreachable), the decision
+    names a minority read exactly when the members not read could make a quorum alone; and
+    whenever the kept log lacks an acknowledged entry, it names one."""
+    survived = {d.name for d in s.survivors}
+    states = s.states() + [MemberState(name=nd.name, host=f"h-{nd.name}", reachable=False)
+                           for nd in s.cluster.nodes if nd.name not in survived]
+    d = decide(states, NOQ)
+    assert d.chosen == decide(s.states(), NOQ).chosen, d.reason
+    unread = s.history.n - len(s.survivors)
+    assert (d.minority is not None) == (unread >= s.cluster.majority)
+    if not has_all(s.disk(d.chosen), acked_entries(s.cluster)):
+        assert d.minority is not None, d.reason
+        event("the kept log lacks an acknowledged entry (minority read)")
+
+
+@SETTINGS
+@given(scenarios(majority=False))
 def test_ties_are_reported_and_prefer_breaks_them_only(s: Scenario) -> None:
     d = decide(s.states(), NOQ)
     best = newest(eligible(s))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping, Sequence
 
+from . import etcdflags
 from .errors import FormatError
 from .inventory import Member
 from .model import Check
@@ -22,28 +23,10 @@ from .runtimes import config as rconf
 
 
 def process_flags(cmdline: bytes, environ: bytes) -> dict[str, str]:
-    """etcd's flags from /proc/PID/cmdline and its ETCD_* environment (flags win, as in
-    etcd's own flag parsing)."""
-    flags: dict[str, str] = {}
-    for item in environ.split(b"\0"):
-        key, sep, value = item.decode(errors="replace").partition("=")
-        if sep and key.startswith("ETCD_") and key != "ETCD_UNSUPPORTED_ARCH":
-            flags[key[5:].lower().replace("_", "-")] = value
-    args = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
-    i = 1
-    while i < len(args):
-        a = args[i]
-        if a.startswith("--") or (a.startswith("-") and len(a) > 1):
-            name, sep, value = a.lstrip("-").partition("=")
-            if not sep:
-                if i + 1 < len(args) and not args[i + 1].startswith("-"):
-                    value = args[i + 1]
-                    i += 1
-                else:
-                    value = "true"
-            flags[name] = value
-        i += 1
-    return flags
+    """etcd's flags from /proc/PID/cmdline and its environment, as etcd reads them
+    (etcdflags: the one parser; the command line wins over ETCD_*)."""
+    return etcdflags.parse(etcdflags.argv_from_cmdline(cmdline),
+                           etcdflags.env_from_environ(environ)).flags
 
 
 def _norm(path: str) -> str:

@@ -176,3 +176,15 @@ def own_process(processes: Mapping[int, tuple[Sequence[str], Mapping[str, str]]]
         if data_dir(argv, env) is None:
             return pid
     return None
+
+
+def force_new_cluster_set(flags: Mapping[str, str]) -> bool | None:
+    """A configuration's flags (a manifest's command or an env file, by flag name): does it
+    start etcd with --force-new-cluster? Bare or with a true word: True; a false word or
+    absent: False; anything else: None (etcd would refuse the value)."""
+    value = flags.get("force-new-cluster")
+    if value is None:
+        return False
+    if value in ("", *_TRUE):
+        return True
+    return False if value in _FALSE else None

@@ -2,7 +2,7 @@
 
 Per member (the edge; the parsing and the choice are pure and live elsewhere):
 1. SSH in (strict host keys). Unreachable -> reported as such, not a crash.
-2. Is etcd running? (``pgrep -x etcd`` on the host.)
+2. Is its etcd running? (``pgrep -x etcd``, then the one whose data dir is the member's.)
 3. Running: gRPC through an SSH tunnel to the member's client URL: Status, MemberList
    (serializable, works without quorum), alarms, and a linearizable read to prove quorum.
 4. Stopped, or not answering: read the data dir in place with random-access reads: the last
@@ -41,6 +41,7 @@ from .formats.wal import WalState, read_wal, wal_file_names
 from .inventory import Inventory, Member
 from .live import EtcdClient
 from .model import Decision, InspectReport, MemberState, NewBinary, PeerView, Quorum, WalTail
+from .processes import etcd_processes, own_pid
 from .runtimes import config as rconf
 from .runtimes.base import runtime_for
 from .runtimes.config import manifest_image
@@ -401,21 +402,22 @@ def inspect_member(member: Member, inv: Inventory, factory: TransportFactory = s
     t = factory(member)
     try:
         try:
-            res = t.run(["pgrep", "-x", "etcd"], check=False, timeout=10)
+            procs = etcd_processes(t, member.ssh.sudo)
         except TransportError as exc:  # unreachable, host key refused, auth failed
             return replace(base, error=_why(exc), elapsed_s=time.monotonic() - t0,
                            ssh_refused=isinstance(exc, AccessDenied | HostKeyError | JumpHostError)
                            ), Quorum(False)
-        running = res.exit_status == 0
+        own = own_pid(procs, member.data_dir)   # its own etcd, by data dir (kops runs two)
+        running = own is not None
         if not running and stopped is not None:
             stopped.add(member.name)
-        pids = res.stdout.decode(errors="replace").split() if running else []
+        pids = [str(own)] if own is not None else []
         state, quorum = _read_state(t, member, inv, running, stopped)
         text, error, flags = _host_config(t, member, inv.runtime, pids)
-        own = next((p.name for p in state.membership if p.id == state.member_id and p.name),
-                   None)
+        own_name = next((p.name for p in state.membership
+                         if p.id == state.member_id and p.name), None)
         checks = check_member(member, inv.runtime, runtime_for(inv.runtime).config_path(member),
-                              text, error, flags, own)
+                              text, error, flags, own_name)
         try:
             host_checks = read_host_checks(t, member, inv.runtime, text, pids)
         except TransportError as exc:

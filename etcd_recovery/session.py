@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
+from . import processes
 from .errors import TransportError
 from .inspect import TransportFactory, ssh_transport
 from .inventory import Inventory, Member
@@ -95,9 +96,8 @@ class Session:
                 entry[1].close()
 
     def etcd_pid(self, name: str) -> int | None:
-        res = self.run(name, ["pgrep", "-x", "etcd"], check=False, timeout=10)
-        pids = res.stdout.decode().split()
-        return int(pids[0]) if res.exit_status == 0 and pids else None
+        """The member's own etcd process (by its data dir, among every etcd on the host)."""
+        return processes.own_pid(processes.etcd_processes(self.t(name)), self.m(name).data_dir)
 
     def command_holder(self, name: str) -> tuple[str, str, str] | None:
         """The guarded command that holds the host's command lock now, as (pid, run, step),
@@ -114,15 +114,10 @@ class Session:
         return pid, run, step
 
     def runs_without_force(self, name: str) -> bool | None:
-        """True: etcd runs without --force-new-cluster; False: it runs with it; None: no etcd."""
-        pid = self.etcd_pid(name)
-        if pid is None:
-            return None
-        res = self.run(name, ["sh", "-c", 'tr "\\0" "\\n" < /proc/"$1"/cmdline; '
-                              'tr "\\0" "\\n" < /proc/"$1"/environ', "etcd-recovery",
-                              str(pid)], check=False)
-        text = res.stdout.decode(errors="replace")
-        return not ("--force-new-cluster" in text or "ETCD_FORCE_NEW_CLUSTER=" in text)
+        """True: the member's etcd runs without --force-new-cluster; False: it runs with it (or
+        etcd's config file decides); None: it does not run (etcdflags reads the flags)."""
+        return processes.runs_without_force(processes.etcd_processes(self.t(name)),
+                                            self.m(name).data_dir)
 
     def close(self) -> None:
         for name in list(self._clients):

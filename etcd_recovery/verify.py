@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from . import etcdflags
 from .errors import EtcdApiError, StepFailed, TransportError
-from .runtimes import config as rconf
 from .runtimes.base import runtime_for
 from .session import Session
 
@@ -92,7 +92,7 @@ def verify_cluster(s: Session, expected: list[str], keys_before: int | None,
         text = res.stdout.decode(errors="replace")
         if res.exit_status != 0:
             found.append(f"{n}: cannot read {path}")
-        elif rconf.FLAG_FORCE_NEW_CLUSTER in rt.config_flags(text, path):
+        elif etcdflags.force_new_cluster_set(rt.config_flags(text, path)) is not False:
             found.append(f"{n}: {path} still has --force-new-cluster")
         if not s.runs_without_force(n):
             found.append(f"{n}: etcd is not running, or runs with --force-new-cluster")

@@ -9,9 +9,10 @@ Every call is recorded in ``calls``.  An unscripted command fails the test loudl
 
 from __future__ import annotations
 
+import base64
 import posixpath
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -60,6 +61,23 @@ class FakeTransport:
         else:
             outcome = CommandResult(key, exit_status, _b(stdout), _b(stderr), 0.0)
         self._script.setdefault(key, []).append(outcome)
+
+    def expect_etcd(self, *processes: tuple[int, Sequence[str], Mapping[str, str]]) -> None:
+        """Queue one look at the host's etcd processes (processes.etcd_processes): ``pgrep -x
+        etcd`` and, when some run, the read of their argv and environment."""
+        from ..processes import DUMP
+
+        if not processes:
+            self.expect(["pgrep", "-x", "etcd"], exit_status=1)
+            return
+        pids = [str(pid) for pid, _, _ in processes]
+        self.expect(["pgrep", "-x", "etcd"], "".join(f"{p}\n" for p in pids))
+        lines = []
+        for pid, argv, env in processes:
+            cmd = b"".join(a.encode() + b"\0" for a in argv)
+            envb = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
+            lines += [str(pid), base64.b64encode(cmd).decode(), base64.b64encode(envb).decode()]
+        self.expect(["sh", "-c", DUMP, "etcd-recovery", *pids], "\n".join(lines) + "\n")
 
     def go_down(self, cause: str = "connection refused") -> None:
         """Make every later call raise HostUnreachable."""

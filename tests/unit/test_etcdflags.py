@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from etcd_recovery import etcdflags
 from etcd_recovery.etcdflags import (
     argv_from_cmdline,
     data_dir,
@@ -81,3 +82,12 @@ def test_any_argv_gives_an_answer(argv: list[str], env: dict[str, str]) -> None:
     assert runs_with_force_new_cluster(["etcd", *argv], env) in (True, False, None)
     d = data_dir(["etcd", *argv], env)
     assert d is None or isinstance(d, str)
+
+
+@pytest.mark.parametrize(("flags", "want"), [
+    ({}, False), ({"force-new-cluster": "true"}, True), ({"force-new-cluster": ""}, True),
+    ({"force-new-cluster": "false"}, False), ({"force-new-cluster": "0"}, False),
+    ({"force-new-cluster": "yes"}, None)])
+def test_force_new_cluster_in_a_configuration(flags: dict[str, str], want: bool | None) -> None:
+    """verify's "no --force-new-cluster left": a false value is not left behind."""
+    assert etcdflags.force_new_cluster_set(flags) is want

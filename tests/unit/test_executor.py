@@ -141,15 +141,15 @@ def test_resume_in_the_middle_of_a_step_runs_only_what_is_left(tmp_path: Path) -
     ex.journal.append("step-start", "fence:b")
     ex.journal.append("action-start", "fence:b", action=1)
     ex.journal.append("action-done", "fence:b", action=1)
-    w.hosts["b"].expect(["pgrep", "-x", "etcd"], "41\n")
+    w.hosts["b"].expect_etcd((41, ["etcd", "--data-dir", "/var/lib/etcd"], {}))
     w.hosts["b"].expect(["pgrep", "-x", "etcd"], exit_status=1)
     w.hosts["b"].expect(["record", "done"])
     w.hosts["b"].expect(probe_argv())  # no earlier command holds the host's command lock
     assert ex.run().ok
     # The fence itself is not run again; the wait polled until etcd had gone; before its
     # first command on the host, the resumed run made sure no earlier one still runs there.
-    assert w.hosts["b"].commands == [("pgrep", "-x", "etcd"), ("pgrep", "-x", "etcd"),
-                                     tuple(probe_argv()), ("record", "done")]
+    assert [c[0] for c in w.hosts["b"].commands] == ["pgrep", "sh", "pgrep", probe_argv()[0],
+                                                     "record"]
     started = [d["action"] for e, _, d in events(tmp_path) if e == "action-start"]
     assert started == [1, 2, 3]  # 1 from before the kill, then 2 and 3
 
@@ -174,7 +174,8 @@ def test_a_precondition_that_fails_after_a_change_keeps_the_run_open(tmp_path: P
     w.hosts["b"].expect(["systemctl", "disable", "--now", "etcd.service"])
     w.hosts["b"].expect(["pgrep", "-x", "etcd"], exit_status=1)
     w.hosts["b"].expect(["record", "done"])
-    w.hosts["b"].expect(["pgrep", "-x", "etcd"], "77\n")  # etcd is back before the backup
+    # etcd is back before the backup
+    w.hosts["b"].expect_etcd((77, ["etcd", "--data-dir", "/var/lib/etcd"], {}))
     with pytest.raises(PreconditionError, match="etcd runs again although fenced"):
         executor(w, (fence_step(), backup), tmp_path).run()
     assert ("cp", "-a") not in w.hosts["b"].commands
@@ -185,7 +186,7 @@ def test_a_refusal_before_any_change_closes_the_run(tmp_path: Path) -> None:
     w = World()
     backup = Step(id="backup:b", phase="backup", kind=StepKind.BACKUP, host="b", title="t",
                   precondition="p", check="c", actions=(Run("b", ("cp", "-a"), 60.0),))
-    w.hosts["b"].expect(["pgrep", "-x", "etcd"], "77\n")
+    w.hosts["b"].expect_etcd((77, ["etcd", "--data-dir", "/var/lib/etcd"], {}))
     with pytest.raises(PreconditionError):
         executor(w, (backup,), tmp_path).run()
     assert Journal.current(tmp_path) is None
@@ -207,7 +208,7 @@ def learner_steps() -> tuple[Step, ...]:
 
 def test_a_named_reference_is_resolved_journaled_and_used(tmp_path: Path) -> None:
     w = World()
-    w.hosts["b"].expect(["pgrep", "-x", "etcd"], "5\n")
+    w.hosts["b"].expect_etcd((5, ["etcd", "--data-dir", "/var/lib/etcd"], {}))
     assert executor(w, learner_steps(), tmp_path).run().ok
     assert w.etcd.calls == [("add", ["https://b:2380"]), ("promote", 0xB)]
     assert ("ref-resolved", None, {"name": "learner-id:b", "value": "b"}) in events(tmp_path)
@@ -216,7 +217,7 @@ def test_a_named_reference_is_resolved_journaled_and_used(tmp_path: Path) -> Non
 def test_resume_after_an_add_whose_result_was_never_journaled(tmp_path: Path) -> None:
     w = World()
     w.etcd.members.append(MemberInfo(0xB, "", ("https://b:2380",), (), True))
-    w.hosts["b"].expect(["pgrep", "-x", "etcd"], "5\n")
+    w.hosts["b"].expect_etcd((5, ["etcd", "--data-dir", "/var/lib/etcd"], {}))
     ex = executor(w, learner_steps(), tmp_path)
     ex.journal.append("run-start")
     ex.journal.append("step-start", "learner-add:b")

@@ -74,10 +74,8 @@ class World:
         for n, t in self.hosts.items():
             flags = "ETCD_FORCE_NEW_CLUSTER=true\n" if n in force else ""
             t.expect(["cat", ENV], f"ETCD_NAME={n}\n{flags}")
-            t.expect(["pgrep", "-x", "etcd"], "123\n")
-            t.expect(["sh", "-c", 'tr "\\0" "\\n" < /proc/"$1"/cmdline; '
-                      'tr "\\0" "\\n" < /proc/"$1"/environ', "etcd-recovery", "123"],
-                     "etcd\n--name\n" + n + "\n" + flags)
+            env = {"ETCD_FORCE_NEW_CLUSTER": "true"} if n in force else {}
+            t.expect_etcd((123, ["etcd", "--name", n, "--data-dir", "/var/lib/etcd"], env))
 
     def factory(self, m: Member) -> FakeTransport:
         return self.hosts[m.name]

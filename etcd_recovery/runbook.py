@@ -172,7 +172,9 @@ def plan_markdown(plan: Plan, inv: Inventory, plan_id: str | None = None,
            *([f"- Plan ID: `{plan_id}`"] if plan_id else []),
            *([f"- To have the tool carry out exactly this plan instead: `{command}`"]
              if command else []),
-           *[f"- Advisory: {line}" for line in plan.advisories], "",
+           *[f"- Advisory: {line}" for line in plan.advisories],
+           *([f"- **WARNING:** {plan.minority_read.line()}"] if plan.minority_read else []),
+           "",
            "Do the steps in order, in one bash session. Do not go on when a command fails: "
            "stop and look.", "", "## Environment", "", "```sh", *environment(plan, inv),
            "```", ""]

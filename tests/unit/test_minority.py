@@ -149,6 +149,10 @@ def test_the_plan_carries_it_in_json_and_table_and_reads_it_back() -> None:
     buf = io.StringIO()
     plan_table(full, Console(file=buf, width=400))
     assert "voting members read" not in buf.getvalue()
+    # The runbook says it too, in its header.
+    from etcd_recovery.runbook import plan_markdown
+    assert "- **WARNING:** only 1 of 3 voting members read (etcd-1)" in plan_markdown(plan, inv)
+    assert "WARNING" not in plan_markdown(full, inv)
 
 
 @pytest.mark.parametrize("edit", [

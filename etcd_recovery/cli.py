@@ -867,12 +867,12 @@ def doctor(inventory: InventoryOpt,
            check: Annotated[list[str] | None, typer.Option(
                "--check", metavar="NAME", help="Run only this check (repeatable).")] = None
            ) -> None:
-    """Check a running cluster, and rehearse its recovery, changing nothing.
+    """Check a running cluster and rehearse its recovery.
 
-    etcd-diagnosis' checks (membership, endpoint status, DB quota and fragmentation, read
-    latencies, metrics percentiles) and what only SSH sees (certificates, versions, disk,
-    clocks, membership hygiene, alarms, the recovery rehearsed). Exit 0 all ok, 1 a warning,
-    2 a usage or inventory error, 3 a failed check.
+    Nothing is changed. etcd-diagnosis' checks (membership, endpoint status, DB quota and
+    fragmentation, read latencies, metrics percentiles) and what only SSH sees (certificates,
+    versions, disk, clocks, membership hygiene, alarms, the recovery rehearsed). Exit 0 all
+    ok, 1 a warning, 2 a usage or inventory error, 3 a failed check.
     """
     inv = _load(inventory)
     from .doctor import output as doctor_output

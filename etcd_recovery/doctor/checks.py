@@ -181,7 +181,8 @@ def _member_key(ms: Sequence[MemberInfo]) -> tuple[tuple[object, ...], ...]:
 
 def check_membership(r: ClusterReadings) -> list[Check]:
     lists = {m.name: m.members for m in r.members}
-    missing = {m.name: (m.member_list_error or m.status_error or m.error or "no answer")
+    missing = {m.name: (m.member_list_error or m.status_error or m.error
+                        or (m.ssh.error if m.ssh else None) or "no answer")
                for m in r.members if m.members is None}
     got = {n: ms for n, ms in lists.items() if ms is not None}
     if not got:
@@ -441,7 +442,7 @@ def check_ssh(r: ClusterReadings) -> list[Check]:
         if m.ssh is None or not m.ssh.ok:
             why = (m.ssh.error if m.ssh else None) or m.error or "not tried"
             out.append(Check("ssh", m.name, FAIL, "unreachable",
-                             f"{m.host}: {why}; its other host checks were not run",
+                             f"{why}; its other host checks were not run",
                              value=m.ssh.seconds if m.ssh else None, unit="seconds"))
         elif m.sudo is not None and not m.sudo.ok:
             out.append(Check("ssh", m.name, FAIL, "no root",

@@ -1,6 +1,6 @@
-"""doctor on a real lab (static pods, etcd 3.6, TLS and user/password auth): the healthy lab,
-then each condition made for real, reported with its check and exit code; no secret in any
-output; a host that is gone costs about a second."""
+"""doctor on a real lab (TLS and user/password auth; static pods with etcd 3.6, systemd with an
+old 3.5): the healthy lab, then each condition made for real, reported with its check and
+exit code; no secret in any output; a host that is gone costs about a second."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import yaml
 
 from etcd_recovery.lab import pki
@@ -20,8 +21,6 @@ from etcd_recovery.live import EtcdClient
 from etcd_recovery.proto import etcdserver_pb2 as pb
 
 from .conftest import LabHandle, cli, etcdctl, ssh
-
-CA = "/etc/kubernetes/pki/etcd/ca.crt"   # the lab's kubeadm layout
 
 
 def doctor(lab: LabHandle, *args: str, inventory: str | None = None
@@ -57,21 +56,30 @@ def alarm(lab: LabHandle, action: Any, member_id: int) -> None:
                      pb.AlarmRequest(action=action, memberID=member_id, alarm=pb.NOSPACE))
 
 
-def test_doctor_on_the_lab(make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="static-pod", version="3.6-newest", keys=200, auth=True)
+@pytest.mark.parametrize(("runtime", "build"), [("static-pod", "3.6-newest"),
+                                              ("systemd", "3.5-old")])
+def test_doctor_on_the_lab(make_lab: Callable[..., LabHandle], runtime: str,
+                           build: str) -> None:
+    lab = make_lab(members=3, runtime=runtime, version=build, keys=200, auth=True)
     secrets = [(lab.dir / "etcd-root-password").read_text().strip()]
     for key in (lab.dir / "pki" / "client.key", lab.dir / "ssh" / "id_ed25519"):
         secrets += [x for x in key.read_text().splitlines() if x and "-----" not in x]
 
-    # -- healthy: every check ok but the lab's own layout (its data dir is on the root fs)
+    # -- healthy: every check ok but the lab's own layout (its data dir is on the root fs),
+    # and, on etcd 3.5.16, the patch release that fixes the bugs a recovery meets
     proc, rep = doctor(lab)
-    assert bad(rep) == {("data-dir-fs", f"etcd-{i}"): "warn" for i in (1, 2, 3)}, rep
+    expected = {("data-dir-fs", f"etcd-{i}"): "warn" for i in (1, 2, 3)}
+    if build == "3.5-old":
+        expected |= {("versions", f"etcd-{i}"): "warn" for i in (1, 2, 3)}
+        assert row(rep, "versions", "etcd-1")["figure"].endswith("move to 3.5.25")
+        assert row(rep, "metric-range", "etcd-1")["figure"] == "not exported"
+    assert bad(rep) == expected, rep
     assert proc.returncode == 1 and rep["exit_code"] == 1
     assert rep["elapsed_s"] < 15
     assert row(rep, "rehearse-plan")["status"] == "ok"
     assert row(rep, "membership")["figure"] == "3 members, same on all"
     assert row(rep, "metric-wal-fsync", "etcd-1")["details"]["count"] > 0
-    others = sorted({c["check"] for c in rep["checks"]} - {"data-dir-fs"})
+    others = sorted({c["check"] for c in rep["checks"]} - {"data-dir-fs", "versions"})
     proc, sub = doctor(lab, *[a for n in others for a in ("--check", n)])
     assert proc.returncode == 0 and sub["status"] == "ok" and bad(sub) == {}
     # no secret in any output: the etcd password, the client key, the SSH key
@@ -87,18 +95,20 @@ def test_doctor_on_the_lab(make_lab: Callable[..., LabHandle]) -> None:
             assert s not in text
 
     # -- a certificate that expires soon: a CA bundle whose first certificate has 20 days
+    ca = next(p for p in row(rep, "certificates", "etcd-2")["details"]["files"]
+              if p.endswith("/ca.crt"))
     soon = pki.make_ca("doctor-soon", validity=dt.timedelta(days=20))
     b64 = base64.b64encode(soon.cert_pem).decode()
     ip2 = lab.ip("etcd-2")
-    res = ssh(lab.dir, ip2, f"cp {CA} /root/ca.orig && echo {b64} | base64 -d > /root/soon "
-                            f"&& cat /root/soon /root/ca.orig > {CA}.new && mv {CA}.new {CA}")
+    res = ssh(lab.dir, ip2, f"cp {ca} /root/ca.orig && echo {b64} | base64 -d > /root/soon "
+                            f"&& cat /root/soon /root/ca.orig > {ca}.new && mv {ca}.new {ca}")
     assert res.returncode == 0, res.stderr
     proc, rep = doctor(lab, "--check", "certificates")
     c = row(rep, "certificates", "etcd-2")
     assert (c["status"], proc.returncode) == ("warn", 1), c
     assert c["figure"].startswith(("19 days", "20 days")) and "ca.crt" in c["figure"]
     assert row(rep, "certificates", "etcd-1")["status"] == "ok"
-    assert ssh(lab.dir, ip2, f"cp /root/ca.orig {CA}").returncode == 0
+    assert ssh(lab.dir, ip2, f"cp /root/ca.orig {ca}").returncode == 0
 
     # -- an alarm raised (NOSPACE, through the Maintenance API)
     st = json.loads(etcdctl(lab.dir, "endpoint status -w json",

@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FormatError, RefusedError, UsageError
+from .hostchecks import HostCheck
 from .inventory import Inventory
 from .model import (
     Check,
     Decision,
     InspectReport,
     MemberState,
+    MinorityRead,
     NewBinary,
     PeerView,
     Quorum,
@@ -366,6 +368,7 @@ def _member_from(d: Mapping[str, Any]) -> MemberState:
     v["membership"] = tuple(PeerView(p["id"], p["name"], tuple(p["peer_urls"]),
                                      p["is_learner"]) for p in v.get("membership", ()))
     v["checks"] = tuple(Check(**c) for c in v.get("checks", ()))
+    v["host_checks"] = tuple(HostCheck(**c) for c in v.get("host_checks", ()))
     v["wal_tail"] = WalTail(**v["wal_tail"]) if v.get("wal_tail") else None
     v["term_starts"] = tuple(tuple(x) for x in v.get("term_starts", ()))
     for key in ("alarms", "removed_ids", "notes"):
@@ -376,6 +379,10 @@ def _member_from(d: Mapping[str, Any]) -> MemberState:
 def report_from(d: Mapping[str, Any]) -> InspectReport:
     dec = dict(d["decision"])
     dec["ranking"] = tuple(dec.get("ranking", ()))
+    if dec.get("minority") is not None:
+        m = dict(dec["minority"])
+        dec["minority"] = MinorityRead(tuple(m["voters"]), tuple(m["read"]),
+                                       tuple(m["not_read"]), m["quorum"])
     return InspectReport(d["cluster"], tuple(_member_from(m) for m in d["members"]),
                          Quorum(**d["quorum"]), Decision(**dec))
 

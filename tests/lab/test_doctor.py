@@ -32,9 +32,19 @@ def doctor(lab: LabHandle, *args: str, inventory: str | None = None
     return proc, report
 
 
+# Latencies etcd measures itself: on a machine running other lab tests at once they can pass
+# a threshold for real (a warning, never a failure here); every other check must be exact.
+LOAD = {"metric-wal-fsync", "metric-backend-commit", "metric-apply", "metric-peer-rtt"}
+
+
 def bad(report: dict[str, Any]) -> dict[tuple[str, str | None], str]:
-    return {(c["check"], c["member"]): c["status"] for c in report["checks"]
-            if c["status"] != "ok"}
+    found = {(c["check"], c["member"]): c["status"] for c in report["checks"]
+             if c["status"] != "ok"}
+    return {k: v for k, v in found.items() if not (k[0] in LOAD and v == "warn")}
+
+
+def load_warned(report: dict[str, Any]) -> bool:
+    return any(c["check"] in LOAD and c["status"] == "warn" for c in report["checks"])
 
 
 def row(report: dict[str, Any], check: str, member: str | None = None) -> dict[str, Any]:
@@ -81,7 +91,8 @@ def test_doctor_on_the_lab(make_lab: Callable[..., LabHandle], runtime: str,
     assert row(rep, "metric-wal-fsync", "etcd-1")["details"]["count"] > 0
     others = sorted({c["check"] for c in rep["checks"]} - {"data-dir-fs", "versions"})
     proc, sub = doctor(lab, *[a for n in others for a in ("--check", n)])
-    assert proc.returncode == 0 and sub["status"] == "ok" and bad(sub) == {}
+    assert bad(sub) == {}, sub
+    assert (proc.returncode, sub["status"]) == ((1, "warn") if load_warned(sub) else (0, "ok"))
     # no secret in any output: the etcd password, the client key, the SSH key
     outputs = [proc.stdout, proc.stderr]
     for fmt in ("table", "prometheus"):

@@ -54,8 +54,26 @@ def test_cli_killed_mid_backup_then_resumed_at_once(make_lab: Callable[..., LabH
     assert [e for e in events if e["event"] == "run-start"][0]["detail"]["chosen"] == "etcd-1"
     assert not any(e["event"] == "step-done" and e["step"] == "backup:etcd-1" for e in events)
 
-    resumed = subprocess.run([CLI, "execute", "-i", inventory(lab), "--confirm", "--resume",
-                              "-o", "json"], capture_output=True, text=True, timeout=900)
+    # The earlier command is held (SIGSTOP to its process group: the guard runs it under
+    # setsid) until the resumed run says it waits for it, so that it cannot end first however
+    # fast this machine copies; then it goes on (SIGCONT) and the resumed run with it.
+    code, out = lab.lab.exec(h1, ["kill", "-STOP", "--", f"-{pid}"], check=False)
+    assert code == 0, out
+    mark = len(journal_events(lab))
+    proc = subprocess.Popen([CLI, "execute", "-i", inventory(lab), "--confirm", "--resume",
+                             "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(e["event"] == "waiting-for-earlier"
+                      for e in journal_events(lab)[mark:]):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the resumed run never waited for the backup"
+            time.sleep(0.05)
+    finally:
+        lab.lab.exec(h1, ["kill", "-CONT", "--", f"-{pid}"], check=False)
+    stdout, stderr = proc.communicate(timeout=900)
+    resumed = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     t_done = time.monotonic()
     summary = json.loads(resumed.stdout)
     assert summary["ok"], (summary, resumed.stderr)

@@ -376,3 +376,32 @@ def test_a_saved_plan_may_carry_its_id_and_nothing_else_extra() -> None:
         Plan.from_json({"plan_id": 5, **d})
     with pytest.raises(FormatError, match="unexpected bound"):
         Plan.from_json({"bound": True, **d})
+
+
+def test_the_planning_inputs_come_back_as_they_were_recorded() -> None:
+    """A resumed run re-plans from the recorded inspection: every nested record (host
+    checks, the minority line, the WAL tail, membership) comes back typed, not as dicts, and
+    equal to what was recorded."""
+    from etcd_recovery.choose import minority_read
+    from etcd_recovery.hostchecks import HostCheck
+    from etcd_recovery.model import Check, WalTail
+
+    rep = pa_report()
+    first = replace(rep.members[0],
+                    host_checks=(HostCheck("etcd-1", "port", "peer port 2380", False,
+                                           "in use", "stop what holds it"),),
+                    checks=(Check("etcd-1", "data_dir", "/var/lib/etcd", "/var/lib/etcd",
+                                  "manifest", True),),
+                    wal_tail=WalTail("/var/lib/etcd/member/wal/0.wal", 4096, 7, 100, 2, 1),
+                    term_starts=((1, 1), (9, 2)))
+    members = (first, *rep.members[1:])
+    minority = minority_read([m if m is first else replace(m, source=None, commit_index=None)
+                              for m in members])
+    assert minority is not None
+    report = replace(rep, members=members,
+                     decision=replace(rep.decision, minority=minority))
+    recorded = json.dumps(planid.inputs_json(report, None)["report"])
+    back = planid.report_from(json.loads(recorded))
+    assert back == report
+    assert isinstance(back.decision.minority, type(minority))
+    assert isinstance(back.members[0].host_checks[0], HostCheck)

@@ -851,6 +851,45 @@ def inventory_import(
     _write_discovered(hosts, common, cluster, output_file, fetch_client_cert, str(source))
 
 
+# ------------------------------------------------------------------------------- doctor
+
+class DoctorOutput(StrEnum):
+    table = "table"
+    json = "json"
+    prometheus = "prometheus"
+
+
+@app.command()
+def doctor(inventory: InventoryOpt,
+           output: Annotated[DoctorOutput, typer.Option(
+               "--output", "-o", help="table, json (a stable schema) or prometheus (the "
+               "node_exporter textfile collector format).")] = DoctorOutput.table,
+           check: Annotated[list[str] | None, typer.Option(
+               "--check", metavar="NAME", help="Run only this check (repeatable).")] = None
+           ) -> None:
+    """Check a running cluster and rehearse its recovery.
+
+    Nothing is changed. etcd-diagnosis' checks (membership, endpoint status, DB quota and
+    fragmentation, read latencies, metrics percentiles) and what only SSH sees (certificates,
+    versions, disk, clocks, membership hygiene, alarms, the recovery rehearsed). Exit 0 all
+    ok, 1 a warning, 2 a usage or inventory error, 3 a failed check.
+    """
+    inv = _load(inventory)
+    from .doctor import output as doctor_output
+    from .doctor.run import check_names
+    from .doctor.run import doctor as run_doctor
+
+    names = guarded(lambda: check_names(check or []))
+    report = guarded(lambda: run_doctor(inv, names))
+    if output is DoctorOutput.json:
+        print_json(report.to_json())
+    elif output is DoctorOutput.prometheus:
+        sys.stdout.write(doctor_output.prometheus(report))
+    else:
+        doctor_output.table(report, out)
+    raise typer.Exit(report.exit_code)
+
+
 # ------------------------------------------------------------------------------------ lab
 
 def _lab(lab_dir: Path) -> Any:

@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TypeVar
 
 from . import choose
 from .actions import Action, AppendWal, EtcdCall, Run, Wait, WriteFile, shell_join
+from .conditions import KIND_CONDITIONS
 from .errors import (
     EtcdApiError,
     EtcdRecoveryError,
@@ -145,17 +146,23 @@ class Executor:
         self._probe_hosts = False
         self._settled: set[str] = set()
         self._settle_lock = threading.Lock()
-        # Each step kind's precondition (which may find actions already in effect) and its
-        # check after the actions; kinds without one have only their actions.
+        # Each precondition's checker (conditions.py lists each step kind's; a checker may
+        # find actions already in effect), and each kind's check after its actions.
         k = StepKind
-        self._prepare: dict[StepKind, Callable[[Step], dict[int, str]]] = {
-            k.PREFLIGHT: self.prepare_preflight, k.PREFLIGHT_REJOIN: self.prepare_preflight_rejoin,
-            k.BACKUP: self.prepare_backup, k.ALIGN_COMMIT: self.prepare_align_commit,
-            k.FORCE_NEW_CLUSTER: self.prepare_force_new_cluster,
-            k.RESTART_PLAIN: self.prepare_restart_plain, k.REMOVE_STALE: self.prepare_remove_stale,
-            k.REMOVE_OLD: self.prepare_remove_old, k.MOVE_ASIDE: self.prepare_move_aside,
-            k.LEARNER_ADD: self.prepare_learner_add, k.START_LEARNER: self.prepare_start_learner,
-            k.PROMOTE: self.prepare_promote}
+        self._checks: dict[str, Callable[[Step], dict[int, str]]] = {
+            "as-planned": self.prepare_preflight, "rejoin-needed": self.prepare_preflight_rejoin,
+            "lock-free": self.check_lock_free, "reachable": self.check_reachable,
+            "etcd-stopped": self.check_etcd_stopped,
+            "backed-up": self.check_backed_up, "wal-as-planned": self.prepare_align_commit,
+            "others-fenced": self.check_others_fenced,
+            "kept-newest": self.prepare_force_new_cluster,
+            "kept-healthy-or-plain": self.prepare_restart_plain,
+            "kept-healthy": self.check_kept_healthy,
+            "no-unknown-members": self.prepare_remove_stale,
+            "members-before": self.prepare_learner_add,
+            "members-after": self.check_first_wait, "data-empty": self.prepare_start_learner,
+            "etcd-running": self.prepare_promote, "all-done": self.check_all_done,
+            "verified": self.check_verified}
         self._finish: dict[StepKind, Callable[[Step], None]] = {
             k.FORCE_NEW_CLUSTER: self.finish_force_new_cluster, k.VERIFY: self.finish_verify}
 
@@ -364,9 +371,16 @@ class Executor:
         return False
 
     # ------------------------------------------------------------------ one step
+    def preconditions(self, step: Step) -> dict[int, str]:
+        """Check the step's preconditions, its kind's conditions in order (conditions.py, the
+        list the plan shows); returns the actions found already in effect (resumed)."""
+        in_effect: dict[int, str] = {}
+        for key in KIND_CONDITIONS[step.kind.value]:
+            in_effect |= self._checks[key](step)
+        return in_effect
+
     def run_step(self, step: Step, acts_done: set[tuple[str, int]]) -> None:
-        prepare = self._prepare.get(step.kind)
-        in_effect: dict[int, str] = prepare(step) if prepare else {}
+        in_effect = self.preconditions(step)
         for n, action in enumerate(step.actions, 1):
             if (step.id, n) in acts_done:
                 continue
@@ -708,32 +722,76 @@ class Executor:
                                "--take-over-lock")
         raise lock_failure(a.host, path, res, read)
 
-    def prepare_backup(self, step: Step) -> dict[int, str]:
-        if self.session.etcd_pid(step.host or "") is not None:
-            raise PreconditionError(f"{step.host}: etcd runs again although fenced; stopping")
+    def check_reachable(self, step: Step) -> dict[int, str]:
+        self.session.run(step.host or "", ["true"], timeout=30)
         return {}
 
-    def _require_all_fenced(self, except_: str | None = None) -> None:
-        names = [n for n in self.plan.steps[0].params["members"] if n != except_]
+    def check_etcd_stopped(self, step: Step) -> dict[int, str]:
+        if self.session.etcd_pid(step.host or "") is not None:
+            raise PreconditionError(f"{step.host}: etcd runs again although fenced; stopping, "
+                                    "nothing done to it")
+        return {}
+
+    def check_backed_up(self, step: Step) -> dict[int, str]:
+        name = step.host or ""
+        sums = posixpath.join(self.rdir, "backup", "B2SUMS")
+        if self.session.run(name, ["test", "-f", sums], check=False).exit_status != 0:
+            raise PreconditionError(f"{name}: no verified backup at {sums}")
+        return {}
+
+    def check_others_fenced(self, step: Step) -> dict[int, str]:
+        names = [n for n in self.plan.steps[0].params["members"] if n != step.host]
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             pids = list(pool.map(self.session.etcd_pid, names))
         for name, pid in zip(names, pids, strict=True):
             if pid is not None:
                 raise PreconditionError(f"{name}: etcd is running although it was fenced")
+        return {}
 
-    def _require_fenced_and_backed_up(self, name: str) -> None:
-        """Precondition of every step that writes into or moves a data dir."""
-        if self.session.etcd_pid(name) is not None:
-            raise PreconditionError(f"{name}: etcd runs although fenced; not touching its data")
-        sums = posixpath.join(self.rdir, "backup", "B2SUMS")
-        if self.session.run(name, ["test", "-f", sums], check=False).exit_status != 0:
-            raise PreconditionError(f"{name}: no verified backup at {sums}")
+    def check_kept_healthy(self, step: Step) -> dict[int, str]:
+        c = self.session.client(step.host or "")
+        st = c.status()
+        if st.leader != st.member_id:
+            raise PreconditionError(f"{step.host} does not lead (leader {st.leader:x})")
+        c.get(b"/etcd-recovery/probe", serializable=False)
+        return {}
+
+    def check_first_wait(self, step: Step) -> dict[int, str]:
+        """members-after: checked by the step's first action, a wait for the member list."""
+        first = step.actions[0] if step.actions else None
+        if not (isinstance(first, Wait) and first.condition == "members-are"):
+            raise PreconditionError(f"{step.id}: its first action is not the wait for the "
+                                    "member list that checks its precondition")
+        return {}
+
+    def check_all_done(self, step: Step) -> dict[int, str]:
+        done = done_steps(self.journal.events())
+        before = [s.id for s in self.plan.steps[:self.plan.steps.index(step)]]
+        missing = [sid for sid in before if sid not in done]
+        if missing:
+            raise PreconditionError(f"{step.id}: steps not done before it: "
+                                    + ", ".join(missing))
+        return {}
+
+    def check_verified(self, step: Step) -> dict[int, str]:
+        done = done_steps(self.journal.events())
+        verify = [s.id for s in self.plan.steps if s.kind is StepKind.VERIFY]
+        if not verify or any(v not in done for v in verify):
+            raise PreconditionError(f"{step.id}: the verify step has not passed")
+        return {}
+
+    def check_lock_free(self, step: Step) -> dict[int, str]:
+        """lock-free: checked by the step's own actions, which take the lock only where it
+        is free (a race-free test on the host); a refusal names the run that holds it."""
+        if not step.actions or not all(isinstance(a, Run) for a in step.actions):
+            raise PreconditionError(f"{step.id}: its actions are not the lock commands that "
+                                    "check its precondition")
+        return {}
 
     def prepare_align_commit(self, step: Step) -> dict[int, str]:
         name = step.host or ""
         if not step.actions:
             return {}
-        self._require_fenced_and_backed_up(name)
         a = step.actions[0]
         if not isinstance(a, AppendWal) or a.offset < 0:
             return {}
@@ -752,7 +810,7 @@ class Executor:
         name = step.host or ""
         if self.session.runs_without_force(name) is False:
             # Resumed after the start: the restore is under way; only wait for it.
-            self._require_all_fenced(except_=name)
+            self.check_others_fenced(step)
             why = "etcd already runs with --force-new-cluster (resumed)"
             wait = next(i for i, a in enumerate(step.actions, 1) if isinstance(a, Wait))
             return {i: why for i in range(1, wait)}
@@ -780,7 +838,7 @@ class Executor:
         if self.session.runs_without_force(step.host or ""):
             why = "etcd already runs without --force-new-cluster (resumed)"
             return {1: why, 2: why}
-        return {}
+        return self.check_kept_healthy(step)
 
     def prepare_remove_stale(self, step: Step) -> dict[int, str]:
         planned = {int(a.member_id, 16) for a in step.actions
@@ -794,15 +852,6 @@ class Executor:
                     "removed: make a new plan")
         return {}
 
-    def prepare_remove_old(self, step: Step) -> dict[int, str]:
-        if self.session.etcd_pid(step.host or "") is not None:
-            raise PreconditionError(f"{step.host}: etcd runs although fenced")
-        return {}
-
-    def prepare_move_aside(self, step: Step) -> dict[int, str]:
-        self._require_fenced_and_backed_up(step.host or "")
-        return {}
-
     def prepare_learner_add(self, step: Step) -> dict[int, str]:
         add = step.actions[1]
         assert isinstance(add, EtcdCall) and add.peer_url
@@ -812,9 +861,14 @@ class Executor:
         return {}
 
     def prepare_start_learner(self, step: Step) -> dict[int, str]:
-        if self.session.etcd_pid(step.host or "") is not None:
+        name = step.host or ""
+        if self.session.etcd_pid(name) is not None:
             why = "etcd already runs (resumed)"
             return {2: why, 3: why}
+        member_dir = posixpath.join(self.session.m(name).data_dir, "member")
+        if self.session.run(name, ["test", "-e", member_dir], check=False).exit_status == 0:
+            raise PreconditionError(f"{name}: {member_dir} exists; a learner starts from an "
+                                    "empty data dir (the move-aside step moves it)")
         return {}
 
     def prepare_promote(self, step: Step) -> dict[int, str]:

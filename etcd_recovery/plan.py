@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from . import versions
+from . import conditions, versions
 from .actions import (
     Action,
     AppendWal,
@@ -301,6 +301,12 @@ def fingerprint_facts(report: InspectReport) -> dict[str, dict[str, Any]]:
             for m in sorted(report.members, key=lambda m: m.name)}
 
 
+def with_preconditions(steps: Sequence[Step], chosen: str) -> tuple[Step, ...]:
+    """Each step with the precondition text its kind's conditions render (conditions.py):
+    what the executor checks before the step, clause for clause."""
+    return tuple(replace(s, precondition=conditions.render(s, chosen)) for s in steps)
+
+
 def run_dir(run_id: str) -> str:
     return posixpath.join(STATE_DIR, run_id)
 
@@ -440,7 +446,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
              mutating=False,
              title="Re-check: quorum lost, one cluster ID, the same member to keep, "
                    "enough free disk for backups",
-             precondition="every reachable member answers over SSH",
+             precondition="",
              check=f"no linearizable read succeeds; cluster IDs agree; {chosen.name} still "
                    "has the most up-to-date log; free space >= data size on every host",
              actions=tuple(Run(m.name, tuple(space_argv(m.data_dir)), 60.0) for m in reachable),
@@ -486,9 +492,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                    + (f", with the etcd {etcd_binary.version or '(version unknown)'} build "
                       f"{etcd_binary.path} installed as {etcd_binary.replaces} (the original "
                       "kept in the run directory)" if etcd_binary else ""),
-             precondition="every reachable member is fenced (no etcd running); read from "
-                          f"their disks, {chosen.name} still has the most up-to-date log; its "
-                          "backup exists",
+             precondition="",
              check=f"{chosen.name} is healthy as a one-member cluster: it leads, it is the "
                    "only voting member (a learner etcd left behind, etcd-io/etcd#20893, is "
                    "removed by remove-stale-members), a linearizable read succeeds",
@@ -505,7 +509,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     add(Step(id=f"remove-flag:{chosen.name}", phase="restore", kind=StepKind.RESTART_PLAIN,
              host=chosen.name,
              title=f"Restart {chosen.name} without --force-new-cluster",
-             precondition=f"{chosen.name} is healthy as a one-member cluster",
+             precondition="",
              check=f"{chosen.name} is healthy again and its etcd command line and "
                    "configuration hold no --force-new-cluster",
              actions=(WriteFile(chosen.name, staged, orig, 0o600,
@@ -519,8 +523,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
              host=chosen.name,
              title="Remove every member but the kept one from membership (old members, "
                    "stray learners), where etcd has not already",
-             precondition=f"{chosen.name} is healthy; the member list holds no member the "
-                          "plan does not know",
+             precondition="",
              check=f"the member list holds only {chosen.name}",
              actions=(*(EtcdCall(chosen.name, "member-remove", chosen.client_url,
                                  name=p.name or None, peer_url=(p.peer_urls or (None,))[0],
@@ -547,7 +550,8 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     add(verify_step(expected, keys_before))
     add(unlock_step(run_id, reachable))
     return Plan(cluster=inv.name, runtime=inv.runtime, run_id=run_id, chosen=chosen.name,
-                reason=d.reason, fingerprint=fingerprint(report), steps=tuple(steps),
+                reason=d.reason, fingerprint=fingerprint(report),
+                steps=with_preconditions(steps, chosen.name),
                 unreachable=unreachable, rejoin_later=unreachable, inventory=inv.path,
                 advisories=tuple(a.line() for a in advs), minority_read=d.minority)
 
@@ -566,9 +570,7 @@ def lock_step(run_id: str, members: Sequence[Member], take_over: bool) -> Step:
     return Step(id="lock", phase="preflight", kind=StepKind.LOCK, host=None,
                 title=(f"Take the recovery lock over on {where} (--take-over-lock)" if take_over
                        else f"Take the recovery lock on {where}"),
-                precondition=f"no other run holds {LOCK_PATH} (a stale lock is shown; take it "
-                             "over with --take-over-lock); on a refusal the locks this step "
-                             "took are released again (the unlock step's command)",
+                precondition="",
                 check=f"{LOCK_PATH} holds this run id ({run_id}) on every host",
                 actions=tuple(Run(m.name, argv, 30.0) for m in members),
                 params={"path": LOCK_PATH, "members": [m.name for m in members]})
@@ -576,7 +578,7 @@ def lock_step(run_id: str, members: Sequence[Member], take_over: bool) -> Step:
 
 def unlock_step(run_id: str, members: Sequence[Member]) -> Step:
     return Step(id="unlock", phase="verify", kind=StepKind.UNLOCK, host=None,
-                title="Release the recovery lock", precondition="verify passed",
+                title="Release the recovery lock", precondition="",
                 check=f"{LOCK_PATH} is gone on every host",
                 actions=tuple(Run(m.name, tuple(unlock_argv(run_id)), 30.0) for m in members))
 
@@ -585,7 +587,7 @@ def verify_step(expected: Sequence[str], keys_before: int | None) -> Step:
     return Step(id="verify", phase="verify", kind=StepKind.VERIFY, host=None, mutating=False,
                 title="Verify: expected voting members only, all healthy, same revision, "
                       "equal HashKV, no alarms, no --force-new-cluster left, keys all there",
-                precondition="every step before it is done", check="all of the above hold",
+                precondition="", check="all of the above hold",
                 params={"members": list(expected), "keys_before": keys_before})
 
 
@@ -593,7 +595,7 @@ def fence_step(rt: Runtime, m: Member, run_id: str) -> Step:
     sid = f"fence:{m.name}"
     return Step(id=sid, phase="fence", kind=StepKind.FENCE, host=m.name,
                 title=f"Fence {m.name}: {rt.fence_how(m)}",
-                precondition=f"{m.name} is reachable over SSH",
+                precondition="",
                 check="no etcd process on the host, and its supervisor will not start one",
                 actions=(Run(m.name, tuple(guarded(run_id, sid, rt.fence_argv(m, run_dir(run_id)),
                                                    120.0)), 120.0),
@@ -668,8 +670,7 @@ def align_step(m: Member, st: MemberState, run_id: str) -> Step:
     def step(title: str, target: str, actions: tuple[Action, ...] = ()) -> Step:
         return Step(id=sid, phase="restore", kind=StepKind.ALIGN_COMMIT, host=m.name,
                     title=title, mutating=bool(actions),
-                    precondition=f"etcd is not running on {m.name}; its backup is verified; "
-                                 "the WAL still ends where the plan read it, with no torn tail",
+                    precondition="",
                     check="the WAL's last HardState commit equals max(last index, "
                           "consistent index)",
                     actions=(*actions, host_record(m.name, run_id, sid)) if actions else (),
@@ -712,14 +713,13 @@ def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
              title=f"Move {m.name}'s old data aside to {moved}"
                    + (" (its data is unknown: excluded with --exclude, never used)"
                       if unknown else ""),
-             precondition=f"etcd is not running on {m.name}; its backup is verified",
+             precondition="",
              check=f"{member_dir} no longer exists; the old data is in {moved}",
              actions=(Run(m.name, tuple(move), 600.0),
                       host_record(m.name, run_id, f"move-aside:{m.name}"))),
         Step(id=f"learner-add:{m.name}", phase="rejoin", kind=StepKind.LEARNER_ADD, host=m.name,
              title=f"Add {m.name} back as a learner ({m.peer_url})",
-             precondition="the cluster is healthy, its members are exactly "
-                          f"{', '.join(n for n, _ in members_before)}, and it has no learner",
+             precondition="",
              check=f"the member list holds a learner with peer URL {m.peer_url}",
              actions=(Wait("members-are", via.name, ep, 30.0, _members_arg(members_before)),
                       EtcdCall(via.name, "member-add-learner", ep, name=m.name,
@@ -728,8 +728,7 @@ def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
              host=m.name,
              title=f"Start {m.name} with --initial-cluster-state=existing and "
                    f"--initial-cluster={rconf.initial_cluster(after)}",
-             precondition=f"the member list is exactly {', '.join(n for n, _ in after)} "
-                          f"({m.name} a learner not started yet); its data dir is empty",
+             precondition="",
              check=f"etcd runs on {m.name}",
              actions=(Wait("members-are", via.name, ep, 30.0, _members_arg(after)),
                       WriteFile(m.name, staged, new_config, 0o600,
@@ -740,7 +739,7 @@ def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
                       host_record(m.name, run_id, f"start-learner:{m.name}"))),
         Step(id=f"promote:{m.name}", phase="rejoin", kind=StepKind.PROMOTE, host=m.name,
              title=f"Promote {m.name} once it has caught up",
-             precondition=f"{m.name}'s etcd runs and is a learner",
+             precondition="",
              check=f"{m.name} is a voting member and healthy",
              actions=(EtcdCall(via.name, "member-promote", ep, name=m.name,
                                peer_url=m.peer_url, member_ref=ref, timeout_s=180.0),
@@ -764,7 +763,7 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
              host=None, mutating=False,
              title=f"Re-check: the cluster has quorum (through {via}) and {name} is not a "
                    "healthy voting member; free disk for the backup",
-             precondition=f"{via} and {name} answer over SSH",
+             precondition="",
              check=f"a linearizable read through {via} succeeds",
              actions=(Run(name, tuple(space_argv(m.data_dir)), 60.0),),
              params={"via": via, "name": name}),
@@ -774,7 +773,7 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
         Step(id=f"remove-old:{name}", phase="rejoin", kind=StepKind.REMOVE_OLD, host=name,
              title=f"Remove {name}'s old voting entry from membership"
                    + ("" if old else " (none listed when planned)"),
-             precondition=f"{name}'s etcd is fenced",
+             precondition="",
              check=f"no voting member has {name}'s peer URL {m.peer_url}",
              actions=tuple(EtcdCall(via, "member-remove", via_m.client_url, name=name,
                                     peer_url=m.peer_url, member_id=id_hex(p.id),
@@ -784,7 +783,8 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
         unlock_step(run_id, [m]),
     ]
     return Plan(cluster=inv.name, runtime=inv.runtime, run_id=run_id, chosen=via,
-                reason=f"rejoin {name} through {via}", fingerprint="", steps=tuple(steps),
+                reason=f"rejoin {name} through {via}", fingerprint="",
+                steps=with_preconditions(steps, via),
                 unreachable=(), rejoin_later=(), inventory=inv.path)
 
 
@@ -802,7 +802,7 @@ def backup_step(rt: Runtime, m: Member, run_id: str, background: bool = False) -
                 group=BACKGROUND if background else None,
                 title=f"Back up {m.name}'s data dir and configuration to {bdir}"
                       + (" (in the background, at a lower CPU priority)" if background else ""),
-                precondition="etcd is not running on the host; free space >= data size",
+                precondition="",
                 check="the copy is byte for byte the source (diff -r), and its B2SUMS is "
                       "written (checked with b2sum -c when a run resumes)",
                 actions=(Run(m.name, tuple(argv), 1800.0),

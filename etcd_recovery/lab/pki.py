@@ -35,7 +35,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def make_ca(common_name: str) -> KeyPair:
+def make_ca(common_name: str, validity: datetime.timedelta = VALIDITY) -> KeyPair:
     key = _key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -44,7 +44,7 @@ def make_ca(common_name: str) -> KeyPair:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + VALIDITY)
+            .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
                                          crl_sign=True, content_commitment=False,
@@ -56,8 +56,8 @@ def make_ca(common_name: str) -> KeyPair:
 
 
 def issue(ca: KeyPair, common_name: str, *, dns: list[str], ips: list[str],
-          server: bool, client: bool) -> KeyPair:
-    """Issue a leaf certificate signed by ``ca``."""
+          server: bool, client: bool, validity: datetime.timedelta = VALIDITY) -> KeyPair:
+    """Issue a leaf certificate signed by ``ca``, valid for ``validity`` from now."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
@@ -76,7 +76,7 @@ def issue(ca: KeyPair, common_name: str, *, dns: list[str], ips: list[str],
                .public_key(key.public_key())
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + VALIDITY)
+               .not_valid_after(now + validity)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
     if sans:

@@ -74,6 +74,8 @@ class FakeEtcd:
 class World:
     def __init__(self) -> None:
         self.hosts = {n: FakeTransport(n) for n in NAMES}
+        for t in self.hosts.values():
+            t.expect(["true"])  # the precondition "answers over SSH" (any number of times)
         self.etcd = FakeEtcd()
 
     def factory(self, m: Member) -> FakeTransport:
@@ -148,8 +150,8 @@ def test_resume_in_the_middle_of_a_step_runs_only_what_is_left(tmp_path: Path) -
     assert ex.run().ok
     # The fence itself is not run again; the wait polled until etcd had gone; before its
     # first command on the host, the resumed run made sure no earlier one still runs there.
-    assert [c[0] for c in w.hosts["b"].commands] == ["pgrep", "sh", "pgrep", probe_argv()[0],
-                                                     "record"]
+    assert [c[0] for c in w.hosts["b"].commands] == ["true", "pgrep", "sh", "pgrep",
+                                                     probe_argv()[0], "record"]
     started = [d["action"] for e, _, d in events(tmp_path) if e == "action-start"]
     assert started == [1, 2, 3]  # 1 from before the kill, then 2 and 3
 
@@ -252,6 +254,7 @@ def test_steps_of_one_group_run_together_and_a_failure_names_its_step(tmp_path: 
 
     w.hosts = {n: Meeting(n) for n in NAMES}
     for n in NAMES:
+        w.hosts[n].expect(["true"])
         w.hosts[n].expect(["systemctl", "disable", "--now", "etcd.service"])
         w.hosts[n].expect(["pgrep", "-x", "etcd"], exit_status=1)
     w.hosts["a"].expect(["record", "done"])

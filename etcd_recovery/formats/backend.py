@@ -31,10 +31,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
+
 from etcd_recovery.errors import FormatError
-from etcd_recovery.formats import pb
 from etcd_recovery.formats.bbolt import BoltDB, Bucket, Entry, open_db
 from etcd_recovery.formats.source import ByteSource
+from etcd_recovery.proto.etcdserver_pb2 import AlarmMember
 
 META_BUCKET = b"meta"
 KEY_BUCKET = b"key"
@@ -240,21 +243,24 @@ def _member(entry: Entry, file: str) -> BackendMember:
 
 
 def _alarm(entry: Entry, file: str) -> Alarm:
-    """Decode an AlarmMember message (uint64 memberID = 1; AlarmType alarm = 2)."""
-    member_id = 0
-    alarm_type = 0
+    """Decode an alarm key, an etcdserverpb.AlarmMember (uint64 memberID = 1; AlarmType alarm = 2).
+
+    Unlike a WAL record or a .snap file, nothing checks these bytes (bbolt has no checksum over
+    its leaves), so a memberID or alarm written with another wire type, which the protobuf
+    library would set aside as an unknown field and read as 0, is refused here instead.
+    """
     try:
-        for field, wire, value in pb.iter_fields(entry.key):
-            if wire != pb.WIRE_VARINT or not isinstance(value, int):
-                raise ValueError(f"field {field} is not a varint")
-            if field == 1:
-                member_id = value
-            elif field == 2:
-                alarm_type = value
-    except ValueError as exc:
+        msg = AlarmMember.FromString(entry.key)
+        unknown = UnknownFieldSet(msg)
+        numbers = {unknown[i].field_number for i in range(len(unknown))}
+        wrong = sorted(numbers & set(AlarmMember.DESCRIPTOR.fields_by_number))
+        if wrong:
+            raise DecodeError(f"field {wrong[0]} has the wrong wire type")
+    except DecodeError as exc:
         raise FormatError(file, entry.value_offset,
                           f"bad alarm key {entry.key[:40].hex()}: {exc}") from exc
-    return Alarm(member_id=member_id, alarm=ALARM_NAMES.get(alarm_type, f"ALARM_{alarm_type}"))
+    return Alarm(member_id=msg.memberID,
+                 alarm=ALARM_NAMES.get(msg.alarm, f"ALARM_{msg.alarm}"))
 
 
 def _compact_rev(meta: Bucket, key: bytes, file: str) -> int | None:

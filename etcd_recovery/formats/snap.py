@@ -5,6 +5,11 @@ A ``.snap`` file is a ``snappb.snapshot`` {crc, data} whose ``data`` is an encod
 ``crc`` is the CRC-32C of ``data``. Files are named ``%016x-%016x.snap`` (term-index).
 etcd renames a file it cannot read to ``*.snap.broken``; ``*.snap.db`` files (a backend received
 from the leader) and the ``db`` file live in the same directory and are not snapshots.
+
+Both messages are decoded by the protobuf library (classes generated from
+proto/etcd_recovery/proto/snap.proto and raft.proto). A known field with the wrong wire type
+parses as an unknown field: in the envelope that leaves ``crc`` 0 or ``data`` empty, refused
+below; in ``data``, the CRC shows it.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from etcd_recovery.errors import FormatError
-from etcd_recovery.formats import pb
 from etcd_recovery.formats.source import ByteSource
 from etcd_recovery.formats.wal import crc32c
+from etcd_recovery.proto.raft_pb2 import Snapshot
+from etcd_recovery.proto.snap_pb2 import snapshot as SnapEnvelope
 
 MAX_SNAP_BYTES = 256 * 1024 * 1024
 _READ_CHUNK = 1024 * 1024
@@ -84,17 +92,18 @@ def read_snap(src: ByteSource) -> SnapInfo:
     if not raw:
         raise FormatError(src.name, 0, "empty snapshot file")
     try:
-        envelope = pb.decode_snap_payload(raw)
-    except ValueError as exc:
+        envelope = SnapEnvelope.FromString(raw)
+    except DecodeError as exc:
         raise FormatError(src.name, 0, f"malformed snapshot envelope: {exc}") from exc
-    if not envelope.data or envelope.crc == 0:
+    data = envelope.data
+    if not data or envelope.crc == 0:
         raise FormatError(src.name, 0, "snapshot has no data or no CRC")
-    crc_ok = crc32c(envelope.data) == envelope.crc
+    crc_ok = crc32c(data) == envelope.crc
     # etcd writes the data field last, so it starts at len(raw) - len(data).
-    data_off = len(raw) - len(envelope.data)
+    data_off = len(raw) - len(data)
     try:
-        snap = pb.decode_raft_snapshot(envelope.data)
-    except ValueError as exc:
+        snap = Snapshot.FromString(data)
+    except DecodeError as exc:
         what = "CRC mismatch and malformed" if not crc_ok else "malformed"
         raise FormatError(src.name, max(data_off, 0),
                           f"{what} raft snapshot payload: {exc}") from exc
@@ -103,8 +112,8 @@ def read_snap(src: ByteSource) -> SnapInfo:
         name=src.name,
         term=meta.term,
         index=meta.index,
-        voters=meta.conf_state.voters,
-        learners=meta.conf_state.learners,
+        voters=tuple(meta.conf_state.voters),
+        learners=tuple(meta.conf_state.learners),
         data_size=len(snap.data),
         file_size=len(raw),
         crc_ok=crc_ok,

@@ -23,6 +23,14 @@ End of log and torn writes, as etcd's decoder decides them:
 * A CRC record must match the running CRC (unless the running CRC is 0, at the first file read),
   metadata records must all be equal, and unknown record types are refused, as in ``ReadAll``.
 
+Records and their payloads are decoded by the protobuf library, with the message classes
+``scripts/gen-proto`` generates from our copies of etcd's definitions (proto/etcd_recovery/proto:
+wal.proto, raft.proto, metadata.proto). Bytes that do not parse are corruption (or a torn write)
+like any other. A known field with the wrong wire type parses as an unknown field (protobuf-go,
+which etcd 3.7 uses, does the same; gogoproto in 3.4 to 3.6 refuses it): in a record's ``data``
+the CRC catches it first, and in the record itself it leaves ``type`` 0, ``crc`` 0 or ``data``
+empty, which fail as an unknown record type or a CRC mismatch.
+
 The reader never reads the zero-filled remainder of a preallocated file past the first chunk that
 shows the end: reads go in chunks of 64 KiB growing to 1 MiB.
 """
@@ -35,9 +43,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from google.protobuf.message import DecodeError
+
 from etcd_recovery.errors import FormatError
-from etcd_recovery.formats import pb
 from etcd_recovery.formats.source import ByteSource
+from etcd_recovery.proto.metadata_pb2 import Metadata
+from etcd_recovery.proto.raft_pb2 import Entry, HardState
+from etcd_recovery.proto.wal_pb2 import Record, Snapshot
 
 METADATA_TYPE = 1
 ENTRY_TYPE = 2
@@ -310,8 +322,8 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
 
     crc = 0
     metadata_raw: bytes | None = None
-    meta: pb.Metadata | None = None
-    hs = pb.HardState(term=0, vote=0, commit=0)
+    meta: Metadata | None = None
+    hs = HardState()
     first_index = last_index = last_term = entry_count = record_count = 0
     snaps: list[WalSnapshotMark] = []
     starts: list[tuple[int, int]] = []
@@ -345,14 +357,15 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
                 if len(body) < rec_bytes + pad:
                     _bad(name, off, is_last, "record cut short by the end of the file")
                 try:
-                    rec = pb.decode_record(body[:rec_bytes])
-                except ValueError as exc:
+                    rec = Record.FromString(body[:rec_bytes])
+                except DecodeError as exc:
                     if is_last and _is_torn(body, off + FRAME_SIZE_BYTES):
                         raise _Torn(off, f"undecodable record with a zeroed sector: {exc}") \
                             from exc
                     raise FormatError(name, off, f"malformed WAL record: {exc}") from exc
+                data = rec.data
                 if rec.type != CRC_TYPE:
-                    next_crc = crc32c_update(crc, rec.data)
+                    next_crc = crc32c_update(crc, data)
                     if rec.crc != next_crc:
                         if is_last and _is_torn(body, off + FRAME_SIZE_BYTES):
                             raise _Torn(off, "CRC mismatch in a record with a zeroed sector")
@@ -365,24 +378,25 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
                 record_count += 1
                 try:
                     if rec.type == ENTRY_TYPE:
-                        ent = pb.decode_entry(rec.data)
+                        ent = Entry.FromString(data)
+                        index, term = ent.Index, ent.Term
                         if entry_count == 0:
-                            first_index = ent.index
+                            first_index = index
                         entry_count += 1
-                        last_index = ent.index
-                        last_term = ent.term
-                        while starts and starts[-1][0] >= ent.index:
+                        last_index = index
+                        last_term = term
+                        while starts and starts[-1][0] >= index:
                             starts.pop()
-                        if not starts or starts[-1][1] != ent.term:
-                            starts.append((ent.index, ent.term))
+                        if not starts or starts[-1][1] != term:
+                            starts.append((index, term))
                     elif rec.type == STATE_TYPE:
-                        hs = pb.decode_hardstate(rec.data)
+                        hs = HardState.FromString(data)
                     elif rec.type == METADATA_TYPE:
-                        if metadata_raw is not None and metadata_raw != rec.data:
+                        if metadata_raw is not None and metadata_raw != data:
                             raise FormatError(name, rec_off,
                                               "metadata record conflicts with an earlier one")
-                        metadata_raw = rec.data
-                        meta = pb.decode_metadata(rec.data)
+                        metadata_raw = data
+                        meta = Metadata.FromString(data)
                     elif rec.type == CRC_TYPE:
                         if crc != 0 and rec.crc != crc:
                             raise FormatError(
@@ -391,12 +405,12 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
                                 f"running CRC is {crc:#010x}")
                         crc = rec.crc
                     elif rec.type == SNAPSHOT_TYPE:
-                        ws = pb.decode_wal_snapshot(rec.data)
-                        conf = ws.conf_state
+                        ws = Snapshot.FromString(data)
+                        has_conf = ws.HasField("conf_state")  # written from etcd 3.5 on
                         snaps.append(WalSnapshotMark(
                             index=ws.index, term=ws.term,
-                            voters=conf.voters if conf is not None else None,
-                            learners=conf.learners if conf is not None else None))
+                            voters=tuple(ws.conf_state.voters) if has_conf else None,
+                            learners=tuple(ws.conf_state.learners) if has_conf else None))
                         held = term_at(starts, last_index, ws.index)
                         if entry_count and (ws.index > last_index
                                             or (held is not None and held != ws.term)):
@@ -405,7 +419,7 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
                             last_index, last_term = ws.index, ws.term
                     else:
                         raise FormatError(name, rec_off, f"unexpected record type {rec.type}")
-                except ValueError as exc:
+                except DecodeError as exc:
                     raise FormatError(
                         name, rec_off, f"malformed payload in record type {rec.type}: {exc}"
                     ) from exc
@@ -420,8 +434,8 @@ def read_wal(files: Sequence[ByteSource]) -> WalState:
     last_snap = snaps[-1] if snaps else WalSnapshotMark(index=0, term=0)
     return WalState(
         files=tuple(src.name for src in files),
-        node_id=meta.node_id if meta is not None else None,
-        cluster_id=meta.cluster_id if meta is not None else None,
+        node_id=meta.NodeID if meta is not None else None,
+        cluster_id=meta.ClusterID if meta is not None else None,
         hardstate_term=hs.term,
         hardstate_vote=hs.vote,
         hardstate_commit=hs.commit,

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from etcd_recovery.errors import TransportError
-from etcd_recovery.formats import pb
 from etcd_recovery.formats.backend import Revision, parse_revision_key, read_backend
 from etcd_recovery.formats.bbolt import open_db
 from etcd_recovery.formats.source import FileSource
@@ -40,6 +39,7 @@ from etcd_recovery.formats.wal import crc32c_update
 from etcd_recovery.inspect import read_disk
 from etcd_recovery.inventory import Member, SshTarget
 from etcd_recovery.model import MemberState
+from etcd_recovery.proto.kv_pb2 import KeyValue
 from etcd_recovery.transport.base import CommandResult, FileInfo
 
 MAX_ENTRIES = 10_000_000
@@ -107,10 +107,7 @@ def hashkv_of(db: Path) -> dict[str, Any]:
 
 def _kv_key(value: bytes) -> bytes:
     """mvccpb.KeyValue.key (field 1)."""
-    for field, _wire, v in pb.iter_fields(value):
-        if field == 1 and isinstance(v, bytes):
-            return v
-    return b""
+    return KeyValue.FromString(value).key
 
 
 # ------------------------------------------------------------------------------ read_disk

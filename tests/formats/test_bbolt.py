@@ -38,10 +38,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etcd_recovery.errors import FormatError
-from etcd_recovery.formats import pb
 from etcd_recovery.formats.backend import Revision, read_backend
 from etcd_recovery.formats.bbolt import open_db
 from etcd_recovery.formats.source import BytesSource, FileSource
+from etcd_recovery.proto.kv_pb2 import KeyValue
 
 from .bbolt_fixtures import (
     BUCKET_FLAG,
@@ -66,9 +66,9 @@ def rev_key(main: int, sub: int = 0, tombstone: bool = False) -> bytes:
     return struct.pack(">Q", main) + b"_" + struct.pack(">Q", sub) + (b"t" if tombstone else b"")
 
 
-def kv_fields(value: bytes) -> dict[int, Any]:
-    """mvccpb.KeyValue: key=1, create_revision=2, mod_revision=3, version=4, value=5."""
-    return {field: v for field, _wire, v in pb.iter_fields(value)}
+def kv_fields(value: bytes) -> KeyValue:
+    """The mvccpb.KeyValue a revision key's value holds."""
+    return KeyValue.FromString(value)
 
 
 # --- one real data dir per etcd version, shared by the tests below -------------------------
@@ -238,19 +238,19 @@ def test_get_meta_and_revision_keys(scenario: Scenario) -> None:
     assert kv["mod_revision"] == scenario.probe_rev
     fields = kv_fields(keys.get(rev_key(scenario.probe_rev, scenario.probe_sub)) or b"")
     probe = int(scenario.probe_key[1:])
-    assert fields[1] == scenario.probe_key.encode()
-    assert fields[3] == scenario.probe_rev
-    assert fields[5] == value_for(probe, VALUE_SIZE)
+    assert fields.key == scenario.probe_key.encode()
+    assert fields.mod_revision == scenario.probe_rev
+    assert fields.value == value_for(probe, VALUE_SIZE)
     assert keys.get(rev_key(scenario.probe_rev, scenario.probe_sub + 1)) is None
 
     # Compacted away: the first txn's revision; its keys were overwritten before compaction.
     assert keys.get(rev_key(2, 5)) is None
-    assert kv_fields(keys.get(rev_key(3, 5)) or b"")[1] == key_name("k", PER_TXN + 5).encode()
-    assert kv_fields(keys.get(rev_key(scenario.overwrite_rev, 5)) or b"")[5] == value_for(5, 50)
+    assert kv_fields(keys.get(rev_key(3, 5)) or b"").key == key_name("k", PER_TXN + 5).encode()
+    assert kv_fields(keys.get(rev_key(scenario.overwrite_rev, 5)) or b"").value == value_for(5, 50)
 
     for key, rev in scenario.tombstones:
         tomb = keys.get(rev_key(rev, 0, tombstone=True))
-        assert tomb is not None and kv_fields(tomb)[1] == key.encode()
+        assert tomb is not None and kv_fields(tomb).key == key.encode()
         assert keys.get(rev_key(rev, 0)) is None
 
 
@@ -612,3 +612,36 @@ def test_fuzzed_meta_with_valid_checksum(real_db: tuple[bytes, list[int]], page_
 def test_arbitrary_bytes_give_format_error(blob: bytes) -> None:
     with pytest.raises(FormatError):
         read_backend(BytesSource(blob))
+
+
+# --- alarm keys: etcdserverpb.AlarmMember, decoded by the generated class ---------------------
+
+
+def backend_with_alarm_keys(keys: list[bytes]) -> bytes:
+    """The smallest backend read_backend accepts (alarm, key and meta buckets), all inline."""
+    ps = 1024
+    fb = FileBuilder(ps)
+    alarm = bucket_value(0, inline=[(0, k, b"") for k in sorted(keys)])
+    kv = bucket_value(0, inline=[])
+    meta = bucket_value(0, inline=[(0, b"consistent_index", (9).to_bytes(8, "big"))])
+    root = fb.add(lambda p: leaf_page(p, [(BUCKET_FLAG, b"alarm", alarm),
+                                          (BUCKET_FLAG, b"key", kv),
+                                          (BUCKET_FLAG, b"meta", meta)], ps))
+    return fb.build(root)
+
+
+def test_alarm_keys_decode_and_bad_ones_are_format_errors() -> None:
+    nospace = b"\x08\xab\x02\x10\x01"  # memberID=0x12b, alarm=NOSPACE
+    corrupt = b"\x08\x07\x10\x02"  # memberID=7, alarm=CORRUPT
+    future = b"\x08\x05\x10\x09\x1a\x01z"  # an alarm type and a field this build does not know
+    state = read_backend(BytesSource(backend_with_alarm_keys([nospace, corrupt, future])))
+    assert state.consistent_index == 9
+    assert sorted((a.member_id, a.alarm) for a in state.alarms) == \
+        [(5, "ALARM_9"), (7, "CORRUPT"), (0x12B, "NOSPACE")]
+    for bad, why in ((b"\x08", "Error parsing"),  # truncated varint
+                     (b"\x0a\x01\x07", "field 1 has the wrong wire type"),  # memberID as bytes
+                     (b"\x08\x07\x15\x01\x00\x00\x00", "field 2 has the wrong wire type")):
+        with pytest.raises(FormatError, match=why) as err:
+            read_backend(BytesSource(backend_with_alarm_keys([bad]), "db"))
+        assert err.value.file == "db" and err.value.offset > 0
+        assert bad.hex() in str(err.value)

@@ -55,7 +55,6 @@ from typing import Any
 
 import pytest
 
-from etcd_recovery.formats import pb
 from etcd_recovery.formats.backend import BackendState, read_backend
 from etcd_recovery.formats.snap import latest_snapshot, read_snap, snapshot_names
 from etcd_recovery.formats.source import FileSource
@@ -69,6 +68,9 @@ from etcd_recovery.formats.wal import (
 )
 from etcd_recovery.model import PeerView
 from etcd_recovery.plan import align_step
+from etcd_recovery.proto.raft_pb2 import Entry, HardState
+from etcd_recovery.proto.wal_pb2 import Record
+from etcd_recovery.proto.wal_pb2 import Snapshot as WalSnapshot
 from tests.formats.conftest import KEYS, Once, RunFactory
 from tests.formats.groundtruth import (
     disk_member,
@@ -396,14 +398,14 @@ def test_crash_right_after_the_leaders_snapshot(catch_up_run: CatchUpRun,
     cut = None
     seen_snap = False
     for f in walk_frames(raw):
-        rec = pb.decode_record(raw[f.body_offset:f.body_offset + f.rec_bytes])
-        if rec.type == SNAPSHOT_TYPE and pb.decode_wal_snapshot(rec.data).index == \
+        rec = Record.FromString(raw[f.body_offset:f.body_offset + f.rec_bytes])
+        if rec.type == SNAPSHOT_TYPE and WalSnapshot.FromString(rec.data).index == \
                 received.index:
             seen_snap = True
         elif seen_snap and rec.type == ENTRY_TYPE:
             raise AssertionError("no HardState between the snapshot record and the entries")
         elif seen_snap and rec.type == STATE_TYPE and \
-                pb.decode_hardstate(rec.data).commit >= received.index:
+                HardState.FromString(rec.data).commit >= received.index:
             cut = f.end
             break
     assert cut is not None
@@ -522,7 +524,7 @@ def test_upgrade_in_place(once: Once, tmp_path: Path) -> None:
     raw = b"".join((wal_dir / n).read_bytes()[:1 << 20]
                    for n in wal_file_names(os.listdir(wal_dir)))
     normal = [r.data for r in records_of(raw)
-              if r.type == ENTRY_TYPE and pb.decode_entry(r.data).type == 0]
+              if r.type == ENTRY_TYPE and Entry.FromString(r.data).Type == 0]
     typed = [d[:2] == b"\x08\x00" for d in normal]
     assert typed[:2 * PUTS] == [True] * (2 * PUTS)  # 3.5 and 3.6 wrote Type
     assert False in typed[2 * PUTS:]  # 3.7 did not

@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from google.protobuf.unknown_fields import UnknownFieldSet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etcd_recovery.errors import FormatError
-from etcd_recovery.formats import pb
 from etcd_recovery.formats.source import BytesSource, FileSource
 from etcd_recovery.formats.wal import (
     CRC_TYPE,
@@ -39,6 +39,11 @@ from etcd_recovery.formats.wal import (
     wal_file_names,
 )
 from etcd_recovery.live import EtcdClient
+from etcd_recovery.proto.metadata_pb2 import Metadata
+from etcd_recovery.proto.raft_pb2 import ConfState, Entry, HardState, SnapshotMetadata
+from etcd_recovery.proto.raft_pb2 import Snapshot as RaftSnapshot
+from etcd_recovery.proto.wal_pb2 import Record
+from etcd_recovery.proto.wal_pb2 import Snapshot as WalSnapshot
 from tests.formats.conftest import KEYS, SNAPSHOT_COUNT, RunFactory
 from tests.formats.groundtruth import read_disk_local
 from tests.formats.realetcd import ROLES, EtcdRun, minor_of, running_etcd
@@ -131,8 +136,8 @@ def frame(rtype: int, crc: int, data: bytes) -> bytes:
     return word.to_bytes(8, "little") + body + bytes(pad)
 
 
-def records_of(data: bytes) -> list[pb.Record]:
-    return [pb.decode_record(data[f.body_offset:f.body_offset + f.rec_bytes])
+def records_of(data: bytes) -> list[Record]:
+    return [Record.FromString(data[f.body_offset:f.body_offset + f.rec_bytes])
             for f in walk_frames(data)]
 
 
@@ -158,46 +163,90 @@ def test_crc32c_known_vectors() -> None:
         assert crc32c_update(crc32c(data[:cut]), data[cut:]) == crc32c(data)
 
 
-def test_pb_varints_and_fields() -> None:
-    assert pb.read_varint(b"\x96\x01", 0) == (150, 2)
-    assert pb.read_varint(b"\xff" * 9 + b"\x01", 0) == ((1 << 64) - 1, 10)
-    with pytest.raises(ValueError, match="truncated"):
-        pb.read_varint(b"\x80\x80", 0)
-    with pytest.raises(ValueError, match="10 bytes"):
-        pb.read_varint(b"\xff" * 11, 0)
-    msg = f_varint(1, 5) + f_bytes(3, b"abc") + b"\x11" + (7).to_bytes(8, "little")
-    assert list(pb.iter_fields(msg)) == [(1, 0, 5), (3, 2, b"abc"), (2, 1, 7)]
-    with pytest.raises(ValueError, match="past the end"):
-        list(pb.iter_fields(f_bytes(3, b"abc")[:-1]))
-    with pytest.raises(ValueError, match="wire type"):
-        list(pb.iter_fields(b"\x0b"))  # start group
-    with pytest.raises(ValueError, match="field number"):
-        list(pb.iter_fields(b"\x00\x01"))
-
-
-def test_pb_messages() -> None:
-    rec = pb.decode_record(f_varint(1, 2) + f_varint(2, 0x1_0000_0005) + f_bytes(3, b"x"))
-    assert rec == pb.Record(type=2, crc=5, data=b"x")
-    assert pb.decode_record(f_varint(1, (1 << 64) - 1)).type == -1
-    with pytest.raises(ValueError, match="wrong wire type"):
-        pb.decode_record(f_bytes(1, b"x"))
-    ent = pb.decode_entry(f_varint(2, 7) + f_varint(3, 99) + f_bytes(4, b"payload"))
-    assert (ent.term, ent.index, ent.type, ent.data_size) == (7, 99, 0, 7)
-    assert pb.decode_hardstate(f_varint(1, 3) + f_varint(2, 4) + f_varint(3, 5)) == \
-        pb.HardState(term=3, vote=4, commit=5)
+def test_generated_messages_decode_etcd_wire_bytes() -> None:
+    """The classes generated from proto/etcd_recovery/proto read the bytes as etcd's do."""
+    rec = Record.FromString(f_varint(1, 2) + f_varint(2, 0x1_0000_0005) + f_bytes(3, b"x"))
+    assert (rec.type, rec.crc, rec.data) == (2, 5, b"x")  # uint32: the varint's low 32 bits
+    assert Record.FromString(f_varint(1, (1 << 64) - 1)).type == -1  # int64
+    ent = Entry.FromString(f_varint(2, 7) + f_varint(3, 99) + f_bytes(4, b"payload"))
+    assert (ent.Term, ent.Index, ent.Type, ent.Data) == (7, 99, 0, b"payload")
+    assert not ent.HasField("Type")  # proto2 presence: 3.7 leaves a normal entry's Type off
+    hs = HardState.FromString(f_varint(1, 3) + f_varint(2, 4) + f_varint(3, 5))
+    assert (hs.term, hs.vote, hs.commit) == (3, 4, 5)
     # repeated uint64, unpacked (as gogo writes proto2) and packed
     unpacked = f_varint(1, 10) + f_varint(1, 11) + f_varint(2, 12)
     packed = f_bytes(1, varint(10) + varint(11)) + f_bytes(2, varint(12))
     for conf in (unpacked, packed):
-        assert pb.decode_conf_state(conf).voters == (10, 11)
-        assert pb.decode_conf_state(conf).learners == (12,)
-    snap = pb.decode_wal_snapshot(f_varint(1, 100) + f_varint(2, 3) + f_bytes(3, unpacked))
-    assert (snap.index, snap.term) == (100, 3)
-    assert snap.conf_state is not None and snap.conf_state.voters == (10, 11)
-    meta = pb.decode_snapshot_metadata(f_bytes(1, packed) + f_varint(2, 8) + f_varint(3, 2))
-    raft = pb.decode_raft_snapshot(f_bytes(1, b"store") + f_bytes(2, f_varint(2, 8)))
-    assert (meta.index, meta.term, meta.conf_state.learners) == (8, 2, (12,))
+        assert list(ConfState.FromString(conf).voters) == [10, 11]
+        assert list(ConfState.FromString(conf).learners) == [12]
+    snap = WalSnapshot.FromString(f_varint(1, 100) + f_varint(2, 3) + f_bytes(3, unpacked))
+    assert (snap.index, snap.term, list(snap.conf_state.voters)) == (100, 3, [10, 11])
+    assert snap.HasField("conf_state")
+    assert not WalSnapshot.FromString(f_varint(1, 100) + f_varint(2, 3)).HasField("conf_state")
+    meta = SnapshotMetadata.FromString(f_bytes(1, packed) + f_varint(2, 8) + f_varint(3, 2))
+    raft = RaftSnapshot.FromString(f_bytes(1, b"store") + f_bytes(2, f_varint(2, 8)))
+    assert (meta.index, meta.term, list(meta.conf_state.learners)) == (8, 2, [12])
     assert (raft.data, raft.metadata.index) == (b"store", 8)
+    md = Metadata.FromString(f_varint(1, 0xABC) + f_varint(2, (1 << 64) - 1))
+    assert (md.NodeID, md.ClusterID) == (0xABC, (1 << 64) - 1)
+
+
+def test_wrong_wire_type_is_an_unknown_field_and_the_reader_still_refuses_it() -> None:
+    """Unlike gogoproto (etcd 3.4 to 3.6), the protobuf library reads a known field with another
+    wire type as an unknown field; the WAL reader ends in a FormatError all the same."""
+    rec = Record.FromString(f_bytes(1, b"x"))
+    assert rec.type == 0 and not rec.HasField("type")
+    unknown = UnknownFieldSet(rec)
+    assert [(unknown[i].field_number, unknown[i].wire_type) for i in range(len(unknown))] == \
+        [(1, 2)]
+    meta = f_varint(1, 1) + f_varint(2, 2)
+    crc = crc32c(meta)
+    good = frame(CRC_TYPE, 0, b"") + frame(METADATA_TYPE, crc, meta)
+    ent = f_varint(2, 1) + f_varint(3, 1)
+    ecrc = crc32c_update(crc, ent)
+
+    def body(fields: bytes) -> bytes:
+        pad = (8 - len(fields) % 8) % 8
+        return (len(fields) | ((0x80 | pad) << 56 if pad else 0)).to_bytes(8, "little") + \
+            fields + bytes(pad)
+
+    bad_records = {
+        # type as bytes: reads as type 0, refused as an unknown record type
+        "record type 0": body(f_bytes(1, b"\x02") + f_varint(2, ecrc) + f_bytes(3, ent)),
+        # crc as fixed32: reads as crc 0, a CRC mismatch
+        "CRC mismatch": body(f_varint(1, ENTRY_TYPE) + b"\x15" + ecrc.to_bytes(4, "little")
+                             + f_bytes(3, ent)),
+        # data as a varint: reads as no data, a CRC mismatch
+        "CRC mismatch ": body(f_varint(1, ENTRY_TYPE) + f_varint(2, ecrc) + f_varint(3, 7)),
+    }
+    for what, rec_bytes in bad_records.items():
+        with pytest.raises(FormatError, match=what.strip()) as err:
+            read_wal([BytesSource(good + rec_bytes, "a.wal"), BytesSource(good, "b.wal")])
+        assert (err.value.file, err.value.offset) == ("a.wal", len(good)), what
+
+
+def test_undecodable_records_and_payloads_are_format_errors() -> None:
+    meta = f_varint(1, 1) + f_varint(2, 2)
+    crc = crc32c(meta)
+    good = frame(CRC_TYPE, 0, b"") + frame(METADATA_TYPE, crc, meta)
+    head = frame(CRC_TYPE, 0, b"")
+    for payload_type in (ENTRY_TYPE, STATE_TYPE, METADATA_TYPE, SNAPSHOT_TYPE):
+        # a truncated varint, with a CRC that matches it: only decoding can refuse it
+        bad = b"\x10\x80"
+        before, running = (head, 0) if payload_type == METADATA_TYPE else (good, crc)
+        data = before + frame(payload_type, crc32c_update(running, bad), bad)
+        with pytest.raises(FormatError, match=f"malformed payload in record type {payload_type}"
+                           ) as err:
+            read_wal([BytesSource(data, "a.wal")])
+        assert (err.value.file, err.value.offset) == ("a.wal", len(before))
+    # a record that is no protobuf message at all (a length-delimited field past its end),
+    # in a file that is not the last: corruption, whatever the sectors hold
+    body = f_bytes(3, b"abc")[:-1]
+    word = (len(body) | (0x80 | (8 - len(body))) << 56).to_bytes(8, "little")
+    data = good + word + body + bytes(8 - len(body))
+    with pytest.raises(FormatError, match="malformed WAL record") as err:
+        read_wal([BytesSource(data, "a.wal"), BytesSource(good, "b.wal")])
+    assert (err.value.file, err.value.offset) == ("a.wal", len(good))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,7 +342,7 @@ def test_wal_frames_agree_with_independent_walk(etcd_run: EtcdRun) -> None:
         assert r.crc == running
     # A normal entry's Type (field 1, varint: tag 0x08) is on the wire before 3.7 and left
     # off by 3.7 (see the module doc); the reader takes both as EntryNormal.
-    normal = [r.data for r in recs if r.type == ENTRY_TYPE and pb.decode_entry(r.data).type == 0]
+    normal = [r.data for r in recs if r.type == ENTRY_TYPE and Entry.FromString(r.data).Type == 0]
     assert len(normal) >= KEYS
     with_type = sum(d[:2] == b"\x08\x00" for d in normal)
     assert with_type == (0 if minor_of(etcd_run.role) >= (3, 7) else len(normal))
@@ -521,7 +570,7 @@ def test_two_files_chain_crc(killed_run: EtcdRun, tmp_path: Path) -> None:
     # The second file's CRC record must carry the first file's running CRC.
     good2 = p2.read_bytes()
     bad = bytearray(good2)
-    rec = pb.decode_record(good2[8:8 + walk_frames(good2)[0].rec_bytes])
+    rec = Record.FromString(good2[8:8 + walk_frames(good2)[0].rec_bytes])
     bad[:walk_frames(good2)[0].end] = frame(CRC_TYPE, rec.crc ^ 1, b"")
     p2.write_bytes(bytes(bad))
     with pytest.raises(FormatError) as err:
@@ -773,7 +822,7 @@ def test_segments_cut_by_etcd(segmented_run: EtcdRun) -> None:
         assert one.first_index == parse_wal_name(name)[1] + (name == names[0])
         with open(run.wal_dir / name, "rb") as fh:
             head = fh.read(4096)
-        first_rec = pb.decode_record(head[8:8 + walk_frames(head)[0].rec_bytes])
+        first_rec = Record.FromString(head[8:8 + walk_frames(head)[0].rec_bytes])
         assert first_rec.type == CRC_TYPE and first_rec.crc == crc
         crc = one.last_crc
         # A segment starts with the metadata (and, after the first, the HardState) again.

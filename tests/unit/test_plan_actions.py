@@ -19,12 +19,13 @@ from rich.console import Console
 from etcd_recovery.actions import AppendWal, EtcdCall, Run, Wait, WriteFile
 from etcd_recovery.choose import decide
 from etcd_recovery.errors import FormatError
-from etcd_recovery.formats import pb
 from etcd_recovery.inventory import Inventory, Member, SshTarget, TlsFiles
 from etcd_recovery.lab.configs import etcd_flags, static_pod_manifest, systemd_env
 from etcd_recovery.lab.state import LabHost
 from etcd_recovery.model import InspectReport, MemberState, PeerView, Quorum, WalTail
 from etcd_recovery.plan import Plan, make_plan, make_rejoin_plan
+from etcd_recovery.proto.raft_pb2 import HardState
+from etcd_recovery.proto.wal_pb2 import Record
 from etcd_recovery.render import plan_table
 from etcd_recovery.runbook import plan_markdown
 
@@ -151,8 +152,8 @@ def test_the_hardstate_record_is_computed_when_planning() -> None:
     data = bytes.fromhex(a.record_hex)
     assert len(data) % 8 == 0
     length = int.from_bytes(data[:8], "little") & ((1 << 56) - 1)
-    record = pb.decode_record(data[8:8 + length])
-    hs = pb.decode_hardstate(record.data)
+    record = Record.FromString(data[8:8 + length])
+    hs = HardState.FromString(record.data)
     assert (record.type, hs.term, hs.vote, hs.commit) == (3, 7, 0xA1, 205)
     assert "commit 205" in step.title and "offset 4096" in a.summary()
     # etcd running on the kept member: a named reference resolved after fencing.

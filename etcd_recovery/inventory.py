@@ -184,7 +184,7 @@ def wal_dir_problem(data_dir: str, wal_dir: str) -> str | None:
     data = posixpath.normpath(data_dir)
     wal = posixpath.normpath(wal_dir)
     member = posixpath.join(data, "member")
-    if wal == "/" or ".." in wal.split("/"):
+    if wal == "/" or ".." in wal_dir.split("/"):
         return "must be a directory of its own (not / and without ..)"
     for what, path in (("the data dir", data), ("the member directory", member),
                        ("the snap directory", posixpath.join(member, "snap"))):

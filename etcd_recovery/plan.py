@@ -869,14 +869,20 @@ def move_aside_argv(member_dir: str, moved: str, data_dir: str) -> list[str]:
     """Move ``member_dir`` to ``moved`` and leave an empty ``data_dir``; never deletes a byte
     that is not safely in ``moved``, and converges when rerun from any point.
 
-    On one file system it is one rename (``mv -T``: it fails rather than nest into an
-    existing ``moved``). Across file systems (the state dir on another disk) it is a copy to
-    ``moved.partial``, renamed to ``moved`` once complete, compared with the source
-    (``diff -r``), then the source renamed to ``member.leaving`` and only then removed: a
-    rerun finds either the source whole or nothing of it but ``member.leaving``."""
+    On one mount of one file system (the same device, and the same mount in the host's mount
+    table: ``findmnt -T``, since a bind mount or a Docker volume of the same disk has the same
+    device number) it is one rename (``mv -T``: it fails rather than nest into an existing
+    ``moved``). Across mounts (the state dir on another disk, a WAL dir on a volume of its
+    own), where rename(2) fails with EXDEV and ``mv`` would fall back to a copy that a kill can
+    cut in half, it is a copy to ``moved.partial``, renamed to ``moved`` once complete,
+    compared with the source (``diff -r``), then the source renamed to ``<source>.leaving`` and
+    only then removed: a rerun finds either the source whole or nothing of it but
+    ``<source>.leaving``. ``data_dir`` is made (0700) when missing: for a WAL dir moved aside,
+    its parent directory, where etcd makes the WAL dir again."""
     return sh('set -e; umask 077; mkdir -p "$(dirname "$2")"; '
               'if [ -e "$1" ]; then '
-              'if [ "$(stat -c %d "$1")" = "$(stat -c %d "$(dirname "$2")")" ]; then '
+              'm() { printf "%s:%s" "$(stat -c %d "$1")" "$(findmnt -n -o TARGET -T "$1")"; }; '
+              'if [ "$(m "$1")" = "$(m "$(dirname "$2")")" ]; then '
               'mv -T "$1" "$2"; else '
               'if [ ! -e "$2" ]; then rm -rf "$2.partial"; cp -a "$1" "$2.partial"; '
               'mv -T "$2.partial" "$2"; fi; '

@@ -921,6 +921,10 @@ def lab_up(members: Annotated[int, typer.Option(metavar="N",
            auth: Annotated[bool, typer.Option(help="Turn on etcd user/password auth (user "
                                                "root; password in <dir>/etcd-root-password)."
                                                )] = False,
+           wal_dir: Annotated[str, typer.Option(
+               "--wal-dir", metavar="DIR", help="Give every member a WAL dir of its own "
+               "(etcd's --wal-dir DIR) on a disk of its own, mounted on DIR's parent "
+               "directory, e.g. /var/lib/etcd-wal/wal.")] = "",
            lab_dir: LabDirOpt = Path(".lab")) -> None:
     """Start the hosts and a healthy TLS cluster, with keys loaded.
 
@@ -929,6 +933,7 @@ def lab_up(members: Annotated[int, typer.Option(metavar="N",
     lab = _lab(lab_dir)
     state = guarded(lambda: lab.up(members=members, runtime=runtime.value,
                                    version=etcd_version, keys=keys, auth=auth,
+                                   wal_dir=wal_dir,
                                    etcd_binary=None if etcd_binary is None
                                    else str(etcd_binary)))
     out.print(f"lab {state.id}: {len(state.hosts)} members, {state.runtime}, "
@@ -936,6 +941,11 @@ def lab_up(members: Annotated[int, typer.Option(metavar="N",
     for h in state.hosts:
         out.print(f"  {h.name:8} ssh root@{h.mgmt_ip}  client {h.client_url}  "
                   f"peer {h.peer_url}  etcd {state.version_of(h)}")
+    if state.wal_dir:
+        from .lab.configs import wal_mount
+
+        out.print(f"WAL dir:   {state.wal_dir} on every host (its own disk, mounted on "
+                  f"{wal_mount(state.wal_dir)})")
     out.print(f"inventory: {lab.inventory_path}")
     out.print(f"SSH:       ssh -i {lab.dir}/ssh/id_ed25519 -o UserKnownHostsFile="
               f"{lab.dir}/known_hosts root@{state.hosts[0].mgmt_ip}")

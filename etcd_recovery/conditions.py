@@ -57,8 +57,8 @@ TEXT: Mapping[str, str] = {
                       "resumed), checked by the step's first action, a wait",
     "members-after": "the member list is exactly {members}, {host} a learner not started yet, "
                      "checked by the step's first action, a wait",
-    "data-empty": "{host}'s data dir holds no member directory (or etcd already runs there: "
-                  "resumed)",
+    "data-empty": "{host}'s data dir holds no member directory, and a WAL dir of its own "
+                  "(--wal-dir) no WAL file (or etcd already runs there: resumed)",
     "etcd-running": "etcd runs on {host}",
     "all-done": "every step before it is done",
     "verified": "the verify step passed",

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from . import etcdflags
 from .errors import FormatError
-from .inventory import Member
+from .inventory import Member, default_wal_dir
 from .model import Check
 from .runtimes import config as rconf
 
@@ -44,10 +44,13 @@ def _compare(member: Member, flags: Mapping[str, str], source: str) -> list[Chec
     data = flags.get("data-dir")
     add("data_dir", member.data_dir, data, data is not None
         and _norm(data) == _norm(member.data_dir))
-    wal = flags.get("wal-dir")
-    if wal:
-        want = posixpath.join(member.data_dir, "member", "wal")
-        add("wal_dir", want, wal, _norm(wal) == _norm(want))
+    # The WAL directory etcd uses: --wal-dir, else <data-dir>/member/wal (etcd v3.6.16
+    # server/config/config.go: WALDir). Compared whenever either side names one of its own.
+    wal = flags.get("wal-dir") or None
+    if wal or member.wal_dir:
+        host_wal = wal or (default_wal_dir(data) if data else None)
+        add("wal_dir", member.wal, host_wal if wal else f"{host_wal} (no --wal-dir)",
+            host_wal is not None and _norm(host_wal) == _norm(member.wal))
     peers = [u for u in flags.get("initial-advertise-peer-urls", "").split(",") if u]
     add("peer_url", member.peer_url, ",".join(peers) or None, member.peer_url in peers)
     clients = [u for u in flags.get("advertise-client-urls", "").split(",") if u]

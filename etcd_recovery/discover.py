@@ -3,8 +3,9 @@
 Over SSH (``~/.ssh/config``, the agent, known_hosts and ProxyJump honoured as inspect does),
 each host is asked how it runs etcd: a kubeadm manifest, a systemd unit with its environment
 file, or (failing both) the running process. From their flags comes a complete inventory:
-member names, URLs, data dirs, runtime, and the TLS files to use. Hosts that disagree (two
-cluster tokens, two runtimes) are reported, not merged. With one reachable host, the other
+member names, URLs, data dirs, WAL dirs (``--wal-dir``, when a host has one), runtime, and
+the TLS files to use. Hosts that disagree (two cluster tokens, two runtimes) are reported,
+not merged. With one reachable host, the other
 members come from its ``--initial-cluster`` and are marked as not reached.
 
 Reading a host is the edge (:func:`probe_host`); turning findings into an inventory is pure
@@ -173,6 +174,8 @@ def inventory_from(findings: Sequence[Finding], cluster: str | None, ssh: dict[s
         m: dict[str, Any] = {"name": name, "ssh": {"host": f.address}, "peer_url": peer,
                              "client_url": client,
                              "data_dir": f.flags.get("data-dir", "/var/lib/etcd")}
+        if f.flags.get("wal-dir"):   # a WAL dir of its own (etcd's --wal-dir)
+            m["wal_dir"] = f.flags["wal-dir"]
         if f.runtime == "static-pod":
             m["manifest"] = f.config_path
         if f.runtime == "systemd":
@@ -192,6 +195,8 @@ def inventory_from(findings: Sequence[Finding], cluster: str | None, ssh: dict[s
             entry: dict[str, Any] = {"name": name, "ssh": {"host": host}, "peer_url": url,
                                      "client_url": f"https://{host}:2379",
                                      "data_dir": f.flags.get("data-dir", "/var/lib/etcd")}
+            if f.flags.get("wal-dir"):   # a guess from the host read, as the data dir is
+                entry["wal_dir"] = f.flags["wal-dir"]
             if f.runtime == "systemd":
                 entry["env_file"], entry["unit"] = f.config_path, f.unit
             else:

@@ -52,6 +52,7 @@ from .plan import (
     run_dir,
     takeover_argv,
     unlock_argv,
+    wal_files_argv,
 )
 from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client
@@ -697,10 +698,12 @@ class Executor:
                                     f"{shell_join(res.argv[-2:])}: got {words!r}") from exc
         need = int(used * 1.1) + 16 * 1024 * 1024
         if avail < need:
+            m = self.session.m(name)
+            what = (f"{m.data_dir} and {m.wal} hold" if m.wal_outside_data_dir
+                    else f"{m.data_dir} holds")
             raise RefusedError(f"{name}: not enough free disk for the backup: "
                                f"{avail} bytes free under /var/lib/etcd-recovery, "
-                               f"{need} needed ({self.session.m(name).data_dir} holds {used} "
-                               "bytes); nothing was changed")
+                               f"{need} needed ({what} {used} bytes); nothing was changed")
 
     def _lock_refused(self, step: Step, n: int, a: Run, res: CommandResult) -> None:
         path = step.params["path"]
@@ -865,10 +868,17 @@ class Executor:
         if self.session.etcd_pid(name) is not None:
             why = "etcd already runs (resumed)"
             return {2: why, 3: why}
-        member_dir = posixpath.join(self.session.m(name).data_dir, "member")
+        m = self.session.m(name)
+        member_dir = posixpath.join(m.data_dir, "member")
         if self.session.run(name, ["test", "-e", member_dir], check=False).exit_status == 0:
             raise PreconditionError(f"{name}: {member_dir} exists; a learner starts from an "
                                     "empty data dir (the move-aside step moves it)")
+        # A WAL dir of its own must hold no WAL file either: etcd would restart from it as the
+        # old member (etcd v3.6.16 server/storage/wal/util.go: Exist = any *.wal in the dir).
+        if m.wal_apart and self.session.run(name, list(wal_files_argv(m.wal)),
+                                            check=False).exit_status == 0:
+            raise PreconditionError(f"{name}: {m.wal} holds WAL files; a learner starts with "
+                                    "no WAL (the move-aside step moves the WAL dir aside)")
         return {}
 
     def prepare_promote(self, step: Step) -> dict[int, str]:

@@ -82,7 +82,7 @@ def read_wal_tail(t: Transport, member: Member) -> tuple[WalState, int, WalTail 
     """The member's last WAL file(s), read in place; with the bytes read over SSH and where
     its valid records end (None when the last file holds none)."""
     sudo = member.ssh.sudo
-    wal_dir = posixpath.join(member.data_dir, "member", "wal")
+    wal_dir = member.wal   # --wal-dir, else <data-dir>/member/wal
     try:
         wal_names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=sudo))
     except TransportError as exc:

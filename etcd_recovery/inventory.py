@@ -19,6 +19,9 @@ Example (the lab writes one like it; README documents every field)::
         ssh: {host: 10.0.0.11}
         peer_url: https://10.0.0.11:2380
         client_url: https://10.0.0.11:2379
+        data_dir: /var/lib/etcd        # default /var/lib/etcd
+        wal_dir: /srv/etcd-wal/wal     # etcd's --wal-dir, when it has one
+                                       # (default <data_dir>/member/wal)
 
 Relative paths are taken relative to the inventory file. Every value that ends up in a
 command on a host is validated here against a strict pattern, so no shell metacharacter from
@@ -28,6 +31,7 @@ an inventory can reach a remote shell.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,6 +89,28 @@ class Member:
     manifest: str | None = None  # static-pod
     env_file: str | None = None  # systemd
     unit: str | None = None      # systemd
+    wal_dir: str | None = None   # etcd's --wal-dir; None: <data_dir>/member/wal
+
+    @property
+    def wal(self) -> str:
+        """The directory etcd keeps this member's WAL in: ``--wal-dir`` when it has one,
+        else ``<data-dir>/member/wal`` (etcd v3.6.16 server/config/config.go: WALDir returns
+        DedicatedWALDir, else datadir.ToWALDir(DataDir))."""
+        return self.wal_dir or default_wal_dir(self.data_dir)
+
+    @property
+    def wal_apart(self) -> bool:
+        """The WAL lies outside the member directory (``<data_dir>/member``), so copying or
+        moving the member directory does not take it along."""
+        member_dir = posixpath.join(posixpath.normpath(self.data_dir), "member")
+        wal = posixpath.normpath(self.wal)
+        return wal != member_dir and not wal.startswith(member_dir + "/")
+
+    @property
+    def wal_outside_data_dir(self) -> bool:
+        """The WAL lies outside the data dir (a copy of the data dir does not hold it)."""
+        data, wal = posixpath.normpath(self.data_dir), posixpath.normpath(self.wal)
+        return not wal.startswith(data.rstrip("/") + "/")
 
     @property
     def client_hostport(self) -> tuple[str, int]:
@@ -140,6 +166,33 @@ class Inventory:
                 return m
         raise InventoryError(self.path, f"no member named {name!r}; members are "
                              + ", ".join(m.name for m in self.members))
+
+
+def default_wal_dir(data_dir: str) -> str:
+    """etcd's WAL directory without ``--wal-dir`` (etcd v3.6.16 server/storage/datadir:
+    ToWALDir = <data-dir>/member/wal)."""
+    return posixpath.join(data_dir, "member", "wal")
+
+
+def wal_dir_problem(data_dir: str, wal_dir: str) -> str | None:
+    """Why ``wal_dir`` cannot be a member's WAL directory beside ``data_dir``, or None.
+
+    etcd creates a WAL by writing ``<wal-dir>.tmp`` and renaming it onto ``<wal-dir>``
+    (etcd v3.6.16 server/storage/wal/wal.go: Create, renameWAL), and the recovery moves the
+    WAL dir aside whole: so it is a directory of its own, neither the data dir, nor the member
+    directory or its snap directory, nor a directory that holds any of them."""
+    data = posixpath.normpath(data_dir)
+    wal = posixpath.normpath(wal_dir)
+    member = posixpath.join(data, "member")
+    if wal == "/" or ".." in wal_dir.split("/"):
+        return "must be a directory of its own (not / and without ..)"
+    for what, path in (("the data dir", data), ("the member directory", member),
+                       ("the snap directory", posixpath.join(member, "snap"))):
+        if wal == path or path.startswith(wal.rstrip("/") + "/"):
+            return f"is or holds {what} ({path}): give the directory etcd's --wal-dir names"
+    if wal.startswith(posixpath.join(member, "snap") + "/"):
+        return "lies inside the snap directory"
+    return None
 
 
 def _hostport(url: str) -> tuple[str, int]:
@@ -241,7 +294,7 @@ def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
     if not isinstance(members_raw, list) or not members_raw:
         raise r.err("must be a non-empty list of members", field="members")
     members: list[Member] = []
-    member_keys = ("name", "ssh", "peer_url", "client_url", "data_dir", "manifest",
+    member_keys = ("name", "ssh", "peer_url", "client_url", "data_dir", "wal_dir", "manifest",
                    "env_file", "unit")
     for i, raw in enumerate(members_raw):
         label = f"#{i + 1}"
@@ -280,6 +333,15 @@ def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
                              pattern=PATH_RE if key != "unit" else UNIT_RE,
                              what="absolute path" if key != "unit" else "unit name")
             paths[key] = value if value is not None else defaults.get(key)
+        data_dir = paths["data_dir"] or "/var/lib/etcd"
+        wal_dir = r.string(m, "wal_dir", "wal_dir", mname, required=False, pattern=PATH_RE,
+                           what="absolute path")
+        if wal_dir is not None:
+            why = wal_dir_problem(data_dir, wal_dir)
+            if why is not None:
+                raise r.err(f"{wal_dir!r} {why}", mname, "wal_dir")
+            if posixpath.normpath(wal_dir) == default_wal_dir(posixpath.normpath(data_dir)):
+                wal_dir = None   # etcd's default: the same as leaving it out
         if runtime == "static-pod" and (m.get("env_file") or m.get("unit")):
             raise r.err("env_file/unit apply to the systemd runtime only", mname, "env_file")
         if runtime == "systemd" and m.get("manifest"):
@@ -288,7 +350,7 @@ def parse_inventory(data: Any, path: str = "<inventory>") -> Inventory:
             name=mname, ssh=target,
             peer_url=r.url(m, "peer_url", "peer_url", mname),
             client_url=r.url(m, "client_url", "client_url", mname),
-            data_dir=paths["data_dir"] or "/var/lib/etcd",
+            data_dir=data_dir, wal_dir=wal_dir,
             manifest=paths["manifest"], env_file=paths["env_file"], unit=paths["unit"]))
 
     seen: dict[str, str] = {}
@@ -364,6 +426,8 @@ def dump_inventory(inv: Inventory) -> str:
         ssh = {k: v for k, v in vars(m.ssh).items() if v not in (None, False)}
         entry: dict[str, Any] = {"name": m.name, "ssh": ssh, "peer_url": m.peer_url,
                                  "client_url": m.client_url, "data_dir": m.data_dir}
+        if m.wal_dir:
+            entry["wal_dir"] = m.wal_dir
         for key in ("manifest", "env_file", "unit"):
             if getattr(m, key):
                 entry[key] = getattr(m, key)

@@ -36,7 +36,7 @@ class Check:
     ok: bool
 
     def message(self, inventory_path: str) -> str:
-        fix = {"data_dir": "data_dir", "wal_dir": "data_dir", "peer_url": "peer_url",
+        fix = {"data_dir": "data_dir", "wal_dir": "wal_dir", "peer_url": "peer_url",
                "client_url": "client_url", "runtime": "cluster.runtime"}.get(self.field, "name")
         return (f"{self.member}: {self.field} is {self.inventory!r} in the inventory but "
                 f"{self.host!r} in {self.source}; fix {fix!r} of {self.member} in "

@@ -373,13 +373,21 @@ def takeover_argv(run_id: str, path: str = LOCK_PATH) -> list[str]:
               'echo "$2" > "$1"', path, run_id)
 
 
-def space_argv(data_dir: str) -> list[str]:
-    """Make the tool's state directory and print free bytes under it, then the data size;
-    fails first when the host lacks flock or setsid, which every guarded command needs."""
+def space_argv(data_dir: str, *more: str) -> list[str]:
+    """Make the tool's state directory and print free bytes under it, then the size of what
+    the backup copies (the data dir, and ``more``: a WAL dir outside it); fails first when
+    the host lacks flock or setsid, which every guarded command needs."""
     return sh('set -e; for c in flock setsid; do command -v "$c" >/dev/null || { echo "$c '
               '(util-linux) is not installed: every long host command runs under it" >&2; '
               'exit 3; }; done; mkdir -p -m 0700 "$1"; df -B1 --output=avail "$1" | '
-              'tail -n 1; du -sb "$2" | cut -f1', STATE_DIR, data_dir)
+              'tail -n 1; shift; du -sbc "$@" | tail -n 1 | cut -f1', STATE_DIR, data_dir,
+              *more)
+
+
+def _wal_apart_from_data(m: Member) -> list[str]:
+    """The member's WAL dir when a copy of its data dir does not hold it (``--wal-dir``
+    outside the data dir), else nothing."""
+    return [m.wal] if m.wal_outside_data_dir else []
 
 
 def host_record(host: str, run_id: str, step_id: str) -> Run:
@@ -449,7 +457,8 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
              precondition="",
              check=f"no linearizable read succeeds; cluster IDs agree; {chosen.name} still "
                    "has the most up-to-date log; free space >= data size on every host",
-             actions=tuple(Run(m.name, tuple(space_argv(m.data_dir)), 60.0) for m in reachable),
+             actions=tuple(Run(m.name, tuple(space_argv(m.data_dir, *_wal_apart_from_data(m))),
+                               60.0) for m in reachable),
              params={"members": names, "fingerprint": fingerprint(report),
                      "allow_quorum": allow_quorum, "exclude": sorted(exclude)}))
     add(lock_step(run_id, reachable, take_over_lock))
@@ -663,7 +672,7 @@ def align_step(m: Member, st: MemberState, run_id: str) -> Step:
     record is then a named reference, resolved from the WAL after fencing (the same decision,
     :func:`align_decision`) and journaled."""
     sid = f"align-commit:{m.name}"
-    wal_dir = posixpath.join(m.data_dir, "member", "wal")
+    wal_dir = m.wal   # --wal-dir, else <data-dir>/member/wal: where etcd reads its WAL from
     db = posixpath.join(m.data_dir, "member", "snap", "db")
     fix = versions.commit_fix(versions.parse_version(st.etcd_version))
 
@@ -701,6 +710,15 @@ def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
     member_dir = posixpath.join(m.data_dir, "member")
     move = guarded(run_id, f"move-aside:{m.name}", move_aside_argv(member_dir, moved, m.data_dir),
                    600.0)
+    # A WAL dir of its own (--wal-dir) is moved aside too: etcd starts from the WAL it finds
+    # there (etcd v3.6.16 server/etcdserver/bootstrap.go: haveWAL := wal.Exist(cfg.WALDir())),
+    # so a learner with the old WAL would restart as the old member instead of joining. It is
+    # left absent: etcd makes it again (server/storage/wal/wal.go: Create writes
+    # <wal-dir>.tmp and renames it onto <wal-dir>).
+    wal_moved = posixpath.join(rdir, "wal.moved")
+    wal_move = (Run(m.name, tuple(guarded(run_id, f"move-aside:{m.name}", move_aside_argv(
+        m.wal, wal_moved, posixpath.dirname(posixpath.normpath(m.wal))), 600.0)), 600.0),) \
+        if m.wal_apart else ()
     after = [*members_before, (m.name, m.peer_url)]
     cfg_file = rt.config_path(m)
     new_config = rt.with_flags(config, cfg_file,
@@ -711,11 +729,14 @@ def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
     return [
         Step(id=f"move-aside:{m.name}", phase="rejoin", kind=StepKind.MOVE_ASIDE, host=m.name,
              title=f"Move {m.name}'s old data aside to {moved}"
+                   + (f", and its WAL dir {m.wal} to {wal_moved}" if m.wal_apart else "")
                    + (" (its data is unknown: excluded with --exclude, never used)"
                       if unknown else ""),
              precondition="",
-             check=f"{member_dir} no longer exists; the old data is in {moved}",
-             actions=(Run(m.name, tuple(move), 600.0),
+             check=f"{member_dir} no longer exists; the old data is in {moved}"
+                   + (f"; {m.wal} no longer exists; the old WAL is in {wal_moved}"
+                      if m.wal_apart else ""),
+             actions=(Run(m.name, tuple(move), 600.0), *wal_move,
                       host_record(m.name, run_id, f"move-aside:{m.name}"))),
         Step(id=f"learner-add:{m.name}", phase="rejoin", kind=StepKind.LEARNER_ADD, host=m.name,
              title=f"Add {m.name} back as a learner ({m.peer_url})",
@@ -765,7 +786,7 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
                    "healthy voting member; free disk for the backup",
              precondition="",
              check=f"a linearizable read through {via} succeeds",
-             actions=(Run(name, tuple(space_argv(m.data_dir)), 60.0),),
+             actions=(Run(name, tuple(space_argv(m.data_dir, *_wal_apart_from_data(m))), 60.0),),
              params={"via": via, "name": name}),
         lock_step(run_id, [m], take_over_lock),
         fence_step(rt, m, run_id),
@@ -794,13 +815,16 @@ def backup_step(rt: Runtime, m: Member, run_id: str, background: bool = False) -
     restore, which runs meanwhile."""
     rdir = run_dir(run_id)
     bdir = posixpath.join(rdir, "backup")
-    argv = _backup_argv(m.data_dir, rt.fenced_config_path(m, rdir), bdir)
+    argv = _backup_argv(m.data_dir, rt.fenced_config_path(m, rdir), bdir,
+                        *_wal_apart_from_data(m))
     if background:
         argv = ["nice", "-n", "10", *argv]
     argv = guarded(run_id, f"backup:{m.name}", argv, 1800.0)
     return Step(id=f"backup:{m.name}", phase="backup", kind=StepKind.BACKUP, host=m.name,
                 group=BACKGROUND if background else None,
-                title=f"Back up {m.name}'s data dir and configuration to {bdir}"
+                title=f"Back up {m.name}'s data dir"
+                      + (f", WAL dir {m.wal}" if m.wal_outside_data_dir else "")
+                      + f" and configuration to {bdir}"
                       + (" (in the background, at a lower CPU priority)" if background else ""),
                 precondition="",
                 check="the copy is byte for byte the source (diff -r), and its B2SUMS is "
@@ -809,38 +833,56 @@ def backup_step(rt: Runtime, m: Member, run_id: str, background: bool = False) -
                          host_record(m.name, run_id, f"backup:{m.name}")))
 
 
-def _backup_argv(data_dir: str, cfg: str, bdir: str) -> list[str]:
+def _backup_argv(data_dir: str, cfg: str, bdir: str, wal_dir: str | None = None) -> list[str]:
     """Copy, prove the copy equal to the source byte for byte (``diff -r``: etcd is fenced, so
     the source holds still), and record a B2SUMS of the copy; a resumed run checks the
-    copy against that list instead.
+    copy against that list instead. ``wal_dir``: a WAL dir outside the data dir (etcd's
+    ``--wal-dir``), copied beside it as ``wal`` and covered by the same B2SUMS (nothing is
+    copied for it when it does not exist: no WAL there to keep).
 
-    Rerun from any point, it converges and never nests: a partial copy (``data.partial``) is
-    copied again; a complete one (``data``, renamed there only once ``cp`` has finished) is
-    not copied again but compared with the source again, and its B2SUMS computed; a written
-    B2SUMS (renamed into place last) is checked."""
+    Rerun from any point, it converges and never nests: a partial copy (``data.partial``,
+    ``wal.partial``) is copied again; a complete one (``data``, ``wal``, renamed there only
+    once ``cp`` has finished) is not copied again but compared with the source again, and its
+    B2SUMS computed; a written B2SUMS (renamed into place last) is checked."""
     return sh('set -e; umask 077; mkdir -p "$3"; c=$(basename "$2"); '
               'if [ -f "$3/B2SUMS" ]; then cd "$3"; exec b2sum --quiet -c B2SUMS; fi; '
               'if [ ! -d "$3/data" ]; then rm -rf "$3/data.partial"; '
               'cp -a "$1" "$3/data.partial"; mv -T "$3/data.partial" "$3/data"; fi; '
+              'w=; if [ -n "$4" ] && [ -e "$4" ]; then w=wal; if [ ! -d "$3/wal" ]; then '
+              'rm -rf "$3/wal.partial"; cp -a "$4" "$3/wal.partial"; '
+              'mv -T "$3/wal.partial" "$3/wal"; fi; fi; '
               'rm -f "$3/$c.partial"; cp -a "$2" "$3/$c.partial"; mv -T "$3/$c.partial" "$3/$c"; '
-              'diff -rq "$1" "$3/data"; diff -q "$2" "$3/$c"; cd "$3"; '
-              'find data "$c" -type f -print0 | xargs -0 -n 1 -P 4 b2sum > B2SUMS.unsorted; '
+              'diff -rq "$1" "$3/data"; if [ -n "$w" ]; then diff -rq "$4" "$3/wal"; fi; '
+              'diff -q "$2" "$3/$c"; cd "$3"; '
+              'find data $w "$c" -type f -print0 | xargs -0 -n 1 -P 4 b2sum > B2SUMS.unsorted; '
               'sort -k 2 B2SUMS.unsorted > B2SUMS.partial; rm B2SUMS.unsorted; '
-              'mv -T B2SUMS.partial B2SUMS', data_dir, cfg, bdir)
+              'mv -T B2SUMS.partial B2SUMS', data_dir, cfg, bdir, *([wal_dir] if wal_dir else []))
+
+
+def wal_files_argv(wal_dir: str) -> list[str]:
+    """Exit 0 when ``wal_dir`` holds a WAL file (``*.wal``: what etcd's wal.Exist looks
+    for), 1 when it holds none or does not exist."""
+    return sh('for f in "$1"/*.wal; do [ -e "$f" ] && exit 0; done; exit 1', wal_dir)
 
 
 def move_aside_argv(member_dir: str, moved: str, data_dir: str) -> list[str]:
     """Move ``member_dir`` to ``moved`` and leave an empty ``data_dir``; never deletes a byte
     that is not safely in ``moved``, and converges when rerun from any point.
 
-    On one file system it is one rename (``mv -T``: it fails rather than nest into an
-    existing ``moved``). Across file systems (the state dir on another disk) it is a copy to
-    ``moved.partial``, renamed to ``moved`` once complete, compared with the source
-    (``diff -r``), then the source renamed to ``member.leaving`` and only then removed: a
-    rerun finds either the source whole or nothing of it but ``member.leaving``."""
+    On one mount of one file system (the same device, and the same mount in the host's mount
+    table: ``findmnt -T``, since a bind mount or a Docker volume of the same disk has the same
+    device number) it is one rename (``mv -T``: it fails rather than nest into an existing
+    ``moved``). Across mounts (the state dir on another disk, a WAL dir on a volume of its
+    own), where rename(2) fails with EXDEV and ``mv`` would fall back to a copy that a kill can
+    cut in half, it is a copy to ``moved.partial``, renamed to ``moved`` once complete,
+    compared with the source (``diff -r``), then the source renamed to ``<source>.leaving`` and
+    only then removed: a rerun finds either the source whole or nothing of it but
+    ``<source>.leaving``. ``data_dir`` is made (0700) when missing: for a WAL dir moved aside,
+    its parent directory, where etcd makes the WAL dir again."""
     return sh('set -e; umask 077; mkdir -p "$(dirname "$2")"; '
               'if [ -e "$1" ]; then '
-              'if [ "$(stat -c %d "$1")" = "$(stat -c %d "$(dirname "$2")")" ]; then '
+              'm() { printf "%s:%s" "$(stat -c %d "$1")" "$(findmnt -n -o TARGET -T "$1")"; }; '
+              'if [ "$(m "$1")" = "$(m "$(dirname "$2")")" ]; then '
               'mv -T "$1" "$2"; else '
               'if [ ! -e "$2" ]; then rm -rf "$2.partial"; cp -a "$1" "$2.partial"; '
               'mv -T "$2.partial" "$2"; fi; '

@@ -6,6 +6,8 @@ unit tests read these generators as realistic configurations."""
 from __future__ import annotations
 
 import io
+import posixpath
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -18,6 +20,41 @@ FILES = Path(__file__).parent / "files"
 
 
 # ---------------------------------------------------------------------------- files per host
+
+# Directories a lab's WAL disk may not be mounted on: they hold the system, the data dir or
+# the recovery's state.
+_NOT_A_WAL_DISK = ("/var/lib/etcd", "/var/lib/etcd-recovery", "/etc", "/usr", "/opt", "/root",
+                   "/home", "/run", "/tmp", "/bin", "/sbin", "/lib", "/boot", "/dev", "/proc",
+                   "/sys", "/var/lib/docker", "/var/log")
+
+
+def wal_mount(wal_dir: str) -> str:
+    """Where a lab host's WAL disk is mounted for ``--wal-dir`` ``wal_dir``: its parent
+    directory (empty: no WAL dir of its own). etcd makes a WAL as ``<wal-dir>.tmp`` and renames
+    it onto ``<wal-dir>`` (etcd v3.6.16 server/storage/wal/wal.go: Create, renameWAL), which
+    cannot cross a mount point: so the WAL dir is a directory on the disk, not the disk's mount
+    point, as on a real host with a WAL disk."""
+    return posixpath.dirname(wal_dir) if wal_dir else ""
+
+
+def wal_dir_problem(wal_dir: str) -> str | None:
+    """Why ``lab up --wal-dir`` cannot take ``wal_dir``, or None."""
+    if not wal_dir:
+        return None
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", wal_dir) or ".." in wal_dir.split("/") \
+            or posixpath.normpath(wal_dir) != wal_dir:
+        return f"--wal-dir {wal_dir!r}: give a normalized absolute path of letters, digits, . _ -"
+    disk = wal_mount(wal_dir)
+    if disk.count("/") < 2:
+        return (f"--wal-dir {wal_dir}: its parent {disk} is where the lab mounts the WAL's own "
+                "disk (etcd renames <wal-dir>.tmp onto the WAL dir, so the WAL dir cannot be "
+                "the mount point itself): give a directory two levels below a directory of "
+                "its own, e.g. /var/lib/etcd-wal/wal")
+    for sys_dir in _NOT_A_WAL_DISK:
+        if disk == sys_dir or disk.startswith(sys_dir + "/") or sys_dir.startswith(disk + "/"):
+            return (f"--wal-dir {wal_dir}: the lab would mount the WAL's disk on {disk}, which "
+                    f"is or holds {sys_dir}; give e.g. /var/lib/etcd-wal/wal")
+    return None
 
 OPS_UID = 1000  # the image's `ops` account (first user made by useradd)
 
@@ -51,14 +88,15 @@ def initial_cluster(hosts: list[LabHost]) -> str:
 
 
 def etcd_flags(h: LabHost, hosts: list[LabHost], pki_dir: str, token: str,
-               version: str = "") -> dict[str, str]:
+               version: str = "", wal_dir: str = "") -> dict[str, str]:
     """etcd's settings for one member, as kubeadm writes them for its etcd ``version`` (flag
-    name -> value)."""
+    name -> value); ``wal_dir``: a WAL dir of its own (``--wal-dir``), none when empty."""
     return {
         "advertise-client-urls": h.client_url,
         "cert-file": f"{pki_dir}/server.crt",
         "client-cert-auth": "true",
         "data-dir": "/var/lib/etcd",
+        **({"wal-dir": wal_dir} if wal_dir else {}),
         "initial-advertise-peer-urls": h.peer_url,
         "initial-cluster": initial_cluster(hosts),
         "initial-cluster-state": "new",
@@ -108,17 +146,19 @@ def env_file_of(state: LabState) -> str | None:
 KUBESPRAY_CERTS = "/etc/ssl/etcd/ssl"
 
 
-def kubespray_env(h: LabHost, hosts: list[LabHost], version: str) -> str:
+def kubespray_env(h: LabHost, hosts: list[LabHost], version: str, wal_dir: str = "") -> str:
     """/etc/etcd.env as kubespray's etcd.env.j2 renders it with its defaults (roles/etcd_defaults/
     defaults/main.yml: metrics basic, quota 2 GiB, compaction retention 8, 5 snapshots and WALs;
     roles/kubespray_defaults: heartbeat 250 ms, election 5000 ms, snapshot count 100000). For
     3.6 kubespray still writes the --experimental-* names, which 3.6 accepts as deprecated; 3.7
-    removed them (etcd-io/etcd#19959), so a 3.7 host gets their new names."""
+    removed them (etcd-io/etcd#19959), so a 3.7 host gets their new names. ``wal_dir``: the
+    lab's ``--wal-dir`` (ETCD_WAL_DIR after ETCD_DATA_DIR), none when empty."""
     crt = KUBESPRAY_CERTS
     experimental = not _at_least(version, (3, 7))
     lines = [
         f"# Environment file for etcd v{version}",
         "ETCD_DATA_DIR=/var/lib/etcd",
+        *([f"ETCD_WAL_DIR={wal_dir}"] if wal_dir else []),
         f"ETCD_ADVERTISE_CLIENT_URLS={h.client_url}",
         f"ETCD_INITIAL_ADVERTISE_PEER_URLS={h.peer_url}",
         "ETCD_INITIAL_CLUSTER_STATE=new",
@@ -166,6 +206,7 @@ def kubespray_env(h: LabHost, hosts: list[LabHost], version: str) -> str:
 
 
 def static_pod_manifest(flags: dict[str, str], version: str) -> str:
+    wal_disk = wal_mount(flags.get("wal-dir", ""))
     lines = [
         "apiVersion: v1",
         "kind: Pod",
@@ -190,6 +231,7 @@ def static_pod_manifest(flags: dict[str, str], version: str) -> str:
         "      name: etcd-data",
         "    - mountPath: /etc/kubernetes/pki/etcd",
         "      name: etcd-certs",
+        *([f"    - mountPath: {wal_disk}", "      name: etcd-wal"] if wal_disk else []),
         "  hostNetwork: true",
         "  priorityClassName: system-node-critical",
         "  volumes:",
@@ -201,6 +243,8 @@ def static_pod_manifest(flags: dict[str, str], version: str) -> str:
         "      path: /var/lib/etcd",
         "      type: DirectoryOrCreate",
         "    name: etcd-data",
+        *(["  - hostPath:", f"      path: {wal_disk}", "      type: DirectoryOrCreate",
+           "    name: etcd-wal"] if wal_disk else []),
         "status: {}",
     ]
     return "\n".join(lines) + "\n"
@@ -222,7 +266,8 @@ def host_files(state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKe
     health = pki.issue(ca, "kube-etcd-healthcheck-client", dns=[], ips=[], server=False,
                        client=True)
     pki_dir = "/etc/kubernetes/pki/etcd" if state.runtime == "static-pod" else "/etc/etcd/pki"
-    flags = etcd_flags(h, state.hosts, pki_dir, f"{state.id}-token", state.version_of(h))
+    flags = etcd_flags(h, state.hosts, pki_dir, f"{state.id}-token", state.version_of(h),
+                       state.wal_dir)
     own_pki = not kubespray_layout(state)  # kubespray's certificates are written below
     files: dict[str, tuple[bytes, int]] = {
         **({f"{pki_dir}/ca.crt": (ca.cert_pem, 0o644),
@@ -259,8 +304,8 @@ def host_files(state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKe
                       f"{crt}/member-{h.name}-key.pem": (peer.key_pem, 0o600),
                       f"{crt}/admin-{h.name}.pem": (health.cert_pem, 0o644),
                       f"{crt}/admin-{h.name}-key.pem": (health.key_pem, 0o600),
-                      "/etc/etcd.env": (kubespray_env(h, state.hosts,
-                                                      state.version_of(h)).encode(), 0o640)}
+                      "/etc/etcd.env": (kubespray_env(h, state.hosts, state.version_of(h),
+                                                      state.wal_dir).encode(), 0o640)}
             unit = (FILES / "etcd-kubespray.service").read_bytes()
         else:
             files["/etc/etcd/etcd.env"] = (systemd_env(flags).encode(), 0o640)

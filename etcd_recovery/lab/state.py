@@ -44,6 +44,9 @@ class LabState:
     keys: int = 0
     auth: bool = False  # etcd --auth on: user root, password in <dir>/etcd-root-password
     etcd_dirs: dict[str, str] = field(default_factory=dict)  # version -> build dir here
+    # etcd's --wal-dir on every host ("": none): a directory on a disk of its own (a Docker
+    # volume mounted on its parent directory, removed with the container)
+    wal_dir: str = ""
     # What `up` made in the lab directory, relative to it: files, and directories (ending in
     # "/", "./" for the lab directory itself) it created. `down` removes these and no more.
     owned: list[str] = field(default_factory=list)

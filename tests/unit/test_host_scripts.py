@@ -38,6 +38,7 @@ from etcd_recovery.plan import (
     probe_argv,
     takeover_argv,
     unlock_argv,
+    wal_files_argv,
 )
 from etcd_recovery.runtimes.base import runtime_for
 
@@ -415,3 +416,124 @@ def test_lock_unlock_and_take_over(tmp_path: Path, shell: str) -> None:
     assert run(lock_argv("run-a", str(path))) == 0
     assert run(takeover_argv("run-c", str(path))) == 0 and path.read_text() == "run-c\n"
     assert run(unlock_argv("run-a", str(path))) == 0 and path.read_text() == "run-c\n"
+
+
+# --------------------------------------------------------------------------- a WAL dir apart
+
+def make_wal_dir(root: Path) -> Path:
+    """etcd's --wal-dir on a disk of its own: <disk>/wal, 0700, a few WAL files."""
+    rng = random.Random(11)
+    w = root / "wal-disk" / "wal"
+    w.mkdir(parents=True)
+    for i in range(2):
+        (w / f"{i:016x}-{i:016x}.wal").write_bytes(rng.randbytes(256 << 10))
+    (w / "0.tmp").write_bytes(b"\0" * 4096)
+    w.chmod(0o700)
+    return w
+
+
+class WalHost(Host):
+    def __init__(self, root: Path, shell: str = "sh") -> None:
+        super().__init__(root, shell)
+        self.wal = make_wal_dir(root)
+
+    def backup_argv(self, step: str = "backup:etcd-1") -> list[str]:
+        inner = _backup_argv(str(self.data), str(self.cfg), str(self.bdir), str(self.wal))
+        return in_shell(guarded(RUN, step, inner, 60, state_dir=str(self.state)), self.shell)
+
+
+@pytest.fixture(params=SHELLS)
+def wal_host(request: pytest.FixtureRequest, tmp_path: Path) -> WalHost:
+    return WalHost(tmp_path, request.param)
+
+
+def assert_wal_backup_complete(h: WalHost) -> None:
+    same_tree(h.data, h.bdir / "data")
+    same_tree(h.wal, h.bdir / "wal")
+    left = sorted(p.name for p in h.bdir.iterdir())
+    assert left == ["B2SUMS", "data", "etcd.env", "wal"], left
+    res = subprocess.run(["b2sum", "--quiet", "-c", "B2SUMS"], cwd=h.bdir, capture_output=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    listed = sorted(line.split(None, 1)[1] for line in
+                    (h.bdir / "B2SUMS").read_text().splitlines())
+    files = sorted(str(p.relative_to(h.bdir)) for d in ("data", "wal")
+                   for p in (h.bdir / d).rglob("*") if p.is_file())
+    assert listed == sorted([*files, "etcd.env"]) and any(f.startswith("wal/") for f in files)
+
+
+def test_a_backup_with_a_wal_dir_covers_it_and_a_rerun_only_checks_it(wal_host: WalHost) -> None:
+    res = wal_host.run(wal_host.backup_argv())
+    assert res.returncode == 0, res.stderr
+    assert_wal_backup_complete(wal_host)
+    again = wal_host.run(wal_host.backup_argv())
+    assert again.returncode == 0, again.stderr
+    # a changed byte of the WAL's copy fails the rerun's check against B2SUMS
+    wal = sorted((wal_host.bdir / "wal").glob("*.wal"))[0]
+    raw = bytearray(wal.read_bytes())
+    raw[7] ^= 0xFF
+    wal.write_bytes(bytes(raw))
+    assert wal_host.run(wal_host.backup_argv()).returncode != 0
+
+
+def test_a_backup_whose_wal_dir_is_absent_copies_the_rest(host: Host) -> None:
+    inner = _backup_argv(str(host.data), str(host.cfg), str(host.bdir),
+                         str(host.root / "no-such-wal"))
+    res = host.run(in_shell(guarded(RUN, "b", inner, 60, state_dir=str(host.state)),
+                            host.shell))
+    assert res.returncode == 0, res.stderr
+    assert_backup_complete(host)
+
+
+WAL_BACKUP_STOPS = [
+    ("cp", "wal.partial", 'REAL "$@"; truncate -s 100 "$3/0000000000000000-0000000000000000.wal"'),
+    ("mv", "wal.partial", ""),            # the WAL copied, not yet renamed
+    ("diff", "wal-disk", ""),             # the WAL renamed, not yet compared
+    ("find", "-print0", ""),              # compared, no B2SUMS yet
+]
+
+
+@pytest.mark.parametrize(("name", "pattern", "before"), WAL_BACKUP_STOPS,
+                         ids=[f"{n}-{p.strip()}" for n, p, _ in WAL_BACKUP_STOPS])
+def test_a_backup_with_a_wal_dir_killed_at_any_point_converges(
+        wal_host: WalHost, name: str, pattern: str, before: str) -> None:
+    wal_host.stop_at(name, pattern, before)
+    first = wal_host.start(wal_host.backup_argv())
+    wait_until(lambda: (wal_host.stops / "reached").exists(), f"the backup to reach {name}")
+    if name == "cp":   # really cut in the middle of the WAL's copy
+        part = wal_host.bdir / "wal.partial/0000000000000000-0000000000000000.wal"
+        assert part.stat().st_size == 100 and not (wal_host.bdir / "wal").exists()
+    wal_host.kill_command(first)
+    assert not (wal_host.bdir / "B2SUMS").exists()
+    res = wal_host.run(wal_host.backup_argv())
+    assert res.returncode == 0, res.stderr
+    assert_wal_backup_complete(wal_host)
+
+
+def test_move_aside_of_a_wal_dir_leaves_it_absent_and_a_rerun_changes_nothing(
+        wal_host: WalHost) -> None:
+    original = wal_host.root / "original-wal"
+    shutil.copytree(wal_host.wal, original, symlinks=True)
+    moved = wal_host.state / RUN / "wal.moved"
+    argv = wal_host.guarded(move_aside_argv(str(wal_host.wal), str(moved),
+                                            str(wal_host.wal.parent)), step="move-aside:etcd-3")
+    for _ in range(2):
+        res = wal_host.run(argv)
+        assert res.returncode == 0, res.stderr
+        same_tree(original, moved)
+        assert not wal_host.wal.exists() and wal_host.wal.parent.is_dir()
+    assert sorted(p.name for p in wal_host.wal.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_wal_files_argv_finds_only_wal_files(tmp_path: Path, shell: str) -> None:
+    def has(d: Path) -> int:
+        return subprocess.run(in_shell(wal_files_argv(str(d)), shell)).returncode
+
+    d = tmp_path / "wal"
+    assert has(d) == 1                      # absent
+    d.mkdir()
+    assert has(d) == 1                      # empty
+    (d / "0.tmp").write_bytes(b"")
+    assert has(d) == 1                      # etcd's preallocated file is no WAL
+    (d / "0000000000000000-0000000000000000.wal").write_bytes(b"")
+    assert has(d) == 0

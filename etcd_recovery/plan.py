@@ -376,9 +376,10 @@ def takeover_argv(run_id: str, path: str = LOCK_PATH) -> list[str]:
 def space_argv(data_dir: str, *more: str) -> list[str]:
     """Make the tool's state directory and print free bytes under it, then the size of what
     the backup copies (the data dir, and ``more``: a WAL dir outside it); fails first when
-    the host lacks flock or setsid, which every guarded command needs."""
-    return sh('set -e; for c in flock setsid; do command -v "$c" >/dev/null || { echo "$c '
-              '(util-linux) is not installed: every long host command runs under it" >&2; '
+    the host lacks flock or setsid, which every guarded command needs, or findmnt, which
+    move-aside asks whether a rename stays within one mount."""
+    return sh('set -e; for c in flock setsid findmnt; do command -v "$c" >/dev/null || { '
+              'echo "$c (util-linux) is not installed: the long host commands need it" >&2; '
               'exit 3; }; done; mkdir -p -m 0700 "$1"; df -B1 --output=avail "$1" | '
               'tail -n 1; shift; du -sbc "$@" | tail -n 1 | cut -f1', STATE_DIR, data_dir,
               *more)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 
+from . import etcdflags_sh
 from .actions import Action, WriteFile
 from .inventory import Inventory, Member
 from .plan import BACKGROUND, COMMANDS_LOCK, Plan, StepKind, run_dir
@@ -23,16 +24,9 @@ _PREDICATES = r"""retry() {  # retry SECONDS COMMAND...: run COMMAND until it su
     sleep 0.2
   done
 }
-etcd_stopped() { ! on "$1" pgrep -x etcd >/dev/null; }
-etcd_running() { on "$1" pgrep -x etcd >/dev/null; }
 leads_alone() {  # the only voter: a learner etcd left behind (etcd-io/etcd#20893) is removed next
   [ "$(etcdctl --endpoints="$1" member list | grep -c ', false$')" -eq 1 ] &&
     etcdctl --endpoints="$1" endpoint health >/dev/null 2>&1
-}
-runs_without_force() {
-  local pid; pid=$(on "$1" pgrep -x etcd | head -n 1); [ -n "$pid" ] || return 1
-  ! on "$1" cat "/proc/$pid/cmdline" "/proc/$pid/environ" | tr '\0' '\n' |
-    grep -q -e --force-new-cluster -e ETCD_FORCE_NEW_CLUSTER=
 }
 healthy_without_force() {
   runs_without_force "$1" && etcdctl --endpoints="$2" endpoint health >/dev/null 2>&1
@@ -140,7 +134,15 @@ def environment(plan: Plan, inv: Inventory) -> list[str]:
         lines.append('    *) echo "unknown member $h" >&2; return 2 ;;')
         lines.append("  esac")
         lines.append("}")
-    return [*lines, _PREDICATES]
+    # The member's own etcd is the one whose data dir is the member's (a host can run
+    # several: kops' etcd-main and etcd-events); etcdflags_sh reads each as etcd would.
+    lines.append('data_dir_of() {  # the data dir the inventory names for a member')
+    lines.append('  case "$1" in')
+    for m in inv.members:
+        lines.append(f"    {m.name}) echo {shlex.quote(m.data_dir)} ;;")
+    lines.append('    *) echo "unknown member $1" >&2; return 2 ;;')
+    lines += ["  esac", "}"]
+    return [*lines, _PREDICATES, etcdflags_sh.FUNCTIONS]
 
 
 def _verify_block(plan: Plan, inv: Inventory, members: list[str]) -> list[str]:

@@ -878,12 +878,15 @@ def move_aside_argv(member_dir: str, moved: str, data_dir: str) -> list[str]:
     cut in half, it is a copy to ``moved.partial``, renamed to ``moved`` once complete,
     compared with the source (``diff -r``), then the source renamed to ``<source>.leaving`` and
     only then removed: a rerun finds either the source whole or nothing of it but
-    ``<source>.leaving``. ``data_dir`` is made (0700) when missing: for a WAL dir moved aside,
+    ``<source>.leaving``. A complete ``moved`` already there (an earlier copy across mounts
+    whose source could not be removed: a read-only disk since remounted) is compared with the
+    source, which then goes the same way, never renamed into it. ``data_dir`` is made (0700)
+    when missing: for a WAL dir moved aside,
     its parent directory, where etcd makes the WAL dir again."""
     return sh('set -e; umask 077; mkdir -p "$(dirname "$2")"; '
               'if [ -e "$1" ]; then '
               'm() { printf "%s:%s" "$(stat -c %d "$1")" "$(findmnt -n -o TARGET -T "$1")"; }; '
-              'if [ "$(m "$1")" = "$(m "$(dirname "$2")")" ]; then '
+              'if [ ! -e "$2" ] && [ "$(m "$1")" = "$(m "$(dirname "$2")")" ]; then '
               'mv -T "$1" "$2"; else '
               'if [ ! -e "$2" ]; then rm -rf "$2.partial"; cp -a "$1" "$2.partial"; '
               'mv -T "$2.partial" "$2"; fi; '

@@ -391,6 +391,30 @@ def test_move_aside_across_file_systems_killed_at_any_point_converges(
     assert sorted(p.name for p in moved.parent.iterdir()) == ["member.moved"]
 
 
+def test_move_aside_finding_a_complete_copy_on_one_mount_compares_it_and_converges(
+        host: Host) -> None:
+    """An earlier run copied across mounts (a read-only bind mount over the data dir), then
+    could not take the source away; the mount is gone now, so the data dir and the state dir
+    are on one mount: the rerun does not rename into the copy (mv: Directory not empty) but
+    compares it with the source, which then goes."""
+    original = host.root / "original"
+    shutil.copytree(host.data, original, symlinks=True)
+    moved = host.state / RUN / "member.moved"
+    moved.parent.mkdir(parents=True)
+    shutil.copytree(host.data / "member", moved, symlinks=True)
+    res = host.run(move(host, host.data))
+    assert res.returncode == 0, res.stderr
+    same_tree(original / "member", moved)
+    assert list(host.data.iterdir()) == []
+    assert sorted(p.name for p in moved.parent.iterdir()) == ["member.moved"]
+    # A copy that differs from the source is not taken for it: nothing is removed.
+    shutil.copytree(original / "member", host.data / "member", symlinks=True)
+    (host.data / "member" / "extra").write_text("written since")
+    assert host.run(move(host, host.data)).returncode != 0
+    assert (host.data / "member" / "extra").read_text() == "written since"
+    same_tree(original / "member", moved)
+
+
 # --------------------------------------------------------------------------- lock, unlock
 
 @pytest.mark.parametrize("shell", SHELLS)

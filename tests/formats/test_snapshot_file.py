@@ -33,7 +33,7 @@ from etcd_recovery.formats.snapshot import (
     read_snapshot,
     sha256_of,
 )
-from etcd_recovery.formats.source import BytesSource, FileSource
+from etcd_recovery.formats.source import BytesSource, FileSource, WindowedSource
 from tests.formats.bbolt_fixtures import FileBuilder, bucket_value
 from tests.formats.conftest import Once
 from tests.formats.realetcd import (
@@ -298,11 +298,27 @@ def test_sha256_streams_in_chunks() -> None:
         sha256_of(BytesSource(data[:50]), 100)
 
 
-def test_saved_snapshot_hash_is_read_in_chunks(small_snapshot: bytes) -> None:
+def test_saved_snapshot_is_read_in_bounded_pieces(small_snapshot: bytes) -> None:
+    """The sha256 in ``chunk_size`` reads; the walk in windows of at most 1 MiB (clipped to
+    the db here, a small file): no read grows with the file."""
     src = _Counting(small_snapshot)
     s = read_snapshot(src, chunk_size=8192)
     assert s.hash_ok is True
-    assert max(src.reads) <= 8192
+    assert sum(r == 8192 for r in src.reads) == s.db_size // 8192
+    assert max(src.reads) <= max(8192, min(1 << 20, s.db_size))
+
+
+@settings(max_examples=200, deadline=2000)
+@given(data=st.binary(max_size=5000), window=st.integers(1, 700), keep=st.integers(1, 4),
+       reads=st.lists(st.tuples(st.integers(0, 6000), st.integers(0, 1500)), max_size=30))
+def test_windowed_source_reads_what_the_source_holds(data: bytes, window: int, keep: int,
+                                                     reads: list[tuple[int, int]]) -> None:
+    under = _Counting(data)
+    src = WindowedSource(under, window=window, keep=keep)
+    assert src.size() == len(data) and src.name == under.name
+    for offset, length in reads:
+        assert src.read(offset, length) == data[offset:offset + length]
+    assert all(r <= max(window, 1500) for r in under.reads)
 
 
 @pytest.mark.parametrize(("raw", "shown"), [

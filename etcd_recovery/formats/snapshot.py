@@ -38,6 +38,10 @@ Status first runs bbolt's ``tx.Check()`` (freelist, page reachability, key order
 reader checks what its walk meets (page ids, page bounds, cycles, key order in each bucket)
 but does not read the freelist or account for unreachable pages: a verified sha256 is the
 stronger check for a saved snapshot; a raw copy has only this walk.
+
+Sources read: the Go modules the installed builds are compiled from (go.etcd.io/etcd/*@v3.5.35,
+@v3.6.0, @v3.6.5, @v3.6.16, @v3.7.3; etcdutl/snapshot/v3_snapshot.go @v3.6.16 and @v3.5.35 are
+byte-identical to etcd-io/etcd's git tags v3.6.14 and v3.5.33), and the v3.4.23 git tag.
 """
 
 from __future__ import annotations

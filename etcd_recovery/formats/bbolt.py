@@ -265,6 +265,24 @@ class BoltDB:
         return Entry(key=key, value=value, flags=flags,
                      value_offset=page.offset + start + ksize)
 
+    def leaf_tuples(self, page: _Page) -> Iterator[tuple[bytes, bytes, int, int]]:
+        """Every element of a leaf page as ``(key, value, flags, value_offset)``, checked as
+        :meth:`leaf` checks one."""
+        data = page.data
+        n = len(data)
+        table = data[PAGE_HEADER_SIZE:PAGE_HEADER_SIZE + page.count * ELEMENT_SIZE]
+        eoff = PAGE_HEADER_SIZE
+        for flags, pos, ksize, vsize in _LEAF_ELEM.iter_unpack(table):
+            start = eoff + pos
+            mid = start + ksize
+            end = mid + vsize
+            if end > n:
+                i = (eoff - PAGE_HEADER_SIZE) // ELEMENT_SIZE
+                raise self.error(page.offset + eoff, f"{_describe(page)}: leaf element {i} "
+                                                     "key/value lies outside the page")
+            yield data[start:mid], data[mid:end], flags, page.offset + mid
+            eoff += ELEMENT_SIZE
+
     def root_bucket(self) -> Bucket:
         return Bucket(self, b"", root=self.meta.root, sequence=self.meta.sequence,
                       inline=None, ref_offset=self.meta.page * self.meta.page_size + 32)
@@ -413,21 +431,43 @@ class Bucket:
     def entries(self, limit: int) -> Iterator[Entry]:
         """All elements in key order; FormatError once more than ``limit`` turn up."""
         db = self._db
+        produced = 0
+        for page in self._leaf_pages(limit):
+            for j in range(page.count):
+                leaf = db.leaf(page, j)
+                if produced >= limit:
+                    raise db.error(page.offset, f"bucket {self.name!r} has more than "
+                                                f"{limit} entries")
+                produced += 1
+                yield leaf
+
+    def raw_entries(self, limit: int) -> Iterator[tuple[bytes, bytes, int, int]]:
+        """What :meth:`entries` yields, as ``(key, value, flags, value_offset)`` tuples.
+
+        For walks over every element of a big bucket (a snapshot's status): no Entry is made
+        per element. FormatError once more than ``limit`` turn up (a whole page at a time).
+        """
+        db = self._db
+        produced = 0
+        for page in self._leaf_pages(limit):
+            produced += page.count
+            if produced > limit:
+                raise db.error(page.offset, f"bucket {self.name!r} has more than "
+                                            f"{limit} entries")
+            yield from db.leaf_tuples(page)
+
+    def _leaf_pages(self, limit: int) -> Iterator[_Page]:
+        """The leaf pages in key order, walked depth first (cycles and depth checked; no
+        more pages than ``limit`` entries can need)."""
+        db = self._db
         root = self._root_page()
         page_budget = 2 * limit + 2 * MAX_DEPTH
         seen = {root.pgid}
         stack: list[tuple[_Page, int]] = [(root, 0)]
-        produced = 0
         while stack:
             page, i = stack.pop()
             if page.flags == LEAF_PAGE:
-                for j in range(page.count):
-                    leaf = db.leaf(page, j)
-                    if produced >= limit:
-                        raise db.error(page.offset, f"bucket {self.name!r} has more than "
-                                                    f"{limit} entries")
-                    produced += 1
-                    yield leaf
+                yield page
                 continue
             if i >= page.count:
                 continue

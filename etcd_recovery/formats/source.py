@@ -67,3 +67,52 @@ class FileSource:
             chunk = fh.read(length)
         self.bytes_read += len(chunk)
         return chunk
+
+
+class WindowedSource:
+    """A ByteSource that reads another in aligned windows and keeps the last few.
+
+    For walks that read a page at a time, mostly in ascending order (a snapshot's status reads
+    every page of the tree): one read of ``window`` bytes serves the pages in it, so a local
+    file is opened once a window instead of once a page, and a remote one is asked once.
+    Reads larger than a window go straight through. Holds at most ``keep`` x ``window`` bytes.
+    """
+
+    def __init__(self, src: ByteSource, window: int = 1 << 20, keep: int = 8) -> None:
+        if window <= 0 or keep <= 0:
+            raise ValueError("window and keep must be positive")
+        self._src = src
+        self._window = window
+        self._keep = keep
+        self._windows: dict[int, bytes] = {}  # window index -> its bytes, oldest first
+
+    @property
+    def name(self) -> str:
+        return self._src.name
+
+    def size(self) -> int:
+        return self._src.size()
+
+    def _get(self, index: int) -> bytes:
+        data = self._windows.pop(index, None)
+        if data is None:
+            data = self._src.read(index * self._window, self._window)
+            if len(self._windows) >= self._keep:
+                del self._windows[next(iter(self._windows))]
+        self._windows[index] = data  # now the newest
+        return data
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError("negative offset or length")
+        if length > self._window:
+            return self._src.read(offset, length)
+        first, last = offset // self._window, (offset + max(length, 1) - 1) // self._window
+        start = offset - first * self._window
+        data = self._get(first)
+        if last == first:
+            return data[start:start + length]
+        if len(data) < self._window:  # the file ends in this window
+            return data[start:]
+        rest = self._get(last)
+        return (data[start:] + rest)[:length]

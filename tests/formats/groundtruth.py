@@ -34,6 +34,7 @@ from typing import Any
 from etcd_recovery.errors import TransportError
 from etcd_recovery.formats.backend import Revision, parse_revision_key, read_backend
 from etcd_recovery.formats.bbolt import open_db
+from etcd_recovery.formats.snapshot import read_snapshot
 from etcd_recovery.formats.source import FileSource
 from etcd_recovery.formats.wal import crc32c_update
 from etcd_recovery.inspect import read_disk
@@ -47,36 +48,9 @@ REMOTE_DIR = "/var/lib/etcd"
 
 
 def snapshot_status_of(db: Path, minor: tuple[int, int]) -> dict[str, Any]:
-    """``etcdutl snapshot status -w json`` of the etcdutl of ``minor``, from our readers."""
-    bolt = open_db(FileSource(db))
-    h = 0
-    total = 0
-    revision = 0
-    live: set[bytes] = set()
-    root = bolt.root_bucket()
-    for top in root.entries(MAX_ENTRIES):
-        assert top.is_bucket, f"top-level key {top.key!r} is not a bucket"
-        h = crc32c_update(h, top.key)
-        bucket = root.bucket(top.key)
-        assert bucket is not None
-        for e in bucket.entries(MAX_ENTRIES):
-            h = crc32c_update(crc32c_update(h, e.key), b"" if e.is_bucket else e.value)
-            total += 1
-            if top.key == b"key":
-                rev = parse_revision_key(e.key, bolt.name, e.value_offset)
-                revision = rev.main
-                user_key = _kv_key(e.value)
-                if rev.tombstone:
-                    live.discard(user_key)
-                else:
-                    live.add(user_key)
-    state = read_backend(FileSource(db))
-    out: dict[str, Any] = {"hash": h, "revision": revision,
-                           "totalKey": total if minor < (3, 6) else len(live),
-                           "totalSize": state.data_size_bytes}
-    if minor >= (3, 6):
-        out["version"] = state.storage_version or ""
-    return out
+    """``etcdutl snapshot status -w json`` of the etcdutl of ``minor``, from our readers
+    (etcd_recovery.formats.snapshot, whose module doc has the rules above)."""
+    return read_snapshot(FileSource(db)).etcdutl_json(minor)
 
 
 def hashkv_of(db: Path) -> dict[str, Any]:

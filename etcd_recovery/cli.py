@@ -925,6 +925,9 @@ def lab_up(members: Annotated[int, typer.Option(metavar="N",
                "--wal-dir", metavar="DIR", help="Give every member a WAL dir of its own "
                "(etcd's --wal-dir DIR) on a disk of its own, mounted on DIR's parent "
                "directory, e.g. /var/lib/etcd-wal/wal.")] = "",
+           data_disk: Annotated[bool, typer.Option(
+               "--data-disk", help="Put every member's data dir (/var/lib/etcd) on a disk of "
+               "its own, as on a production host.")] = False,
            lab_dir: LabDirOpt = Path(".lab")) -> None:
     """Start the hosts and a healthy TLS cluster, with keys loaded.
 
@@ -933,7 +936,7 @@ def lab_up(members: Annotated[int, typer.Option(metavar="N",
     lab = _lab(lab_dir)
     state = guarded(lambda: lab.up(members=members, runtime=runtime.value,
                                    version=etcd_version, keys=keys, auth=auth,
-                                   wal_dir=wal_dir,
+                                   wal_dir=wal_dir, data_disk=data_disk,
                                    etcd_binary=None if etcd_binary is None
                                    else str(etcd_binary)))
     out.print(f"lab {state.id}: {len(state.hosts)} members, {state.runtime}, "
@@ -946,6 +949,8 @@ def lab_up(members: Annotated[int, typer.Option(metavar="N",
 
         out.print(f"WAL dir:   {state.wal_dir} on every host (its own disk, mounted on "
                   f"{wal_mount(state.wal_dir)})")
+    if state.data_disk:
+        out.print("data dir:  /var/lib/etcd on every host (its own disk)")
     out.print(f"inventory: {lab.inventory_path}")
     out.print(f"SSH:       ssh -i {lab.dir}/ssh/id_ed25519 -o UserKnownHostsFile="
               f"{lab.dir}/known_hosts root@{state.hosts[0].mgmt_ip}")

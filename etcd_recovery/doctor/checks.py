@@ -117,6 +117,10 @@ CHECKS: tuple[CheckInfo, ...] = (
     CheckInfo("learners", _S, "learners in the membership", "warn: a learner not promoted"),
     CheckInfo("inventory", _S, "membership and inventory name the same members at the same "
               "peer URLs", "fail: a member unknown to either, or renamed"),
+    CheckInfo("inventory-config", _S, "each member's inventory fields (name, data_dir, "
+              "wal_dir, peer_url, client_url, its configuration file) against the host's "
+              "configuration file and running etcd: what inventory discover would write today",
+              "fail: a field differs, or the configuration file is missing"),
     CheckInfo("alarms", _S, "active alarms (NOSPACE, CORRUPT)", "fail: any alarm"),
     CheckInfo("rehearse-data-dir", _S, "the data dir's WAL and snap directories readable as "
               "root", "fail: not readable"),
@@ -716,6 +720,35 @@ def check_hygiene(r: ClusterReadings) -> list[Check]:
     return out
 
 
+def check_inventory_config(r: ClusterReadings) -> list[Check]:
+    """The inventory against each reached host, field by field (crosscheck's checks, read as
+    inspect reads them)."""
+    out = []
+    for m in r.members:
+        if not _reached(m) or m.sudo is None or not m.sudo.ok:
+            continue
+        bad = [c for c in m.config_checks if not c.ok]
+        if not m.config_checks:
+            out.append(Check("inventory-config", m.name, WARN, "not read",
+                             "neither the configuration file nor a running etcd was read"))
+        elif bad:
+            out.append(Check(
+                "inventory-config", m.name, FAIL, f"{len(bad)} field(s) differ",
+                "; ".join(f"{c.field} is {c.inventory!r} in the inventory but "
+                          f"{c.host!r} in {c.source}" for c in bad)
+                + ". Fix the inventory (etcd-recovery inventory discover writes it from the "
+                  "hosts), or the host if the inventory is right: a recovery refuses a member "
+                  "whose inventory does not match its host",
+                value=float(len(bad)), unit="count",
+                details={"differences": [c.to_json() for c in bad]}))
+        else:
+            sources = sorted({c.source for c in m.config_checks})
+            out.append(Check("inventory-config", m.name, OK,
+                             f"{len(m.config_checks)} fields match", "read from "
+                             + " and ".join(sources), value=0.0, unit="count"))
+    return out
+
+
 def check_alarms(r: ClusterReadings) -> list[Check]:
     names = _names(r)
     read = [m for m in r.members if m.alarms is not None]
@@ -775,7 +808,7 @@ def check_rehearsal(r: ClusterReadings) -> list[Check]:
 _ALL: tuple[Callable[[ClusterReadings], list[Check]], ...] = (
     check_membership, check_endpoint_status, check_status_fields, check_db, check_reads,
     check_metrics, check_ssh, check_certificates, check_versions, check_disk, check_clock,
-    check_hygiene, check_alarms, check_rehearsal)
+    check_hygiene, check_inventory_config, check_alarms, check_rehearsal)
 
 
 def run_checks(r: ClusterReadings, names: Sequence[str] = ()) -> tuple[Check, ...]:

@@ -27,11 +27,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from .. import etcdflags, processes
 from .. import hostchecks as hc
+from ..crosscheck import check_member
 from ..errors import EtcdRecoveryError, FormatError, TransportError
-from ..inspect import TransportFactory, read_wal_tail, running_flags, ssh_transport
+from ..inspect import TransportFactory, read_wal_tail, ssh_transport
 from ..inventory import Inventory, Member
 from ..live import EtcdClient, LiveStatus
+from ..model import Check as ModelCheck
 from ..runtimes import config as rconf
 from ..runtimes.base import runtime_for
 from ..transport.base import Transport
@@ -49,7 +52,6 @@ MAX_METRICS = 16 * 1024 * 1024
 
 # $1: the data dir; $2: where backups go; $3: --wal-dir (may be empty). Read-only.
 HOST_SCRIPT = r"""
-echo '## pids'; pgrep -x etcd
 echo '## free'; d="$2"; while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done
 echo "$d"; df -PB1 "$d" | awk 'NR==2 {print $4}'
 echo '## size'; du -sb "$1" 2>/dev/null | cut -f1
@@ -109,22 +111,30 @@ def _etcd_user(t: Transport, runtime: str, unit: str) -> str:
     return user if re.fullmatch(r"[a-z_][a-z0-9_.-]*", user) else "root"
 
 
-def _flags(t: Transport, member: Member, runtime: str, pids: list[str]
-           ) -> tuple[dict[str, str], str]:
-    if pids:
-        try:
-            found = running_flags(t, pids[0])
-        except TransportError:
-            found = None
-        if found:
-            return dict(found), "process"
+def _flags(t: Transport, member: Member, runtime: str,
+           own: tuple[list[str], dict[str, str]] | None
+           ) -> tuple[dict[str, str], str, tuple[ModelCheck, ...]]:
+    """etcd's flags (the member's own running etcd's, else its configuration file's), where
+    they were read, and the inventory against both (crosscheck: what `inventory discover`
+    would write for this member today, field by field)."""
     path = runtime_for(runtime).config_path(member)
+    text: str | None = None
+    error: str | None = None
     try:
         src = t.open_file(path, sudo=member.ssh.sudo)
         text = src.read(0, min(src.size(), 1024 * 1024)).decode("utf-8", errors="replace")
-        return rconf.config_flags(runtime, text, path), "config file"
-    except (TransportError, FormatError):
-        return {}, ""
+    except TransportError as exc:
+        error = _why(exc)
+    running = etcdflags.parse(*own).flags if own is not None else None
+    drift = check_member(member, runtime, path, text, error, running, None)
+    if running:
+        return dict(running), "process", drift
+    if text is not None:
+        try:
+            return rconf.config_flags(runtime, text, path), "config file", drift
+        except FormatError:
+            pass
+    return {}, "", drift
 
 
 def _certs(t: Transport, member: Member, runtime: str, flags: Mapping[str, str],
@@ -240,14 +250,19 @@ def read_member(member: Member, inv: Inventory, factory: TransportFactory,
         r = replace(r, sudo=sudo)
         if not sudo.ok:
             return r
-        pids = [p for p in (x.strip() for x in out.get("pids", [])) if p.isdigit()]
+        # the member's own etcd, by its data dir, among every etcd on the host (kops: two)
+        procs = processes.etcd_processes(t, sudo=True)
+        pid = processes.own_pid(procs, member.data_dir)
+        own = (list(procs[pid][0]) or ["etcd"], dict(procs[pid][1])) if pid is not None \
+            else None
         free = out.get("free", [])
-        r = replace(r, etcd_running=bool(pids), free_path=free[0].strip() if free else "",
+        r = replace(r, etcd_running=pid is not None,
+                    free_path=free[0].strip() if free else "",
                     free_bytes=_int(free, 1), data_size=_int(out.get("size", [])),
                     data_mount=_first(out.get("mount", [])))
-        flags, source = _flags(t, member, inv.runtime, pids)
+        flags, source, drift = _flags(t, member, inv.runtime, own)
         flags.setdefault("data-dir", member.data_dir)
-        r = replace(r, flags=flags, flags_source=source)
+        r = replace(r, flags=flags, flags_source=source, config_checks=drift)
         if flags.get("wal-dir"):
             got = t.run(["sh", "-c", HOST_SCRIPT, "sh", member.data_dir, STATE_DIR,
                          flags["wal-dir"]], sudo=True, check=False, timeout=CMD_TIMEOUT_S)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..hostchecks import CertInfo, HostCheck
 from ..live import AlarmInfo, LiveStatus, MemberInfo
+from ..model import Check as ModelCheck
 from .metrics import Histogram
 
 
@@ -54,6 +55,9 @@ class MemberReadings:
     wal_mount: str | None = None              # mount point holding --wal-dir (None: no flag)
     certs: Mapping[str, CertInfo | str] = field(default_factory=dict)  # path -> cert or why
     cert_checks: tuple[HostCheck, ...] = ()   # hostchecks' readability and SAN checks
+    # the inventory's fields against the host's configuration file and running etcd
+    # (crosscheck: what `inventory discover` would write for the member today)
+    config_checks: tuple[ModelCheck, ...] = ()
     version: str | None = None
     data_dir_readable: Timed | None = None
     disk_reader: Timed | None = None          # inspect's WAL reader, in place, etcd running

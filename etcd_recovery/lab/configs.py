@@ -23,6 +23,7 @@ FILES = Path(__file__).parent / "files"
 
 # Directories a lab's WAL disk may not be mounted on: they hold the system, the data dir or
 # the recovery's state.
+DATA_DIR = "/var/lib/etcd"   # every lab member's data dir (both runtimes)
 _NOT_A_WAL_DISK = ("/var/lib/etcd", "/var/lib/etcd-recovery", "/etc", "/usr", "/opt", "/root",
                    "/home", "/run", "/tmp", "/bin", "/sbin", "/lib", "/boot", "/dev", "/proc",
                    "/sys", "/var/lib/docker", "/var/log")

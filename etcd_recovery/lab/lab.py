@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import LabError, RefusedError
 from ..inventory import EtcdAuth, Inventory, Member, SshTarget, TlsFiles, dump_inventory
 from . import image, pki
-from .configs import env_file_of, host_files, wal_dir_problem, wal_mount
+from .configs import DATA_DIR, env_file_of, host_files, wal_dir_problem, wal_mount
 from .installed import ETCD_ROOT, binary_version, host_builds, in_host, installed_etcd
 from .state import AUTH_FILE, LAB_FILES, LabHost, LabState, lab_id
 
@@ -94,11 +94,11 @@ class Lab:
     # ---------------------------------------------------------------- up
     def up(self, members: int = 3, runtime: str = "static-pod", version: str = "3.5",
            keys: int = 1000, auth: bool = False, etcd_binary: str | None = None,
-           wal_dir: str = "") -> LabState:
+           wal_dir: str = "", data_disk: bool = False) -> LabState:
         """``version``: one etcd version ("3.5", "3.5.30") or a comma list, one per host;
         ``etcd_binary``: a directory with any etcd build, for every host; ``wal_dir``: etcd's
         ``--wal-dir`` on every host, a directory on a disk of its own (a Docker volume
-        mounted on its parent directory)."""
+        mounted on its parent directory); ``data_disk``: the data dir on a disk of its own."""
         if runtime not in RUNTIMES:
             raise LabError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
         if members < 1 or members > 9:
@@ -107,7 +107,7 @@ class Lab:
         if why is not None:
             raise LabError(why)
         if self.exists():
-            return self._up_again(members, runtime, version, etcd_binary, wal_dir)
+            return self._up_again(members, runtime, version, etcd_binary, wal_dir, data_disk)
         builds = host_builds(version, members, etcd_binary)
         files = [*LAB_FILES, *([AUTH_FILE] if auth else [])]
         foreign = [f for f in files if (self.dir / f).exists() or (self.dir / f).is_symlink()]
@@ -136,7 +136,7 @@ class Lab:
                          mgmt_network=mgmt_net, peer_network=peer_net,
                          mgmt_subnet=mgmt_subnet, peer_subnet=peer_subnet, hosts=hosts,
                          etcd_dirs={v: str(d) for v, d in builds}, owned=owned,
-                         wal_dir=wal_dir)
+                         wal_dir=wal_dir, data_disk=data_disk)
         state.save()  # from here on, `lab down` can clean up whatever follows
         ca = pki.make_ca(f"{self.id}-etcd-ca")
         user_key = pki.make_ssh_key(f"{self.id}-operator")
@@ -189,7 +189,8 @@ class Lab:
         state.auth = True
 
     def _up_again(self, members: int, runtime: str, version: str,
-                  etcd_binary: str | None, wal_dir: str = "") -> LabState:
+                  etcd_binary: str | None, wal_dir: str = "", data_disk: bool = False
+                  ) -> LabState:
         """The same lab asked for again: nothing changes. Each host's version must match what
         is asked (exactly, or by its minor: "3.5" matches 3.5.16)."""
         state = self.state()
@@ -200,12 +201,13 @@ class Lab:
             wanted = [parts[min(i, len(parts) - 1)] for i in range(members)]
         same = len(wanted) == len(state.hosts) and all(
             v == w or v.startswith(w + ".") for v, w in zip(state.versions, wanted, strict=False))
-        if (len(state.hosts), state.runtime, state.wal_dir) != (members, runtime, wal_dir) \
-                or not same:
+        if (len(state.hosts), state.runtime, state.wal_dir, state.data_disk) \
+                != (members, runtime, wal_dir, data_disk) or not same:
             raise LabError(
                 f"a different lab already exists in {self.dir} ({len(state.hosts)} members, "
                 f"{state.runtime}, etcd {state.etcd_version}"
                 + (f", --wal-dir {state.wal_dir}" if state.wal_dir else "")
+                + (", --data-disk" if state.data_disk else "")
                 + f"); run `etcd-recovery lab down --dir {self.dir}` first")
         status = self.status(state)
         if status["healthy"]:
@@ -278,10 +280,11 @@ class Lab:
             cgroupns="host", network_mode=state.mgmt_network, init=False)
         # The WAL's own disk: an anonymous volume (its own file system, kept across a kill and
         # a revive, removed with the container by `lab down`).
-        disk = wal_mount(state.wal_dir)
+        disks = [d for d in (wal_mount(state.wal_dir),
+                             DATA_DIR if state.data_disk else "") if d]
         created = client.api.create_container(
             state.image, name=h.container, hostname=h.name, detach=True,
-            volumes=[disk] if disk else None,
+            volumes=disks or None,
             labels={LABEL: state.id, "etcd-recovery.host": h.name},
             environment={"container": "docker"}, stop_signal="SIGRTMIN+3",
             host_config=host_cfg, networking_config=net_cfg)

@@ -47,6 +47,9 @@ class LabState:
     # etcd's --wal-dir on every host ("": none): a directory on a disk of its own (a Docker
     # volume mounted on its parent directory, removed with the container)
     wal_dir: str = ""
+    # the data dir (/var/lib/etcd) on a disk of its own too (a Docker volume, removed with the
+    # container), as doctor's data-dir-fs check asks of a real host
+    data_disk: bool = False
     # What `up` made in the lab directory, relative to it: files, and directories (ending in
     # "/", "./" for the lab directory itself) it created. `down` removes these and no more.
     owned: list[str] = field(default_factory=list)

@@ -93,16 +93,18 @@ def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...,
     made: list[Path] = []
 
     def make(members: int = 3, runtime: str = "static-pod", version: str = "3.5-newest",
-             keys: int = 1000, auth: bool = False, wal_dir: str = "") -> LabHandle:
+             keys: int = 1000, auth: bool = False, wal_dir: str = "",
+             data_disk: bool = False) -> LabHandle:
         """``version``: a build's role in etcd_recovery/lab/builds.txt ("3.6-newest"), or a
         comma list of roles, one per host; ``wal_dir``: etcd's --wal-dir on every host (its
-        own disk: ``lab up --wal-dir``)."""
+        own disk: ``lab up --wal-dir``); ``data_disk``: the data dir on a disk of its own."""
         version = ",".join(builds.version_of(r.strip()) for r in version.split(","))
         lab_dir = tmp_path_factory.mktemp(f"lab-{runtime}-{version.replace(',', '_')}-{members}")
         made.append(lab_dir)
         cli("lab", "up", "--dir", str(lab_dir), "--members", str(members), "--runtime",
             runtime, "--etcd-version", version, "--keys", str(keys),
-            *(["--auth"] if auth else []), *(["--wal-dir", wal_dir] if wal_dir else []))
+            *(["--auth"] if auth else []), *(["--wal-dir", wal_dir] if wal_dir else []),
+            *(["--data-disk"] if data_disk else []))
         return LabHandle(lab_dir)
 
     yield make

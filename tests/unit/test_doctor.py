@@ -35,6 +35,7 @@ from etcd_recovery.doctor.run import check_names
 from etcd_recovery.errors import EXIT_USAGE, UsageError
 from etcd_recovery.hostchecks import CertInfo, HostCheck
 from etcd_recovery.live import AlarmInfo, LiveStatus, MemberInfo
+from etcd_recovery.model import Check as ModelCheck
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "doctor"
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -77,7 +78,11 @@ def member(name: str, **kw: Any) -> MemberReadings:
         cert_checks=(HostCheck(name, "certificate", "--cert-file /pki/server.crt", True,
                                "valid"),),
         version="3.6.16", data_dir_readable=Timed(0.003),
-        disk_reader=Timed(0.004, detail="last index 100"))
+        disk_reader=Timed(0.004, detail="last index 100"),
+        config_checks=tuple(ModelCheck(name, f, "x", "x", src, True)
+                            for src in ("/etc/kubernetes/manifests/etcd.yaml",
+                                        "the running etcd's command line")
+                            for f in ("name", "data_dir", "peer_url", "client_url")))
     return replace(base, **kw)
 
 
@@ -498,3 +503,21 @@ def test_the_table_fits_100_columns_and_says_what_is_not_ok() -> None:
     assert all(len(line) <= 100 for line in text.splitlines())
     assert "warn: learners: not promoted: etcd-3" in text
     assert "exit 1" in text
+
+
+def test_an_inventory_field_that_differs_from_the_host_fails_naming_both_values() -> None:
+    moved = ModelCheck("etcd-2", "data_dir", "/var/lib/etcd", "/data/etcd",
+                       "the running etcd's command line", False)
+    m2 = member("etcd-2", config_checks=(*member("etcd-2").config_checks, moved))
+    rep = report(cluster(member("etcd-1"), m2, member("etcd-3")))
+    c = one(rep, "inventory-config", "etcd-2")
+    assert c.status is Status.fail and c.figure == "1 field(s) differ"
+    assert "data_dir is '/var/lib/etcd' in the inventory but '/data/etcd' in the running " \
+           "etcd's command line" in c.message
+    assert c.details["differences"][0]["host"] == "/data/etcd"
+    assert one(rep, "inventory-config", "etcd-1").status is Status.ok
+    assert rep.exit_code == 3
+    # nothing read from the host: said, not passed over
+    m3 = member("etcd-3", config_checks=())
+    assert one(report(cluster(member("etcd-1"), member("etcd-2"), m3)),
+               "inventory-config", "etcd-3").status is Status.warn

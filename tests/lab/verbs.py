@@ -235,7 +235,7 @@ def test_partition_holds_through_a_reboot(lab: LabHandle) -> None:
         res = ssh(lab.dir, lab.ip("etcd-3"),
                   f"timeout 2 bash -c 'echo > /dev/tcp/{peer}/2380' && echo reached")
         assert "reached" not in res.stdout, "the rebooted host reached a peer"
-        wait_for(lambda: lab.lab.etcd_running(lab.state.host("etcd-3")), 30,
+        wait_for(lambda: lab.lab.etcd_running(lab.state.host("etcd-3")), 90,
                  "etcd to start on the rebooted host")
         time.sleep(3)  # etcd dials its peers at once, and again every 100 ms
         nothing_across(lab, "etcd-3")

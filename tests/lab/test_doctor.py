@@ -32,8 +32,9 @@ def doctor(lab: LabHandle, *args: str, inventory: str | None = None
     return proc, report
 
 
-# Latencies (etcd's own, and the reads doctor times): on a machine running other lab tests at once they can pass
-# a threshold for real (a warning, never a failure here); every other check must be exact.
+# Latencies (etcd's own, and the reads doctor times): on a machine running other lab tests at
+# once they can pass a threshold for real (a warning, never a failure here); every other check
+# must be exact.
 LOAD = {"metric-wal-fsync", "metric-backend-commit", "metric-apply", "metric-peer-rtt",
         "read-serializable", "read-linearizable"}
 

@@ -17,11 +17,12 @@ import posixpath
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from . import etcdflags
 from . import hostchecks as hc
 from .choose import decide
 from .crosscheck import check_member, mismatches, process_flags
@@ -41,7 +42,7 @@ from .formats.wal import WalState, read_wal, wal_file_names
 from .inventory import Inventory, Member
 from .live import EtcdClient
 from .model import Decision, InspectReport, MemberState, NewBinary, PeerView, Quorum, WalTail
-from .processes import etcd_processes, own_pid
+from .processes import Processes, etcd_processes, own_pid
 from .runtimes import config as rconf
 from .runtimes.base import runtime_for
 from .runtimes.config import manifest_image
@@ -248,41 +249,57 @@ def read_live(t: Transport, member: Member, inv: Inventory,
 
 # ------------------------------------------------------------------------------- per member
 
-def _host_config(t: Transport, member: Member, runtime: str, pids: list[str]
-                 ) -> tuple[str | None, str | None, dict[str, str] | None]:
-    """The member's configuration file text (or why not), and the running etcd's flags."""
+def read_config_text(t: Transport, member: Member, runtime: str
+                     ) -> tuple[str | None, str | None]:
+    """The member's configuration file (manifest or env file) as text, or why not."""
     path = runtime_for(runtime).config_path(member)
-    text: str | None = None
-    error: str | None = None
     try:
         src = t.open_file(path, sudo=member.ssh.sudo)
         size = src.size()
         if size > 1024 * 1024:
-            error = "larger than 1 MiB: not an etcd configuration"
-        else:
-            text = src.read(0, size).decode("utf-8")
+            return None, "larger than 1 MiB: not an etcd configuration"
+        return src.read(0, size).decode("utf-8"), None
     except TransportError as exc:
-        error = str(exc)
+        return None, str(exc)
     except UnicodeDecodeError:
-        error = "not UTF-8 text"
-    running: dict[str, str] | None = None
-    if pids:
-        try:
-            running = running_flags(t, pids[0])
-        except TransportError:
-            running = None
-    return text, error, running
+        return None, "not UTF-8 text"
 
 
-def _etcd_user(t: Transport, runtime: str, unit: str) -> str:
+def own_flags(procs: Processes, pid: int | None) -> dict[str, str] | None:
+    """The flags of the member's own running etcd, from the process dump already read (None:
+    it does not run, or was gone when its /proc was read)."""
+    if pid is None or not procs[pid][0]:
+        return None
+    return etcdflags.parse(*procs[pid]).flags
+
+
+def etcd_user(t: Transport, runtime: str, unit: str, timeout: float = 10) -> str:
     """The user etcd runs as: the systemd unit's ``User=`` (empty: root); a static pod's etcd
     runs as root (kubeadm's manifest sets no runAsUser)."""
     if runtime != "systemd":
         return "root"
     show = t.run(["systemctl", "show", "-p", "User", unit], check=False,
-                 timeout=10).stdout.decode(errors="replace")
+                 timeout=timeout).stdout.decode(errors="replace")
     user = show.strip().partition("=")[2].strip()
     return user if re.fullmatch(r"[a-z_][a-z0-9_.-]*", user) else "root"
+
+
+def read_certs(t: Transport, flags: Mapping[str, str], facts: hc.HostFacts, sudo: bool
+               ) -> dict[str, hc.CertInfo | str]:
+    """The certificates etcd's flags name that the host has (public PEM text), parsed, or
+    why each could not be read."""
+    certs: dict[str, hc.CertInfo | str] = {}
+    for path in hc.certs_to_read(flags):
+        if facts.files.get(path) is None:
+            continue
+        try:
+            src = t.open_file(path, sudo=sudo)
+            certs[path] = hc.parse_cert(src.read(0, min(src.size(), 1024 * 1024)))
+        except TransportError as exc:
+            certs[path] = _why(exc)
+        except ValueError as exc:
+            certs[path] = str(exc) or "no PEM certificate in it"
+    return certs
 
 
 def read_host_checks(t: Transport, member: Member, runtime: str, config_text: str | None,
@@ -298,23 +315,12 @@ def read_host_checks(t: Transport, member: Member, runtime: str, config_text: st
         return ()
     flags.setdefault("data-dir", member.data_dir)
     sudo = member.ssh.sudo
-    user = _etcd_user(t, runtime, member.unit or "etcd.service")
+    user = etcd_user(t, runtime, member.unit or "etcd.service")
     res = t.run(["sh", "-c", hc.FACTS_SCRIPT, "sh", member.data_dir, user,
                  " ".join(hc.names_to_resolve(flags)), *hc.files_to_check(flags)],
                 sudo=sudo, check=False, timeout=20)
     facts = hc.parse_facts(res.stdout.decode(errors="replace"), user, {})
-    certs: dict[str, hc.CertInfo | str] = {}
-    for path in hc.certs_to_read(flags):
-        if facts.files.get(path) is None:
-            continue
-        try:
-            src = t.open_file(path, sudo=sudo)
-            certs[path] = hc.parse_cert(src.read(0, min(src.size(), 1024 * 1024)))
-        except TransportError as exc:
-            certs[path] = _why(exc)
-        except ValueError as exc:
-            certs[path] = str(exc) or "no PEM certificate in it"
-    facts = replace(facts, certs=certs)
+    facts = replace(facts, certs=read_certs(t, flags, facts, sudo))
     own = [int(p) for p in pids if p.isdigit()]
     return hc.host_checks(member.name, member.data_dir, flags, facts, own,
                           dt.datetime.now(dt.UTC))
@@ -413,7 +419,8 @@ def inspect_member(member: Member, inv: Inventory, factory: TransportFactory = s
             stopped.add(member.name)
         pids = [str(own)] if own is not None else []
         state, quorum = _read_state(t, member, inv, running, stopped)
-        text, error, flags = _host_config(t, member, inv.runtime, pids)
+        text, error = read_config_text(t, member, inv.runtime)
+        flags = own_flags(procs, own)
         own_name = next((p.name for p in state.membership
                          if p.id == state.member_id and p.name), None)
         checks = check_member(member, inv.runtime, runtime_for(inv.runtime).config_path(member),

@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import http.client
 import posixpath
-import re
 import ssl
 import threading
 import time
@@ -27,11 +26,19 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from .. import etcdflags, processes
 from .. import hostchecks as hc
+from .. import processes
 from ..crosscheck import check_member
 from ..errors import EtcdRecoveryError, FormatError, TransportError
-from ..inspect import TransportFactory, read_wal_tail, ssh_transport
+from ..inspect import (
+    TransportFactory,
+    etcd_user,
+    own_flags,
+    read_certs,
+    read_config_text,
+    read_wal_tail,
+    ssh_transport,
+)
 from ..inventory import Inventory, Member
 from ..live import EtcdClient, LiveStatus
 from ..model import Check as ModelCheck
@@ -102,30 +109,13 @@ def _first(lines: Sequence[str]) -> str | None:
     return lines[0].strip() if lines and lines[0].strip() else None
 
 
-def _etcd_user(t: Transport, runtime: str, unit: str) -> str:
-    if runtime != "systemd":
-        return "root"
-    show = t.run(["systemctl", "show", "-p", "User", unit], check=False,
-                 timeout=CMD_TIMEOUT_S).stdout.decode(errors="replace")
-    user = show.strip().partition("=")[2].strip()
-    return user if re.fullmatch(r"[a-z_][a-z0-9_.-]*", user) else "root"
-
-
-def _flags(t: Transport, member: Member, runtime: str,
-           own: tuple[list[str], dict[str, str]] | None
+def _flags(t: Transport, member: Member, runtime: str, running: dict[str, str] | None
            ) -> tuple[dict[str, str], str, tuple[ModelCheck, ...]]:
     """etcd's flags (the member's own running etcd's, else its configuration file's), where
     they were read, and the inventory against both (crosscheck: what `inventory discover`
     would write for this member today, field by field)."""
     path = runtime_for(runtime).config_path(member)
-    text: str | None = None
-    error: str | None = None
-    try:
-        src = t.open_file(path, sudo=member.ssh.sudo)
-        text = src.read(0, min(src.size(), 1024 * 1024)).decode("utf-8", errors="replace")
-    except TransportError as exc:
-        error = _why(exc)
-    running = etcdflags.parse(*own).flags if own is not None else None
+    text, error = read_config_text(t, member, runtime)
     drift = check_member(member, runtime, path, text, error, running, None)
     if running:
         return dict(running), "process", drift
@@ -142,21 +132,11 @@ def _certs(t: Transport, member: Member, runtime: str, flags: Mapping[str, str],
     """The certificates etcd's flags name, read on the host (public PEM; keys only stat'ed),
     and hostchecks' file checks (exists, readable by etcd's user, SANs, expired)."""
     sudo = member.ssh.sudo
-    user = _etcd_user(t, runtime, member.unit or "etcd.service")
+    user = etcd_user(t, runtime, member.unit or "etcd.service", timeout=CMD_TIMEOUT_S)
     res = t.run(["sh", "-c", hc.FACTS_SCRIPT, "sh", member.data_dir, user, "",
                  *hc.files_to_check(flags)], sudo=sudo, check=False, timeout=CMD_TIMEOUT_S)
     facts = hc.parse_facts(res.stdout.decode(errors="replace"), user, {})
-    certs: dict[str, hc.CertInfo | str] = {}
-    for path in hc.certs_to_read(flags):
-        if facts.files.get(path) is None:
-            continue
-        try:
-            src = t.open_file(path, sudo=sudo)
-            certs[path] = hc.parse_cert(src.read(0, min(src.size(), 1024 * 1024)))
-        except TransportError as exc:
-            certs[path] = _why(exc)
-        except ValueError as exc:
-            certs[path] = str(exc) or "no PEM certificate in it"
+    certs = read_certs(t, flags, facts, sudo)
     facts = replace(facts, certs=certs)
     return certs, tuple(hc.check_files(member.name, flags, facts, now))
 
@@ -253,14 +233,12 @@ def read_member(member: Member, inv: Inventory, factory: TransportFactory,
         # the member's own etcd, by its data dir, among every etcd on the host (kops: two)
         procs = processes.etcd_processes(t, sudo=True)
         pid = processes.own_pid(procs, member.data_dir)
-        own = (list(procs[pid][0]) or ["etcd"], dict(procs[pid][1])) if pid is not None \
-            else None
         free = out.get("free", [])
         r = replace(r, etcd_running=pid is not None,
                     free_path=free[0].strip() if free else "",
                     free_bytes=_int(free, 1), data_size=_int(out.get("size", [])),
                     data_mount=_first(out.get("mount", [])))
-        flags, source, drift = _flags(t, member, inv.runtime, own)
+        flags, source, drift = _flags(t, member, inv.runtime, own_flags(procs, pid))
         flags.setdefault("data-dir", member.data_dir)
         r = replace(r, flags=flags, flags_source=source, config_checks=drift)
         if flags.get("wal-dir"):

@@ -55,6 +55,7 @@ from typing import Any
 
 import pytest
 
+from etcd_recovery.errors import FormatError
 from etcd_recovery.formats.backend import BackendState, read_backend
 from etcd_recovery.formats.snap import latest_snapshot, read_snap, snapshot_names
 from etcd_recovery.formats.source import FileSource
@@ -158,6 +159,24 @@ def _wait_applied(cluster: Cluster, names: list[str]) -> dict[str, EtcdStatus]:
         time.sleep(0.05)
 
 
+def _wait_storage_version_on_disk(data_dir: Path, role: str, timeout: float = 15.0) -> None:
+    """Until the db file itself holds meta/storageVersion. The status reads it through the
+    backend's read buffer (``StorageVersion``, server/etcdserver/server.go @v3.6.16), so it can
+    show a version the file does not have yet: a full CI run once found a member that showed
+    one and left a db without it. Read the running member's file until it is there."""
+    want = _storage_version(role)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if _backend(data_dir).storage_version == want:
+                return
+        except (FormatError, OSError):  # a page caught mid-write: read again
+            time.sleep(0.01)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{data_dir}: no storage version {want} on disk in {timeout} s")
+        time.sleep(0.05)
+
+
 def _make_cluster(role: str, base: Path) -> ClusterRun:
     with running_cluster(role, base, extra_args=CLUSTER_ARGS) as cluster:
         m1 = cluster.member("m1")
@@ -192,6 +211,7 @@ def _make_cluster(role: str, base: Path) -> ClusterRun:
         members = m1.etcdctl_json("member", "list")["members"]
         for name in ("m1", "m2"):  # ran from the start; m4 may not have had its check yet
             cluster.member(name).wait_storage_version()
+            _wait_storage_version_on_disk(cluster.member(name).data_dir, role)
         status = _wait_applied(cluster, list(SURVIVORS))
         # Followers first: a leader stopped with SIGTERM hands leadership over first
         # (EtcdServer.Stop -> TransferLeadership), and the new leader's term-start entry

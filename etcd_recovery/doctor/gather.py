@@ -31,13 +31,14 @@ from .. import etcdflags, processes
 from .. import hostchecks as hc
 from ..crosscheck import check_member
 from ..errors import EtcdRecoveryError, FormatError, TransportError
-from ..inspect import TransportFactory, read_wal_tail, ssh_transport
+from ..inspect import read_wal_tail
 from ..inventory import Inventory, Member
 from ..live import EtcdClient, LiveStatus
 from ..model import Check as ModelCheck
 from ..runtimes import config as rconf
 from ..runtimes.base import runtime_for
 from ..transport.base import Transport
+from ..transport.factory import TransportFactory, ssh_transport
 from . import checks
 from . import metrics as mx
 from .readings import ClusterReadings, InventoryMember, MemberReadings, Timed

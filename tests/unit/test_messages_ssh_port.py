@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from etcd_recovery.inspect import ssh_transport
 from etcd_recovery.inventory import parse_inventory
 from etcd_recovery.transport.base import HostTarget
+from etcd_recovery.transport.factory import ssh_transport
 from etcd_recovery.transport.ssh import SshTransport
 from etcd_recovery.transport.ssh_config import resolve
 

@@ -48,8 +48,8 @@ from .plan import (
     align_decision,
     fingerprint,
     is_guarded,
+    lock_argv,
     run_dir,
-    takeover_argv,
     unlock_argv,
     wal_files_argv,
 )
@@ -157,7 +157,7 @@ class Executor:
             self.journal.append("run-start", chosen=self.plan.chosen)
         else:
             self.journal.append("resume", done=sorted(done))
-        takeover = tuple(takeover_argv(self.plan.run_id))
+        takeover = tuple(lock_argv(self.plan.run_id, take_over=True))
         self._probe_hosts = bool(events) or any(
             isinstance(a, Run) and a.argv == takeover for s in self.plan.steps
             if s.kind is StepKind.LOCK for a in s.actions)

@@ -43,10 +43,10 @@ from typing import Any
 from etcd_recovery.errors import EXIT_USAGE, EtcdRecoveryError, LabError
 from etcd_recovery.formats.backend import read_backend
 from etcd_recovery.formats.wal import read_wal, wal_file_names
-from etcd_recovery.inspect import ssh_transport
 from etcd_recovery.inventory import Member, load_inventory
 from etcd_recovery.lab.lab import Lab
 from etcd_recovery.lab.state import LabState
+from etcd_recovery.transport.factory import ssh_transport
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results-inspect.json"

@@ -725,7 +725,8 @@ def _write_discovered(hosts: list[Any], common: dict[str, Any], cluster: str | N
     import yaml
 
     from .discover import client_files_of, inventory_from, local_names, probe_all
-    from .transport.base import HostTarget
+    from .inventory import SshTarget
+    from .transport.factory import host_target
     from .transport.ssh import SshTransport
 
     by_address = {h.address: h for h in hosts}
@@ -737,10 +738,10 @@ def _write_discovered(hosts: list[Any], common: dict[str, Any], cluster: str | N
 
     def connect(address: str) -> Any:
         o = per_host(address)
-        return SshTransport(address, HostTarget(
+        return SshTransport(address, host_target(SshTarget(
             host=address, port=o.get("port"), user=o.get("user"),
             identity_file=o.get("identity_file"), known_hosts=o.get("known_hosts"),
-            proxy_jump=o.get("jump"), sudo=bool(o.get("sudo"))))
+            jump=o.get("jump"), sudo=bool(o.get("sudo")))))
 
     findings = guarded(lambda: probe_all(list(by_address), connect))
     tls: dict[str, str] | None = None

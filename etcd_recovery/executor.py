@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 from . import choose
@@ -36,7 +35,7 @@ from .errors import (
 )
 from .formats.backend import read_backend
 from .formats.wal import read_wal, wal_file_names
-from .inspect import TransportFactory, inspect_cluster, read_disk, ssh_transport
+from .inspect import inspect_cluster, read_disk
 from .inventory import Inventory
 from .journal import Event, Journal, done_steps
 from .live import ERR_LEARNER_NOT_READY, ERR_TOO_MANY_LEARNERS, ERR_UNHEALTHY, MemberInfo
@@ -49,14 +48,16 @@ from .plan import (
     align_decision,
     fingerprint,
     is_guarded,
+    lock_argv,
     run_dir,
-    takeover_argv,
     unlock_argv,
     wal_files_argv,
 )
+from .results import StepTiming, Summary
 from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client
 from .transport.base import CommandResult
+from .transport.factory import TransportFactory, ssh_transport
 from .verify import poll, verify_cluster
 from .watch import LOG_LINES, WATCHED, wait_watching
 
@@ -65,30 +66,7 @@ Log = Callable[[str], None]
 FRESH_S = 10.0
 EARLIER_MAX_S = 1800.0   # waiting for an earlier run's command of unknown step, at most
 
-__all__ = ["Executor", "StepFailed", "Summary", "poll", "require_kept"]
-
-
-@dataclass
-class StepTiming:
-    id: str
-    seconds: float
-    skipped: bool = False
-
-
-@dataclass
-class Summary:
-    run_id: str
-    ok: bool
-    total_s: float = 0.0
-    steps: list[StepTiming] = field(default_factory=list)
-    stopped_at: str | None = None
-    message: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "ok": self.ok, "total_s": round(self.total_s, 3),
-                "stopped_at": self.stopped_at, "message": self.message,
-                "steps": [{"id": s.id, "seconds": round(s.seconds, 3), "skipped": s.skipped}
-                          for s in self.steps]}
+__all__ = ["Executor", "StepFailed", "poll", "require_kept"]
 
 
 class _InStep(Exception):
@@ -179,7 +157,7 @@ class Executor:
             self.journal.append("run-start", chosen=self.plan.chosen)
         else:
             self.journal.append("resume", done=sorted(done))
-        takeover = tuple(takeover_argv(self.plan.run_id))
+        takeover = tuple(lock_argv(self.plan.run_id, take_over=True))
         self._probe_hosts = bool(events) or any(
             isinstance(a, Run) and a.argv == takeover for s in self.plan.steps
             if s.kind is StepKind.LOCK for a in s.actions)

@@ -17,7 +17,7 @@ import posixpath
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -46,21 +46,11 @@ from .processes import Processes, etcd_processes, own_pid
 from .runtimes import config as rconf
 from .runtimes.base import runtime_for
 from .runtimes.config import manifest_image
-from .transport.base import HostTarget, Transport
+from .transport.base import Transport
+from .transport.factory import TransportFactory, ssh_transport
 
-TransportFactory = Callable[[Member], Transport]
 GRPC_TIMEOUT_S = 3.0
 QUORUM_PROBE_KEY = b"/etcd-recovery/quorum-probe"
-
-
-def ssh_transport(member: Member) -> Transport:
-    from .transport.ssh import SshTransport
-
-    s = member.ssh
-    return SshTransport(member.name, HostTarget(
-        host=s.host, port=s.port, user=s.user, identity_file=s.identity_file,
-        known_hosts=s.known_hosts, proxy_jump=s.jump, sudo=s.sudo,
-        probe_timeout=s.connect_timeout or 1.0))
 
 
 def _why(exc: EtcdRecoveryError) -> str:

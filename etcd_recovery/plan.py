@@ -354,23 +354,20 @@ def is_guarded(argv: Sequence[str]) -> bool:
     return len(argv) > 2 and argv[2] == _GUARD
 
 
-def lock_argv(run_id: str, path: str = LOCK_PATH) -> list[str]:
-    """Take the host's recovery lock for ``run_id``; fails when the lock file exists."""
+def lock_argv(run_id: str, path: str = LOCK_PATH, *, take_over: bool = False) -> list[str]:
+    """Take the host's recovery lock for ``run_id``; fails when the lock file exists (the
+    shell's noclobber, ``set -C``). With ``take_over`` (``--take-over-lock``), take it over
+    from a dead run: write it anyway. (A command the dead run left running is waited for by
+    the first guarded command.)"""
+    noclobber = "" if take_over else "set -C; "
     return sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; '
-              'set -C; echo "$2" > "$1"', path, run_id)
+              f'{noclobber}echo "$2" > "$1"', path, run_id)
 
 
 def unlock_argv(run_id: str, path: str = LOCK_PATH) -> list[str]:
     """Release the host's recovery lock if, and only if, ``run_id`` holds it."""
     return sh('set -e; if [ "$(cat "$1" 2>/dev/null)" = "$2" ]; then rm -f "$1"; fi',
               path, run_id)
-
-
-def takeover_argv(run_id: str, path: str = LOCK_PATH) -> list[str]:
-    """Take the host's lock over from a dead run (``--take-over-lock``): write it anyway.
-    (A command the dead run left running is waited for by the first guarded command.)"""
-    return sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; '
-              'echo "$2" > "$1"', path, run_id)
 
 
 def space_argv(data_dir: str, *more: str) -> list[str]:
@@ -575,7 +572,7 @@ def install_binary_argv(new: NewBinary, rdir: str) -> list[str]:
 
 
 def lock_step(run_id: str, members: Sequence[Member], take_over: bool) -> Step:
-    argv = tuple(takeover_argv(run_id) if take_over else lock_argv(run_id))
+    argv = tuple(lock_argv(run_id, take_over=take_over))
     where = "every reachable host" if len(members) > 1 else members[0].name
     return Step(id="lock", phase="preflight", kind=StepKind.LOCK, host=None,
                 title=(f"Take the recovery lock over on {where} (--take-over-lock)" if take_over

@@ -43,7 +43,7 @@ from .model import (
     Quorum,
     WalTail,
 )
-from .plan import _WORDS, Plan, StepKind, _comparable, fingerprint_facts, make_plan, takeover_argv
+from .plan import _WORDS, Plan, StepKind, _comparable, fingerprint_facts, lock_argv, make_plan
 
 ID_LEN = 12
 ID_RE = re.compile(rf"[0-9a-f]{{{ID_LEN}}}")
@@ -131,7 +131,7 @@ def options_of(plan: Plan) -> Options:
     lock = next((s for s in plan.steps if s.kind is StepKind.LOCK), None)
     force = next((s for s in plan.steps if s.kind is StepKind.FORCE_NEW_CLUSTER), None)
     takeover = bool(lock and lock.actions and getattr(lock.actions[0], "argv", None)
-                    == tuple(takeover_argv(plan.run_id)))
+                    == tuple(lock_argv(plan.run_id, take_over=True)))
     return Options(allow_quorum=bool(pre and pre.params.get("allow_quorum")),
                    take_over_lock=takeover,
                    exclude=tuple(sorted(pre.params.get("exclude", []))) if pre else (),

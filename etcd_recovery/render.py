@@ -13,9 +13,9 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
-from .executor import Summary
 from .model import InspectReport, MemberState, MinorityRead, id_hex
 from .plan import BACKGROUND, Plan
+from .results import Summary
 
 
 def _fmt(value: object) -> str:

@@ -17,11 +17,11 @@ from typing import Any
 
 from . import processes
 from .errors import TransportError
-from .inspect import TransportFactory, ssh_transport
 from .inventory import Inventory, Member
 from .live import EtcdClient
 from .plan import probe_argv
 from .transport.base import CommandResult, Transport
+from .transport.factory import TransportFactory, ssh_transport
 
 ClientFactory = Callable[[Inventory, Member, Transport], AbstractContextManager[Any]]
 

@@ -31,13 +31,11 @@ from .. import processes
 from ..crosscheck import check_member
 from ..errors import EtcdRecoveryError, FormatError, TransportError
 from ..inspect import (
-    TransportFactory,
     etcd_user,
     own_flags,
     read_certs,
     read_config_text,
     read_wal_tail,
-    ssh_transport,
 )
 from ..inventory import Inventory, Member
 from ..live import EtcdClient, LiveStatus
@@ -45,6 +43,7 @@ from ..model import Check as ModelCheck
 from ..runtimes import config as rconf
 from ..runtimes.base import runtime_for
 from ..transport.base import Transport
+from ..transport.factory import TransportFactory, ssh_transport
 from . import checks
 from . import metrics as mx
 from .readings import ClusterReadings, InventoryMember, MemberReadings, Timed

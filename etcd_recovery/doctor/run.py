@@ -6,8 +6,8 @@ import time
 from collections.abc import Sequence
 
 from ..errors import UsageError
-from ..inspect import TransportFactory, ssh_transport
 from ..inventory import Inventory
+from ..transport.factory import TransportFactory, ssh_transport
 from .checks import CHECK_NAMES, run_checks
 from .gather import gather
 from .model import Report

@@ -53,12 +53,20 @@ class Runtime(Protocol):
         ...
 
 
-def runtime_for(name: str) -> Runtime:
-    from .static_pod import StaticPod
-    from .systemd import Systemd
+_RUNTIMES: dict[str, Runtime] = {}
 
-    runtimes: dict[str, Runtime] = {"static-pod": StaticPod(), "systemd": Systemd()}
-    return runtimes[name]
+
+def register(runtime: Runtime) -> None:
+    """Offer ``runtime`` under its name. Only the factory, :mod:`etcd_recovery.runtimes`,
+    calls this: it is the one place that knows the strategies, so this module imports none."""
+    _RUNTIMES[runtime.name] = runtime
+
+
+def runtime_for(name: str) -> Runtime:
+    """The strategy for a runtime's name (KeyError for a name no runtime has). Python runs a
+    package's ``__init__`` (here, the factory that registers every runtime) before any of its
+    modules can be imported, so the table is full wherever this is imported from."""
+    return _RUNTIMES[name]
 
 
 class _ConfigEdits:

@@ -36,7 +36,6 @@ from etcd_recovery.plan import (
     lock_argv,
     move_aside_argv,
     probe_argv,
-    takeover_argv,
     unlock_argv,
     wal_files_argv,
 )
@@ -438,9 +437,19 @@ def test_lock_unlock_and_take_over(tmp_path: Path, shell: str) -> None:
     assert run(unlock_argv("run-a", str(path))) == 0 and not path.exists()
     # Taken over: written whoever held it, and then held by the new run.
     assert run(lock_argv("run-a", str(path))) == 0
-    assert run(takeover_argv("run-c", str(path))) == 0 and path.read_text() == "run-c\n"
+    assert run(lock_argv("run-c", str(path), take_over=True)) == 0 and path.read_text() == "run-c\n"
     assert run(unlock_argv("run-a", str(path))) == 0 and path.read_text() == "run-c\n"
 
+
+
+def test_lock_and_take_over_are_one_script_but_for_noclobber() -> None:
+    # The argv every plan written so far holds, byte for byte (plan IDs hash them).
+    prefix = ('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$(dirname "$1")"; ')
+    tail = ["etcd-recovery", "/p/lock", "run-a"]
+    assert lock_argv("run-a", "/p/lock") == [
+        "sh", "-c", prefix + 'set -C; echo "$2" > "$1"', *tail]
+    assert lock_argv("run-a", "/p/lock", take_over=True) == [
+        "sh", "-c", prefix + 'echo "$2" > "$1"', *tail]
 
 # --------------------------------------------------------------------------- a WAL dir apart
 

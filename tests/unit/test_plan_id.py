@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 from etcd_recovery import cli, planid
 from etcd_recovery import plan as plan_mod
 from etcd_recovery.errors import EXIT_DRY_RUN, EXIT_REFUSED, EXIT_USAGE
-from etcd_recovery.executor import Summary
 from etcd_recovery.inventory import dump_inventory, load_inventory
 from etcd_recovery.journal import Journal
 from etcd_recovery.model import InspectReport
 from etcd_recovery.plan import Plan, make_plan
+from etcd_recovery.results import Summary
 
 from .test_plan_actions import configs as pa_configs
 from .test_plan_actions import inventory as pa_inventory

@@ -13,6 +13,9 @@ the executor is their interpreter and runs nothing that is not one of them. Five
   ``member_ref``, and the journal records the value it resolved to.
 - :class:`Wait`: poll until a stated condition holds, with its timeout.
 - :class:`AppendWal`: append one record to a WAL file at an offset, the bytes given as hex.
+- :class:`CopyFile`: copy a file from one host (or the operator's machine) to another,
+  streamed through the tool, and checked by its sha256 at the far end before it is renamed
+  into place.
 
 Saved plans are data: :func:`action_from_json` accepts exactly these types and fields and
 nothing else (unknown kinds, wrong types or extra fields are a :class:`FormatError`).
@@ -185,9 +188,44 @@ class AppendWal:
                 f"{self.offset} of {self.file}: {self.record_hex}")
 
 
-Action = Run | WriteFile | EtcdCall | Wait | AppendWal
+@dataclass(frozen=True)
+class CopyFile:
+    src_host: str                     # "" : a file on the operator's machine
+    src_path: str
+    host: str                         # where it goes
+    path: str
+    mode: int
+    sha256: str = ""                  # hex; "": the source's, computed when the copy starts
+    timeout_s: float = 1800.0
+    kind: ClassVar[str] = "copy-file"
+
+    def show(self) -> str:
+        tail = f"{self.host} {shlex.quote(self.path)} {self.mode:04o}" + (
+            f" {self.sha256}" if self.sha256 else "")
+        if not self.src_host:
+            return f"copy_in {shlex.quote(self.src_path)} {tail}"
+        return f"copy_between {self.src_host} {shlex.quote(self.src_path)} {tail}"
+
+    def summary(self) -> str:
+        src = f"{self.src_host}:{self.src_path}" if self.src_host else \
+            f"{self.src_path} (this machine)"
+        digest = f"sha256 {self.sha256[:16]}..." if self.sha256 else "the source's sha256"
+        return (f"{self.host}: copy {src} to {self.path} (mode {self.mode:04o}), checked "
+                f"against {digest}")
+
+
+def receive_argv(path: str, mode: int, sha256: str) -> list[str]:
+    """What the far end of a copy runs: stdin to ``<path>.partial``, its sha256 checked, then
+    renamed onto ``path``; a copy cut short leaves only the ``.partial``, redone next time."""
+    return ["sh", "-c", 'set -e; umask 077; mkdir -p "$(dirname "$1")"; cat > "$1.partial"; '
+            'printf "%s  %s\\n" "$3" "$1.partial" | sha256sum -c --quiet -; '
+            'chmod "$2" "$1.partial"; mv -f "$1.partial" "$1"', "etcd-recovery", path,
+            f"{mode:04o}", sha256]
+
+
+Action = Run | WriteFile | EtcdCall | Wait | AppendWal | CopyFile
 ACTION_TYPES: dict[str, type[Any]] = {c.kind: c for c in (Run, WriteFile, EtcdCall, Wait,
-                                                           AppendWal)}
+                                                           AppendWal, CopyFile)}
 
 
 def action_to_json(a: Action) -> dict[str, Any]:

@@ -176,37 +176,130 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v",
                                           help="Show every action as it runs.")]
 
 
-def _derive_plan(inv: Any, allow_quorum: bool, take_over_lock: bool,
-                 run_id: str | None = None, exclude: list[str] | None = None,
-                 etcd_image: str | None = None,
-                 etcd_binary: str | None = None) -> tuple[Any, Any]:
-    """Inspect and lay out the plan (pure planning over what inspect read); the plan and the
-    inspection it was made from."""
-    from .inspect import inspect_cluster, read_configs, read_new_binary
-    from .plan import make_plan
+MethodOpt = Annotated[str | None, typer.Option(
+    "--method", metavar="METHOD", help="force-new-cluster (the default: the kept member "
+    "restarts alone, the others rejoin as learners one at a time) or snapshot (one snapshot "
+    "of the kept member's whole log restored on every member at once, with a new cluster "
+    "token and a bumped revision).")]
+FromSnapshotOpt = Annotated[str | None, typer.Option(
+    "--from-snapshot", metavar="FILE", help="Restore every member from this snapshot file "
+    "on this machine (etcdctl snapshot save, or a copied member/snap/db with "
+    "--skip-hash-check): for when no member's data is to be trusted.")]
+BumpOpt = Annotated[int | None, typer.Option(
+    "--bump-revision", metavar="N", help="The snapshot method: add N to the restored "
+    "revision and mark it compacted (default 1000000000, etcd's advice for Kubernetes).")]
+EtcdutlOpt = Annotated[str | None, typer.Option(
+    "--etcdutl", metavar="PATH", help="The snapshot method: an etcdutl build on this "
+    "machine, copied to every host's run directory (checked by sha256); needed for static "
+    "pods, optional for systemd (default: the etcdutl beside the unit's etcd binary).")]
+SkipHashOpt = Annotated[bool, typer.Option(
+    "--skip-hash-check", help="--from-snapshot: restore a file that has no integrity hash "
+    "(a copied member/snap/db).")]
+OlderDataOpt = Annotated[bool, typer.Option(
+    "--allow-older-data", help="--from-snapshot: restore the file although readable members "
+    "hold newer data (a rollback).")]
+
+
+def _snapshot_input(path: str) -> Any:
+    """--from-snapshot FILE, read and checked here: integrity hash, etcdutl's status
+    figures, its sha256 for the copies, its age."""
+    import hashlib
+    import time
+
+    from .formats.snapshot import read_snapshot
+    from .formats.source import FileSource
+    from .method_snapshot import SnapshotInput
+
+    p = Path(path)
+    try:
+        st = p.stat()
+        info = read_snapshot(FileSource(p))
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            while block := f.read(4 * 1024 * 1024):
+                h.update(block)
+    except OSError as exc:
+        fail(UsageError(f"--from-snapshot {path}: cannot read it: {exc.strerror or exc}"))
+    except FormatError as exc:
+        fail(UsageError(f"--from-snapshot {path}: {exc}"))
+    return SnapshotInput(path=str(p.resolve()), sha256=h.hexdigest(), revision=info.revision,
+                         total_key=info.total_keys or info.total_entries, hash=info.hash,
+                         size=info.size, has_hash=info.has_hash,
+                         age_s=max(0.0, time.time() - st.st_mtime))
+
+
+def _local_etcdutl(path: str) -> tuple[str | None, str]:
+    """--etcdutl PATH: its version (``etcdutl version``) and sha256."""
+    import hashlib
+    import re
+    import subprocess
+
+    p = Path(path)
+    try:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        res = subprocess.run([str(p), "version"], capture_output=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        fail(UsageError(f"--etcdutl {path}: cannot run it: {exc}"))
+    found = re.search(r"etcdutl version:\s*(\S+)", res.stdout.decode(errors="replace"))
+    if res.returncode != 0 or found is None:
+        fail(UsageError(f"--etcdutl {path}: `{path} version` printed no etcdutl version "
+                        f"(exit {res.returncode})"))
+    return found.group(1), digest
+
+
+def _derive_plan(inv: Any, o: Any, run_id: str | None = None) -> tuple[Any, Any]:
+    """Inspect and lay out the plan of the method the options ask for (planning is pure,
+    over what inspect read); the plan and the inspection it was made from. ``o``: the
+    command line's (or the reviewed plan's) planid.Options."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .inspect import inspect_cluster, read_configs, read_etcdutl, read_new_binary
+    from .method_snapshot import Etcdutl, etcdutl_on_host
+    from .methods import derive
+    from .plan import run_dir
     from .render import inspect_table
 
-    report = guarded(lambda: inspect_cluster(inv, allow_quorum=allow_quorum,
-                                             exclude=exclude or ()))
-    if report.decision.refused:
+    file = _snapshot_input(o.from_snapshot) if o.from_snapshot else None
+    report = guarded(lambda: inspect_cluster(inv, allow_quorum=o.allow_quorum,
+                                             exclude=o.exclude or ()))
+    if report.decision.refused and file is None:
         inspect_table(report, err)
         fail(RefusedError(f"no plan: {report.decision.reason}"))
     configs = guarded(lambda: read_configs(inv, report))
     new_binary = None
-    if etcd_binary is not None:
+    if o.etcd_binary is not None:
         if inv.runtime != "systemd":
             fail(UsageError("--etcd-binary applies to a systemd cluster; for a static pod, "
                             "give the image with --etcd-image"))
         kept = inv.member(report.decision.chosen)
-        new_binary = guarded(lambda: read_new_binary(kept, etcd_binary, kept.unit or ""))
-    plan = guarded(lambda: make_plan(inv, report, configs, run_id or new_run_id(),
-                                     allow_quorum=allow_quorum, take_over_lock=take_over_lock,
-                                     exclude=exclude or (), etcd_image=etcd_image,
-                                     etcd_binary=new_binary))
-    if new_binary is not None:  # the planning inputs a reviewed plan keeps (planid.py)
-        import dataclasses
-
-        report = dataclasses.replace(report, extra={**report.extra, "new_binary": new_binary})
+        new_binary = guarded(lambda: read_new_binary(kept, o.etcd_binary, kept.unit or ""))
+    run_id = run_id or new_run_id()
+    tools: dict[str, Any] = {}
+    if o.method == "snapshot" or file is not None:
+        reachable = [inv.member(s.name) for s in report.members if s.reachable]
+        if o.etcdutl:
+            version, digest = _local_etcdutl(o.etcdutl)
+            where = etcdutl_on_host(run_dir(run_id))
+            tools = {m.name: Etcdutl(where, version, str(Path(o.etcdutl).resolve()), digest)
+                     for m in reachable}
+        elif inv.runtime == "systemd":
+            with ThreadPoolExecutor(max_workers=max(1, len(reachable))) as pool:
+                found = dict(zip([m.name for m in reachable],
+                                 pool.map(read_etcdutl, reachable), strict=True))
+            tools = {n: Etcdutl(f[0], f[1]) for n, f in found.items() if f is not None}
+    plan = guarded(lambda: derive(
+        inv, report, configs, run_id, method=o.method or "force-new-cluster",
+        allow_quorum=o.allow_quorum, take_over_lock=o.take_over_lock,
+        exclude=o.exclude or (), etcd_image=o.etcd_image, etcd_binary=new_binary,
+        tools=tools, snapshot_file=file, bump_revision=o.bump_revision,
+        skip_hash_check=o.skip_hash_check, allow_older_data=o.allow_older_data))
+    extra = {**report.extra,
+             **({"new_binary": new_binary} if new_binary is not None else {}),
+             **({"tools": tools} if tools else {}),
+             **({"snapshot_file": file} if file is not None else {})}
+    if extra != report.extra:  # the planning inputs a reviewed plan keeps (planid.py)
+        report = dataclasses.replace(report, extra=extra)
     return plan, report
 
 
@@ -262,7 +355,10 @@ def plan(inventory: InventoryOpt,
              "fingerprint) to FILE, mode 0600, for execute --plan.")] = None,
          allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False,
          exclude: ExcludeOpt = None, etcd_image: EtcdImageOpt = None,
-         etcd_binary: EtcdBinaryOpt = None, journal_dir: JournalDirOpt = None) -> None:
+         etcd_binary: EtcdBinaryOpt = None, journal_dir: JournalDirOpt = None,
+         method: MethodOpt = None, from_snapshot: FromSnapshotOpt = None,
+         bump_revision: BumpOpt = None, etcdutl: EtcdutlOpt = None,
+         skip_hash_check: SkipHashOpt = False, allow_older_data: OlderDataOpt = False) -> None:
     """Lay out every step of the recovery; nothing is changed.
 
     Inspects the members, chooses the member to keep, and shows each step's precondition,
@@ -273,8 +369,9 @@ def plan(inventory: InventoryOpt,
     from . import planid
 
     inv = _load(inventory)
-    the_plan, report = _derive_plan(inv, allow_quorum, take_over_lock, exclude=exclude,
-                                    etcd_image=etcd_image, etcd_binary=etcd_binary)
+    the_plan, report = _derive_plan(inv, planid.Options(
+        allow_quorum, take_over_lock, tuple(exclude or ()), etcd_image, etcd_binary, method,
+        bump_revision, etcdutl, from_snapshot, skip_hash_check, allow_older_data))
     record = planid.review(the_plan, inv, report, report.extra.get("new_binary"))
     kept = _keep_reviewed(record, _journal_dir(inventory, journal_dir))
     command = _execute_command(inventory, record.plan_id, record.options.flags(),
@@ -410,7 +507,10 @@ def execute(inventory: InventoryOpt,
                 "locks then need --take-over-lock) so that a new plan can be made.")] = False,
             verbose: VerboseOpt = False, exclude: ExcludeOpt = None,
             etcd_image: EtcdImageOpt = None, etcd_binary: EtcdBinaryOpt = None,
-            output: OutputOpt = Output.table) -> None:
+            output: OutputOpt = Output.table, method: MethodOpt = None,
+            from_snapshot: FromSnapshotOpt = None, bump_revision: BumpOpt = None,
+            etcdutl: EtcdutlOpt = None, skip_hash_check: SkipHashOpt = False,
+            allow_older_data: OlderDataOpt = False) -> None:
     """Carry out the plan step by step (needs --confirm).
 
     execute -i FILE --confirm PLAN_ID runs the plan `plan` showed under that ID, and only
@@ -426,7 +526,8 @@ def execute(inventory: InventoryOpt,
     if plan_id is not None:
         guarded(lambda: planid.check_id_form(plan_id))
     given = planid.Options(allow_quorum, take_over_lock, tuple(exclude or ()), etcd_image,
-                           etcd_binary)
+                           etcd_binary, method, bump_revision, etcdutl, from_snapshot,
+                           skip_hash_check, allow_older_data)
     current = guarded(lambda: Journal.current(jdir))
     if abandon:
         if current is None:
@@ -460,9 +561,7 @@ def execute(inventory: InventoryOpt,
             o = planid.options_of(saved)
             guarded(lambda: planid.refuse_contradictions(o, given,
                                                          f"the saved plan {plan_file}"))
-            derived, planned_from = _derive_plan(
-                inv, o.allow_quorum, o.take_over_lock, run_id=saved.run_id,
-                exclude=list(o.exclude), etcd_image=o.etcd_image, etcd_binary=o.etcd_binary)
+            derived, planned_from = _derive_plan(inv, o, run_id=saved.run_id)
             diff = saved.first_difference(derived)
             if diff is not None:
                 fail(RefusedError(f"{plan_file}: the saved plan is not what this inventory "
@@ -473,13 +572,9 @@ def execute(inventory: InventoryOpt,
             reviewed = guarded(lambda: planid.load(jdir, plan_id, str(inventory)))
             o = reviewed.options
             guarded(lambda: planid.refuse_contradictions(o, given, f"plan {plan_id}"))
-            the_plan, planned_from = _derive_plan(
-                inv, o.allow_quorum, o.take_over_lock, exclude=list(o.exclude),
-                etcd_image=o.etcd_image, etcd_binary=o.etcd_binary)
+            the_plan, planned_from = _derive_plan(inv, o)
         else:
-            the_plan, planned_from = _derive_plan(inv, allow_quorum, take_over_lock,
-                                                  exclude=exclude, etcd_image=etcd_image,
-                                                  etcd_binary=etcd_binary)
+            the_plan, planned_from = _derive_plan(inv, given)
         record = planid.review(the_plan, inv, planned_from,
                                planned_from.extra.get("new_binary"))
         if plan_id is not None and record.plan_id != plan_id:

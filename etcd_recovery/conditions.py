@@ -61,6 +61,13 @@ TEXT: Mapping[str, str] = {
                   "(--wal-dir) no WAL file (or etcd already runs there: resumed)",
     "etcd-running": "etcd runs on {host}",
     "all-done": "every step before it is done",
+    "as-planned-file": "the cluster is as the plan found it: quorum lost, the same state "
+                       "fingerprint, every member then reachable answers over SSH, and the "
+                       "snapshot file has the sha256 the plan names",
+    "snapshot-made": "the snapshot this step copies is made and its sha256 journaled (or is "
+                     "the file the plan names)",
+    "snapshot-here": "{host} holds the snapshot with its journaled sha256 (or the plan's)",
+    "restored": "{host}'s restore finished (its run directory's restore.done exists)",
     "verified": "the verify step passed",
 }
 
@@ -82,6 +89,14 @@ KIND_CONDITIONS: Mapping[str, tuple[str, ...]] = {
     "promote": ("etcd-running",),
     "verify": ("all-done",),
     "unlock": ("verified",),
+    "preflight_snapshot": ("as-planned-file",),
+    "stop_kept": ("reachable",),
+    "snapshot_make": ("etcd-stopped", "backed-up"),
+    "snapshot_send": ("snapshot-made",),
+    "restore": ("etcd-stopped", "backed-up", "snapshot-here"),
+    "start_restored": ("restored",),
+    "cluster_up": ("all-done",),
+    "restore_check": ("all-done",),
 }
 
 

@@ -15,15 +15,27 @@ that nothing ran that the plan did not show.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import posixpath
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
 from . import choose
-from .actions import Action, AppendWal, EtcdCall, Run, Wait, WriteFile, shell_join
+from .actions import (
+    Action,
+    AppendWal,
+    CopyFile,
+    EtcdCall,
+    Run,
+    Wait,
+    WriteFile,
+    receive_argv,
+    shell_join,
+)
 from .conditions import KIND_CONDITIONS
 from .errors import (
     EtcdApiError,
@@ -64,6 +76,7 @@ from .watch import LOG_LINES, WATCHED, wait_watching
 T = TypeVar("T")
 Log = Callable[[str], None]
 FRESH_S = 10.0
+CHUNK = 4 * 1024 * 1024  # a copy streams in blocks of this size
 EARLIER_MAX_S = 1800.0   # waiting for an earlier run's command of unknown step, at most
 
 __all__ = ["Executor", "StepFailed", "poll", "require_kept"]
@@ -141,9 +154,14 @@ class Executor:
             "members-before": self.prepare_learner_add,
             "members-after": self.check_first_wait, "data-empty": self.prepare_start_learner,
             "etcd-running": self.prepare_promote, "all-done": self.check_all_done,
-            "verified": self.check_verified}
+            "verified": self.check_verified, "as-planned-file": self.prepare_preflight_file,
+            "snapshot-made": self.check_snapshot_made, "snapshot-here": self.check_snapshot_here,
+            "restored": self.check_restored}
         self._finish: dict[StepKind, Callable[[Step], None]] = {
-            k.FORCE_NEW_CLUSTER: self.finish_force_new_cluster, k.VERIFY: self.finish_verify}
+            k.FORCE_NEW_CLUSTER: self.finish_force_new_cluster, k.VERIFY: self.finish_verify,
+            k.SNAPSHOT_MAKE: self.finish_snapshot_make,
+            k.RESTORE_CHECK: self.finish_restore_check}
+        self._snapshot_status: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Summary:
@@ -368,7 +386,7 @@ class Executor:
                 self.log(f"      {n}. skipped: {in_effect[n]}")
                 continue
             host = getattr(action, "host", None)
-            if isinstance(action, (Run, WriteFile, AppendWal)) and host:
+            if isinstance(action, (Run, WriteFile, AppendWal, CopyFile)) and host:
                 self.await_earlier(step, host)
             a0 = time.monotonic()
             if self.verbose:
@@ -391,7 +409,8 @@ class Executor:
                                    check=step.kind is not StepKind.LOCK)
             self.after_run(step, n, a, res)
             if step.kind in (StepKind.FORCE_NEW_CLUSTER, StepKind.RESTART_PLAIN,
-                             StepKind.START_LEARNER):
+                             StepKind.START_LEARNER, StepKind.START_RESTORED,
+                             StepKind.STOP_KEPT):
                 self.session.drop_client(a.host)  # etcd restarts behind the tunnel
             return {"exit": res.exit_status}
         if isinstance(a, WriteFile):
@@ -399,6 +418,8 @@ class Executor:
             return {}
         if isinstance(a, EtcdCall):
             return self.etcd_call(a)
+        if isinstance(a, CopyFile):
+            return self.copy_file(a)
         if isinstance(a, Wait):
             if a.condition in WATCHED:
                 self.wait_watching(a)
@@ -459,8 +480,11 @@ class Executor:
 
     # ------------------------------------------------------------------ action kinds
     def after_run(self, step: Step, n: int, a: Run, res: CommandResult) -> None:
-        if step.kind is StepKind.PREFLIGHT or step.kind is StepKind.PREFLIGHT_REJOIN:
+        if step.kind in (StepKind.PREFLIGHT, StepKind.PREFLIGHT_REJOIN,
+                         StepKind.PREFLIGHT_SNAPSHOT):
             self._check_space(a.host, res)
+        elif step.kind is StepKind.SNAPSHOT_MAKE and a.argv[1:3] == ("snapshot", "status"):
+            self._snapshot_status = _snapshot_status(a.host, res)
         elif step.kind is StepKind.LOCK and res.exit_status != 0:
             self._lock_refused(step, n, a, res)
 
@@ -503,6 +527,57 @@ class Executor:
             return {"result": "not listed"}
         self.retry_api(lambda: c.member_remove(mid), a.timeout_s, f"removing {a.member_id}")
         return {"result": f"{a.member_id} removed"}
+
+    def copy_file(self, a: CopyFile) -> dict[str, Any]:
+        """Stream the file from its source (a host, or this machine) to ``a.host``, where it
+        is written to ``.partial``, checked against the sha256 and renamed into place. The
+        sha256 is the action's (a file the plan knows), else the snapshot's journaled one,
+        else the source's own, read now. A destination that already has it is left alone."""
+        want = a.sha256 or str((self.refs.get(f"snapshot:{a.src_host}") or {}).get("sha256", ""))
+        if not want:
+            want = self._sha256(a.src_host, a.src_path)
+        have = self.session.run(a.host, ["sha256sum", a.path], check=False, timeout=600)
+        if have.exit_status == 0 and have.stdout.decode(errors="replace")[:64] == want:
+            return {"result": "already there", "sha256": want}
+        sent = [0]
+
+        def chunks() -> Iterator[bytes]:
+            if not a.src_host:
+                with open(a.src_path, "rb") as f:
+                    while block := f.read(CHUNK):
+                        sent[0] += len(block)
+                        yield block
+                return
+            src = self.session.t(a.src_host).open_file(a.src_path, sudo=True)
+            size, off = src.size(), 0
+            while off < size:
+                block = src.read(off, min(CHUNK, size - off))
+                if not block:
+                    break
+                off += len(block)
+                sent[0] = off
+                yield block
+
+        try:
+            self.session.run(a.host, receive_argv(a.path, a.mode, want), stdin=chunks(),
+                             timeout=a.timeout_s)
+        except OSError as exc:
+            raise StepFailed(f"{a.src_path}: cannot read it: {exc.strerror or exc}") from exc
+        return {"sha256": want, "bytes": sent[0]}
+
+    def _sha256(self, host: str, path: str) -> str:
+        if not host:
+            h = hashlib.sha256()
+            try:
+                with open(path, "rb") as f:
+                    while block := f.read(CHUNK):
+                        h.update(block)
+            except OSError as exc:
+                raise PreconditionError(f"{path}: cannot read it: {exc.strerror or exc}") \
+                    from exc
+            return h.hexdigest()
+        res = self.session.run(host, ["sha256sum", path], timeout=600)
+        return res.stdout.decode(errors="replace")[:64]
 
     def resolve(self, name: str, value: Any) -> None:
         self.refs[name] = value
@@ -789,24 +864,36 @@ class Executor:
 
     def prepare_force_new_cluster(self, step: Step) -> dict[int, str]:
         name = step.host or ""
-        if self.session.runs_without_force(name) is False:
+
+        def resumed() -> dict[int, str]:
             # Resumed after the start: the restore is under way; only wait for it.
             self.check_others_fenced(step)
             why = "etcd already runs with --force-new-cluster (resumed)"
             wait = next(i for i, a in enumerate(step.actions, 1) if isinstance(a, Wait))
             return {i: why for i in range(1, wait)}
+
+        if self.session.runs_without_force(name) is False:
+            return resumed()
         # Every member must be stopped, and then its disk is authoritative: the member to keep
         # is decided again, by the same function that chose it for the plan. Each host is
         # checked and read at the same time.
         names = self.plan.steps[0].params["members"]
 
-        def fenced_disk(n: str) -> MemberState:
+        def fenced_disk(n: str) -> MemberState | None:
             if self.session.etcd_pid(n) is not None:
+                # After a failed start, the kept member's supervisor restarts etcd with the
+                # step's --force-new-cluster (a crash loop); a start between the first look
+                # and this one is the step under way, not a member that escaped its fence.
+                if n == name and self.session.runs_without_force(n) is False:
+                    return None
                 raise PreconditionError(f"{n}: etcd is running although it was fenced")
             return read_disk(self.session.t(n), self.session.m(n))
 
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-            states = list(pool.map(fenced_disk, names))
+            read = list(pool.map(fenced_disk, names))
+        states = [s for s in read if s is not None]
+        if len(states) < len(read):
+            return resumed()
         require_kept(states, name, self.plan.inventory)
         return {}
 
@@ -864,6 +951,120 @@ class Executor:
             raise PreconditionError(f"{step.host}: etcd is not running")
         return {}
 
+    # ------------------------------------------------------------------ the snapshot method
+    def prepare_preflight_file(self, step: Step) -> dict[int, str]:
+        earlier = self.planned_from
+        if earlier is not None and time.monotonic() - self.fresh_at < FRESH_S:
+            report = earlier
+        else:
+            report = inspect_cluster(
+                self.inv, factory=self.factory, prefer=self.plan.chosen,
+                known_unreachable=[s for s in earlier.members if not s.reachable]
+                if earlier else ())
+        if report.quorum.has_quorum:
+            raise PreconditionError(f"the cluster has quorum again ({report.decision.reason})")
+        if self.check_fingerprint and fingerprint(report) != self.plan.fingerprint:
+            raise PreconditionError(
+                "the cluster's state differs from the one the plan was made from (fingerprint "
+                f"{fingerprint(report)} != {self.plan.fingerprint}); make a new plan")
+        for name in step.params["members"]:
+            st = next(s for s in report.members if s.name == name)
+            if not st.reachable:
+                raise PreconditionError(f"{name} is no longer reachable: {st.error}")
+        got = self._sha256("", step.params["file"])
+        if got != step.params["sha256"]:
+            raise PreconditionError(f"{step.params['file']} changed since the plan was made "
+                                    f"(sha256 {got}, the plan's {step.params['sha256']}); "
+                                    "make a new plan")
+        return {}
+
+    def check_snapshot_made(self, step: Step) -> dict[int, str]:
+        for a in step.actions:
+            if isinstance(a, CopyFile) and a.src_host and \
+                    f"snapshot:{a.src_host}" not in self.refs:
+                raise PreconditionError(f"{step.id}: the snapshot on {a.src_host} is not made "
+                                        f"yet (no snapshot:{a.src_host} in the journal)")
+        return {}
+
+    def _snapshot_sha(self, step: Step) -> str:
+        if step.params["sha256"]:
+            return str(step.params["sha256"])
+        ref = self.refs.get(step.params["ref"])
+        if not isinstance(ref, dict) or not ref.get("sha256"):
+            raise PreconditionError(f"{step.id}: no {step.params['ref']} in the journal: the "
+                                    "snapshot is not made yet")
+        return str(ref["sha256"])
+
+    def check_snapshot_here(self, step: Step) -> dict[int, str]:
+        name, snap = step.host or "", step.params["snapshot"]
+        if self.session.run(name, ["test", "-e", posixpath.join(self.rdir, "restore.done")],
+                            check=False).exit_status == 0:
+            return {}  # restored already (resumed): the snapshot is no longer needed there
+        want = self._snapshot_sha(step)
+        got = self._sha256(name, snap) if self.session.run(
+            name, ["test", "-f", snap], check=False).exit_status == 0 else "(no file)"
+        if got != want:
+            raise PreconditionError(f"{name}: {snap} has sha256 {got}, not the snapshot's "
+                                    f"{want}; nothing restored there")
+        return {}
+
+    def check_restored(self, step: Step) -> dict[int, str]:
+        name = step.host or ""
+        done = posixpath.join(self.rdir, "restore.done")
+        if self.session.run(name, ["test", "-e", done], check=False).exit_status != 0:
+            raise PreconditionError(f"{name}: its restore did not finish ({done} is missing)")
+        return {}
+
+    def finish_snapshot_make(self, step: Step) -> None:
+        """Prove the snapshot holds the kept member's whole log (its consistent index is at
+        least the WAL's last index), check etcdutl's status of it against the inspection, and
+        journal what it is (sha256, revision, hash, keys) as the step's named reference."""
+        name, snap = step.host or "", step.params["snapshot"]
+        t = self.session.t(name)
+        cindex = read_backend(t.open_file(snap, sudo=True)).consistent_index or 0
+        wal = self._read_wal(step)
+        if cindex < wal.last_index:
+            raise StepFailed(f"{name}: the snapshot's consistent index {cindex} is below the "
+                             f"WAL's last index {wal.last_index}: it would leave entries of the "
+                             "log out; nothing was restored")
+        if self._snapshot_status is None:  # resumed after the status command ran
+            status = next(a for a in step.actions if isinstance(a, Run)
+                          and a.argv[1:3] == ("snapshot", "status"))
+            self._snapshot_status = _snapshot_status(name, self.session.run(
+                name, status.argv, timeout=status.timeout_s))
+        st = self._snapshot_status
+        if st["revision"] < step.params["min_revision"]:
+            raise StepFailed(f"{name}: the snapshot's revision {st['revision']} is below the "
+                             f"{step.params['min_revision']} inspected; nothing was restored")
+        value = {**st, "sha256": self._sha256(name, snap), "consistent_index": cindex}
+        self.log(f"      snapshot: revision {st['revision']}, {st['total_key']} keys, "
+                 f"{st['total_size']} bytes, consistent index {cindex} >= WAL last index "
+                 f"{wal.last_index}")
+        self.resolve(step.params["ref"], value)
+
+    def finish_restore_check(self, step: Step) -> None:
+        bump = int(step.params["bump_revision"])
+        if step.params["ref"]:
+            ref = self.refs.get(step.params["ref"])
+            if not isinstance(ref, dict):
+                raise PreconditionError(f"no {step.params['ref']} in the journal")
+            rev0 = int(ref["revision"])
+        else:
+            rev0 = int(step.params["revision"])
+        c = self.session.client(self.plan.chosen)
+        st = c.status()
+        if st.revision < rev0 + bump:
+            raise StepFailed(f"the revision is {st.revision}, below the snapshot's {rev0} + "
+                             f"the bump {bump}")
+        canceled, compact, _ = c.watch_compacted(b"/etcd-recovery/probe", max(1, rev0))
+        if not canceled or compact <= rev0:
+            raise StepFailed(f"a watch from revision {rev0} was not refused as compacted "
+                             f"(canceled {canceled}, compact revision {compact})")
+        self.log(f"      revision {st.revision} >= {rev0} + {bump}; a watch from {rev0} is "
+                 f"refused as compacted (compact revision {compact})")
+        self.journal.append("restore-checked", step.id, revision=st.revision,
+                            compact_revision=compact)
+
     def keys_counted(self) -> int | None:
         counts = [e.detail.get("keys") for e in self.journal.events()
                   if e.event == "keys-counted"]
@@ -876,6 +1077,19 @@ class Executor:
         problems = verify_cluster(self.session, step.params["members"], keys)
         if problems:
             raise StepFailed("verification failed: " + "; ".join(problems))
+
+
+def _snapshot_status(host: str, res: CommandResult) -> dict[str, Any]:
+    """etcdutl snapshot status -w json: {"hash", "revision", "totalKey", "totalSize"} (and
+    "version" from 3.6: etcdutl/snapshot/v3_snapshot.go @v3.6.16, Status)."""
+    try:
+        d = json.loads(res.stdout.decode(errors="replace"))
+        return {"hash": int(d["hash"]), "revision": int(d["revision"]),
+                "total_key": int(d["totalKey"]), "total_size": int(d["totalSize"]),
+                "version": str(d.get("version", ""))}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StepFailed(f"{host}: etcdutl snapshot status printed no status it can read: "
+                         f"{res.stdout_text()[:200]!r}") from exc
 
 
 def lock_failure(host: str, path: str, take: CommandResult, read: CommandResult
@@ -910,6 +1124,9 @@ def _journal_form(a: Action) -> dict[str, Any]:
                 "member_id": a.member_id, "member_ref": a.member_ref}
     if isinstance(a, Wait):
         return {"host": a.host, "condition": a.condition, "timeout_s": a.timeout_s}
+    if isinstance(a, CopyFile):
+        return {"host": a.host, "src_host": a.src_host, "src_path": a.src_path,
+                "path": a.path, "mode": a.mode}
     return {"host": a.host, "file": a.file, "offset": a.offset, "record_hex": a.record_hex}
 
 

@@ -391,6 +391,27 @@ def read_new_binary(member: Member, path: str, unit: str,
         t.close()
 
 
+def read_etcdutl(member: Member, factory: TransportFactory = ssh_transport
+                 ) -> tuple[str, str | None] | None:
+    """systemd: the etcdutl beside the etcd binary the member's unit runs (release tarballs
+    and packages install the three together), and its version; None when there is none."""
+    t = factory(member)
+    try:
+        exe = _unit_exe(t, member.unit or "etcd.service")
+        if exe is None:
+            return None
+        path = posixpath.join(posixpath.dirname(exe), "etcdutl")
+        res = t.run([path, "version"], check=False, timeout=20)
+        if res.exit_status != 0:
+            return None
+        found = re.search(r"etcdutl version:\s*(\S+)", res.stdout.decode(errors="replace"))
+        return path, found.group(1) if found else None
+    except TransportError:
+        return None
+    finally:
+        t.close()
+
+
 def inspect_member(member: Member, inv: Inventory, factory: TransportFactory = ssh_transport,
                    stopped: StoppedSeen | None = None) -> tuple[MemberState, Quorum]:
     t0 = time.monotonic()

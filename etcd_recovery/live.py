@@ -298,6 +298,7 @@ class EtcdClient:
         self._cluster = _stub(pb_grpc.ClusterStub, self._channel)
         self._maintenance = _stub(pb_grpc.MaintenanceStub, self._channel)
         self._auth = _stub(pb_grpc.AuthStub, self._channel)
+        self._watch = _stub(pb_grpc.WatchStub, self._channel)
 
     def _read_tls_file(self, path: str | Path | None, what: str) -> bytes | None:
         """Read a PEM file; errors name the file, never its content."""
@@ -407,6 +408,33 @@ class EtcdClient:
             timeout,
         )
         return KvHash(int(r.hash), int(r.compact_revision), int(r.header.revision))
+
+    # -- Watch ---------------------------------------------------------------------
+
+    def watch_compacted(self, key: bytes | str, start_revision: int) -> tuple[bool, int, int]:
+        """Create one watch on ``key`` from ``start_revision`` and read etcd's first answer:
+        (canceled, compact_revision, the header's revision). A watch from a compacted
+        revision is canceled at once with the compaction's revision (etcd's WatchResponse:
+        "compact_revision is set to the minimum index if a watcher tries to watch at a
+        compacted index", api/etcdserverpb/rpc.proto); one from a live revision is created
+        and stays open, and is closed here."""
+        request = pb.WatchRequest(create_request=pb.WatchCreateRequest(
+            key=_as_bytes(key), start_revision=start_revision))
+        if self._closed:
+            raise EtcdRpcError(self.endpoint, "Watch.Watch", "CANCELLED", "client is closed")
+        stream = self._watch.Watch(iter([request]), timeout=self.timeout,
+                                   metadata=self._metadata(renew=False))
+        try:
+            for r in stream:
+                if r.canceled or r.compact_revision or r.created:
+                    return (bool(r.canceled), int(r.compact_revision),
+                            int(r.header.revision))
+        except grpc.RpcError as exc:
+            raise self._error("Watch.Watch", exc) from exc
+        finally:
+            stream.cancel()
+        raise EtcdRpcError(self.endpoint, "Watch.Watch", "UNKNOWN", "the watch stream ended "
+                           "without an answer")
 
     # -- Cluster -------------------------------------------------------------------
 

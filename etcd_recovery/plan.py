@@ -72,6 +72,15 @@ class StepKind(StrEnum):
     PROMOTE = "promote"
     VERIFY = "verify"
     UNLOCK = "unlock"
+    # the snapshot method (method_snapshot.py)
+    PREFLIGHT_SNAPSHOT = "preflight_snapshot"
+    STOP_KEPT = "stop_kept"
+    SNAPSHOT_MAKE = "snapshot_make"
+    SNAPSHOT_SEND = "snapshot_send"
+    RESTORE = "restore"
+    START_RESTORED = "start_restored"
+    CLUSTER_UP = "cluster_up"
+    RESTORE_CHECK = "restore_check"
 
 
 BACKGROUND = "background"
@@ -87,8 +96,18 @@ STEP_PARAMS: dict[StepKind, dict[str, str]] = {
     StepKind.ALIGN_COMMIT: {"wal_dir": "str", "db": "str", "target": "str",
                              "commit_fix": "bool"},
     StepKind.FORCE_NEW_CLUSTER: {"etcd_image": "str|None", "etcd_binary": "str|None"},
+    StepKind.PREFLIGHT_SNAPSHOT: {"members": _STR_LIST, "fingerprint": "str", "file": "str",
+                                  "sha256": "str", "allow_older_data": "bool",
+                                  "skip_hash_check": "bool"},
+    StepKind.SNAPSHOT_MAKE: {"snapshot": "str", "wal_dir": "str", "ref": "str",
+                             "min_revision": "int"},
+    StepKind.SNAPSHOT_SEND: {"snapshot": "str"},
+    StepKind.RESTORE: {"snapshot": "str", "ref": "str", "sha256": "str",
+                       "bump_revision": "int", "token": "str", "etcdutl": "str",
+                       "skip_hash_check": "bool"},
+    StepKind.RESTORE_CHECK: {"ref": "str", "revision": "int", "bump_revision": "int"},
 }
-_PARAM_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "bool": (bool,),
+_PARAM_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "bool": (bool,), "int": (int,),
                                              "str|None": (str, type(None)),
                                              "int|None": (int, type(None)), _STR_LIST: (list,)}
 

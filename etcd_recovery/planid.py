@@ -29,9 +29,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .actions import CopyFile
 from .errors import FormatError, RefusedError, UsageError
 from .hostchecks import HostCheck
 from .inventory import Inventory
+from .method_snapshot import Etcdutl, SnapshotInput
+from .methods import derive
 from .model import (
     Check,
     Decision,
@@ -43,7 +46,7 @@ from .model import (
     Quorum,
     WalTail,
 )
-from .plan import _WORDS, Plan, StepKind, _comparable, fingerprint_facts, lock_argv, make_plan
+from .plan import _WORDS, Plan, StepKind, _comparable, fingerprint_facts, lock_argv
 
 ID_LEN = 12
 ID_RE = re.compile(rf"[0-9a-f]{{{ID_LEN}}}")
@@ -113,6 +116,12 @@ class Options:
     exclude: tuple[str, ...] = ()
     etcd_image: str | None = None
     etcd_binary: str | None = None
+    method: str | None = None          # None: not given (the default, force-new-cluster)
+    bump_revision: int | None = None
+    etcdutl: str | None = None
+    from_snapshot: str | None = None
+    skip_hash_check: bool = False
+    allow_older_data: bool = False
 
     def flags(self) -> list[str]:
         """The same choices as command-line flags (for the command ``plan`` prints)."""
@@ -122,6 +131,13 @@ class Options:
             out += ["--exclude", name]
         out += ["--etcd-image", self.etcd_image] if self.etcd_image else []
         out += ["--etcd-binary", self.etcd_binary] if self.etcd_binary else []
+        out += ["--method", self.method] if self.method and not self.from_snapshot else []
+        out += ["--from-snapshot", self.from_snapshot] if self.from_snapshot else []
+        out += ["--bump-revision", str(self.bump_revision)] \
+            if self.bump_revision is not None else []
+        out += ["--etcdutl", self.etcdutl] if self.etcdutl else []
+        out += ["--skip-hash-check"] if self.skip_hash_check else []
+        out += ["--allow-older-data"] if self.allow_older_data else []
         return out
 
 
@@ -132,11 +148,23 @@ def options_of(plan: Plan) -> Options:
     force = next((s for s in plan.steps if s.kind is StepKind.FORCE_NEW_CLUSTER), None)
     takeover = bool(lock and lock.actions and getattr(lock.actions[0], "argv", None)
                     == tuple(lock_argv(plan.run_id, take_over=True)))
+    file_pre = next((s for s in plan.steps if s.kind is StepKind.PREFLIGHT_SNAPSHOT), None)
+    restore = next((s for s in plan.steps if s.kind is StepKind.RESTORE), None)
+    uploads = [a.src_path for s in plan.steps if s.id.startswith("etcdutl:")
+               for a in s.actions if isinstance(a, CopyFile)]
+    snapshot = restore is not None
     return Options(allow_quorum=bool(pre and pre.params.get("allow_quorum")),
                    take_over_lock=takeover,
                    exclude=tuple(sorted(pre.params.get("exclude", []))) if pre else (),
-                   etcd_image=force.params.get("etcd_image") if force else None,
-                   etcd_binary=force.params.get("etcd_binary") if force else None)
+                   etcd_image=None if snapshot or not force else force.params.get("etcd_image"),
+                   etcd_binary=None if snapshot or not force
+                   else force.params.get("etcd_binary"),
+                   method="snapshot" if snapshot and file_pre is None else None,
+                   bump_revision=int(restore.params["bump_revision"]) if restore else None,
+                   etcdutl=uploads[0] if uploads else None,
+                   from_snapshot=str(file_pre.params["file"]) if file_pre else None,
+                   skip_hash_check=bool(file_pre and file_pre.params["skip_hash_check"]),
+                   allow_older_data=bool(file_pre and file_pre.params["allow_older_data"]))
 
 
 def contradictions(planned: Options, given: Options) -> list[str]:
@@ -151,8 +179,24 @@ def contradictions(planned: Options, given: Options) -> list[str]:
     if given.exclude and tuple(sorted(given.exclude)) != planned.exclude:
         out.append(f"--exclude {' '.join(sorted(given.exclude))}: the plan excludes "
                    f"{', '.join(planned.exclude) or 'no member'}")
+    if given.method and given.method != (planned.method or "force-new-cluster") and not (
+            given.method == "snapshot" and planned.from_snapshot):
+        out.append(f"--method {given.method}: the plan's method is "
+                   f"{planned.method or 'force-new-cluster'}")
+    if given.bump_revision is not None and planned.bump_revision is not None and \
+            given.bump_revision != planned.bump_revision:
+        out.append(f"--bump-revision {given.bump_revision}: the plan bumps by "
+                   f"{planned.bump_revision}")
+    switches = (("--skip-hash-check", given.skip_hash_check, planned.skip_hash_check),
+                ("--allow-older-data", given.allow_older_data, planned.allow_older_data))
+    for switch, yes, had in switches:
+        if yes and not had:
+            out.append(f"{switch}: the plan was made without it")
     for flag, mine, theirs in (("--etcd-image", given.etcd_image, planned.etcd_image),
-                               ("--etcd-binary", given.etcd_binary, planned.etcd_binary)):
+                               ("--etcd-binary", given.etcd_binary, planned.etcd_binary),
+                               ("--etcdutl", given.etcdutl, planned.etcdutl),
+                               ("--from-snapshot", given.from_snapshot,
+                                planned.from_snapshot)):
         if mine is not None and mine != theirs:
             out.append(f"{flag} {mine}: the plan " + (f"has {flag} {theirs}" if theirs
                                                        else f"was made without {flag}"))
@@ -199,7 +243,10 @@ class Reviewed:
             opts = d["options"]
             options = Options(bool(opts["allow_quorum"]), bool(opts["take_over_lock"]),
                               tuple(str(x) for x in opts["exclude"]), opts["etcd_image"],
-                              opts["etcd_binary"])
+                              opts["etcd_binary"], opts.get("method"),
+                              opts.get("bump_revision"), opts.get("etcdutl"),
+                              opts.get("from_snapshot"), bool(opts.get("skip_hash_check")),
+                              bool(opts.get("allow_older_data")))
         except (KeyError, TypeError) as exc:
             raise FormatError(file, 0, f"options: {exc}") from exc
         for key in ("inventory", "state", "inputs"):
@@ -212,10 +259,14 @@ class Reviewed:
 
 def review(plan: Plan, inv: Inventory, report: InspectReport,
            new_binary: NewBinary | None = None) -> Reviewed:
-    """The record of a plan just derived (``plan``, or ``execute`` before it runs)."""
+    """The record of a plan just derived (``plan``, or ``execute`` before it runs). The
+    snapshot method's inputs (each host's etcdutl, the snapshot file read here) ride in the
+    report's ``extra``, as ``--etcd-binary``'s build does."""
     return Reviewed(plan_id=plan_id(plan, inv), plan=plan, inventory=inventory_facts(inv),
                     state=state_facts(report), options=options_of(plan),
-                    inputs=inputs_json(report, new_binary), made_at=time.time())
+                    inputs=inputs_json(report, new_binary, report.extra.get("tools"),
+                                       report.extra.get("snapshot_file")),
+                    made_at=time.time())
 
 
 def state_facts(report: InspectReport) -> dict[str, Any]:
@@ -353,14 +404,18 @@ def _fact(v: Any, key: str) -> str:
 
 # ------------------------------------------------------------------ planning inputs (resume)
 
-def inputs_json(report: InspectReport, new_binary: NewBinary | None) -> dict[str, Any]:
-    """What :func:`.plan.make_plan` was given, as data: the inspection (with each member's
-    configuration text, as the plan's own write-file actions hold it) and the build of
-    ``--etcd-binary``."""
+def inputs_json(report: InspectReport, new_binary: NewBinary | None,
+                tools: Mapping[str, Etcdutl] | None = None,
+                snapshot_file: SnapshotInput | None = None) -> dict[str, Any]:
+    """What the planner was given, as data: the inspection (with each member's
+    configuration text, as the plan's own write-file actions hold it), the build of
+    ``--etcd-binary``, and the snapshot method's etcdutl per host and snapshot file."""
     return {"report": {"cluster": report.cluster,
                        "members": [asdict(m) for m in report.members],
                        "quorum": asdict(report.quorum), "decision": asdict(report.decision)},
-            "new_binary": asdict(new_binary) if new_binary else None}
+            "new_binary": asdict(new_binary) if new_binary else None,
+            **({"tools": {k: asdict(v) for k, v in tools.items()}} if tools else {}),
+            **({"snapshot_file": asdict(snapshot_file)} if snapshot_file else {})}
 
 
 def _member_from(d: Mapping[str, Any]) -> MemberState:
@@ -395,11 +450,16 @@ def rederive(record: Reviewed, inv: Inventory, run_id: str) -> Plan:
         report = report_from(record.inputs["report"])
         nb = record.inputs.get("new_binary")
         new_binary = NewBinary(**nb) if nb else None
+        tools = {k: Etcdutl(**v) for k, v in record.inputs.get("tools", {}).items()}
+        sf = record.inputs.get("snapshot_file")
+        snapshot_file = SnapshotInput(**sf) if sf else None
     except (KeyError, TypeError, ValueError) as exc:
         raise FormatError("reviewed plan", 0, f"planning inputs: {exc}") from exc
     configs = {s.name: s.config_text for s in report.members
                if s.reachable and s.config_text is not None}
     o = record.options
-    return make_plan(inv, report, configs, run_id, allow_quorum=o.allow_quorum,
-                     take_over_lock=o.take_over_lock, exclude=o.exclude,
-                     etcd_image=o.etcd_image, etcd_binary=new_binary)
+    return derive(inv, report, configs, run_id, method=o.method or "force-new-cluster",
+                  allow_quorum=o.allow_quorum, take_over_lock=o.take_over_lock,
+                  exclude=o.exclude, etcd_image=o.etcd_image, etcd_binary=new_binary,
+                  tools=tools, snapshot_file=snapshot_file, bump_revision=o.bump_revision,
+                  skip_hash_check=o.skip_hash_check, allow_older_data=o.allow_older_data)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 
 from . import etcdflags_sh
-from .actions import Action, WriteFile
+from .actions import Action, Run, WriteFile, receive_argv, shell_join
 from .inventory import Inventory, Member
 from .plan import BACKGROUND, COMMANDS_LOCK, Plan, StepKind, run_dir
 from .runtimes.base import runtime_for
@@ -51,7 +51,27 @@ quorum_lost() {  # no member serves a linearizable read
 same_hashkv() {
   [ "$(etcdctl --endpoints="$KEPT" endpoint hashkv --cluster | awk -F', ' '{print $2}' |
       sort -u | grep -c .)" -eq 1 ]
+}
+revision_of() {  # the revision a member serves
+  etcdctl --endpoints="$1" endpoint status -w json | grep -o '"revision":[0-9]*' | head -1 |
+    cut -d: -f2
+}
+receive_on() {  # receive_on HOST PATH MODE SHA256 (stdin: the file): into PATH.partial on
+  # HOST, checked against SHA256 there, then renamed onto PATH
+  feed "$1" "$(printf '%q ' sh -c "$RECEIVE_SCRIPT" etcd-recovery "$2" "$3" "$4")"
+}
+copy_in() {  # copy_in FILE HOST PATH MODE [SHA256]: a file on this machine to HOST
+  local sum=${5:-$(sha256sum "$1" | cut -d' ' -f1)}
+  receive_on "$2" "$3" "$4" "$sum" < "$1"
+}
+copy_between() {  # copy_between SRC_HOST SRC_PATH HOST PATH MODE [SHA256]: through here
+  local q sum; q=$(printf '%q' "$2")
+  sum=${6:-$(on "$1" "sha256sum $q" | cut -d' ' -f1)}
+  on "$1" "cat $q" | receive_on "$3" "$4" "$5" "$sum"
 }"""
+
+# The far end of copy_in/copy_between: the script the tool's copy runs (actions.receive_argv).
+RECEIVE_SCRIPT = receive_argv("PATH", 0, "SHA")[2]
 
 
 HEREDOC_END = "ETCD_RECOVERY_EOF"  # the terminator WriteFile.show() ends its here-document with
@@ -142,6 +162,7 @@ def environment(plan: Plan, inv: Inventory) -> list[str]:
         lines.append(f"    {m.name}) echo {shlex.quote(m.data_dir)} ;;")
     lines.append('    *) echo "unknown member $1" >&2; return 2 ;;')
     lines += ["  esac", "}"]
+    lines.append(f"RECEIVE_SCRIPT={shlex.quote(RECEIVE_SCRIPT)}")
     return [*lines, _PREDICATES, etcdflags_sh.FUNCTIONS]
 
 
@@ -196,9 +217,21 @@ def plan_markdown(plan: Plan, inv: Inventory, plan_id: str | None = None,
             url = inv.member(s.host or "").client_url
             block.append(f"KEYS_AFTER_RESTORE=$(etcdctl --endpoints={url} get '' --prefix "
                          "--keys-only | grep -c .)")
+        if s.kind is StepKind.SNAPSHOT_MAKE:
+            status = next(a for a in s.actions if isinstance(a, Run) and "status" in a.argv)
+            block.append(f"SNAPSHOT_REVISION=$(on {s.host} "
+                         + shlex.quote(shell_join(status.argv))
+                         + " | grep -o '\"revision\":[0-9]*' | cut -d: -f2)")
+            block.append(f'test "$SNAPSHOT_REVISION" -ge {s.params["min_revision"]}')
+        if s.kind is StepKind.RESTORE_CHECK:
+            rev = "$SNAPSHOT_REVISION" if s.params["ref"] else str(s.params["revision"])
+            block.append(f'test "$(revision_of "$KEPT")" -ge $(({rev} + '
+                         f'{s.params["bump_revision"]}))')
+            block.append(f"timeout 10 etcdctl --endpoints=\"$KEPT\" watch --rev={rev} "
+                         "/etcd-recovery/probe 2>&1 | grep -q 'compacted'")
         if s.kind is StepKind.VERIFY:
             block += _verify_block(plan, inv, s.params["members"])
-            if plan.steps[0].kind is StepKind.PREFLIGHT:
+            if any(t.kind is StepKind.FORCE_NEW_CLUSTER for t in plan.steps):
                 block.append('test "$(etcdctl --endpoints="$KEPT" get \'\' --prefix '
                              '--keys-only | grep -c .)" -ge "$KEYS_AFTER_RESTORE"')
         if block:

@@ -10,7 +10,7 @@ etcd in tests). inspect, execute, rejoin and verify borrow from it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
@@ -71,7 +71,8 @@ class Session:
         return self.inv.member(name)
 
     def run(self, name: str, argv: list[str] | tuple[str, ...], timeout: float = 60.0,
-            check: bool = True, stdin: bytes | None = None) -> CommandResult:
+            check: bool = True, stdin: bytes | Iterable[bytes] | None = None
+            ) -> CommandResult:
         """Run ``argv`` on the member's host as root (``sudo -n`` for a non-root user)."""
         return self.t(name).run(list(argv), sudo=True, timeout=timeout, check=check,
                                 stdin=stdin)

@@ -36,6 +36,12 @@ class Runtime(Protocol):
     def fence_how(self, m: Member) -> str:
         ...
 
+    def stop_argv(self, m: Member, rdir: str) -> list[str]:
+        """Stop etcd again after the run started it (the snapshot method's kept member, once
+        it has applied its whole log), so that its supervisor will not start it; the
+        original configuration kept by the fence stays where it is."""
+        ...
+
     def start_argv(self, m: Member, staged: str) -> list[str]:
         """Put a staged configuration in force and (re)start etcd with it. Idempotent: when
         the staged file is already in place, it only makes sure etcd is started."""

@@ -24,6 +24,13 @@ class StaticPod(_ConfigEdits):
                   'if [ -e "$1" ]; then mv "$1" "$2/etcd.yaml.fenced"; fi; '
                   'test -e "$2/etcd.yaml.fenced"', self.config_path(m), rdir)
 
+    def stop_argv(self, m: Member, rdir: str) -> list[str]:
+        # Not fence_argv: that would move the manifest in force now (the run's own) onto the
+        # original one the fence kept.
+        return sh('set -e; mkdir -p -m 0700 "$2"; '
+                  'if [ -e "$1" ]; then mv "$1" "$2/etcd.yaml.stopped"; fi', self.config_path(m),
+                  rdir)
+
     def fence_how(self, m: Member) -> str:
         return "manifest moved out of the kubelet's directory"
 

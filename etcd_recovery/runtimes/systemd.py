@@ -23,6 +23,9 @@ class Systemd(_ConfigEdits):
         return sh('set -e; mkdir -p -m 0700 "$2"; systemctl disable --no-reload --now "$1"',
                   m.unit, rdir)
 
+    def stop_argv(self, m: Member, rdir: str) -> list[str]:
+        return self.fence_argv(m, rdir)
+
     def fence_how(self, m: Member) -> str:
         return f"{m.unit} stopped and disabled"
 

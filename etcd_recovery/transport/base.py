@@ -8,7 +8,7 @@ inject shell syntax.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -102,7 +102,8 @@ class Transport(Protocol):
         ...
 
     def run(self, argv: Sequence[str], *, sudo: bool = False, timeout: float = 30.0,
-            stdin: bytes | None = None, check: bool = True) -> CommandResult:
+            stdin: bytes | Iterable[bytes] | None = None,
+            check: bool = True) -> CommandResult:
         """Run ``argv`` on the host; with ``check``, a non-zero exit raises."""
         ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import select
 import threading
 import time
+from collections.abc import Iterable
 
 import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
@@ -17,15 +18,21 @@ class CommandTimeout(Exception):
     """The command's deadline passed before it finished."""
 
 
-def start_stdin_feeder(chan: paramiko.Channel, stdin: bytes | None) -> threading.Thread | None:
-    """Send stdin from a thread so a chatty command cannot deadlock against it."""
+def start_stdin_feeder(chan: paramiko.Channel,
+                       stdin: bytes | Iterable[bytes] | None) -> threading.Thread | None:
+    """Send stdin from a thread so a chatty command cannot deadlock against it. ``stdin``
+    may be blocks from an iterator (a file streamed through: never all in memory)."""
     if not stdin:
         chan.shutdown_write()
         return None
 
     def feed() -> None:
         try:
-            chan.sendall(stdin)
+            if isinstance(stdin, bytes):
+                chan.sendall(stdin)
+            else:
+                for block in stdin:
+                    chan.sendall(block)
             chan.shutdown_write()
         except (OSError, EOFError, paramiko.SSHException):
             pass  # the command stopped reading; its exit status tells the story

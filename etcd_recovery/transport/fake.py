@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import posixpath
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -96,10 +96,13 @@ class FakeTransport:
     # ---------------------------------------------------------------- transport
 
     def run(self, argv: Sequence[str], *, sudo: bool = False, timeout: float = 30.0,
-            stdin: bytes | None = None, check: bool = True) -> CommandResult:
+            stdin: bytes | Iterable[bytes] | None = None,
+            check: bool = True) -> CommandResult:
         if isinstance(argv, str):
             raise TypeError("argv must be a sequence of arguments, not a string")
         key = tuple(argv)
+        if stdin is not None and not isinstance(stdin, bytes):
+            stdin = b"".join(stdin)
         self._record(FakeCall("run", key, sudo, stdin))
         queue = self._script.get(key)
         if not queue:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 import secrets
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -49,7 +49,8 @@ class FileHost(Protocol):
     def io_timeout(self) -> float: ...
 
     def run(self, argv: Sequence[str], *, sudo: bool = False, timeout: float = 30.0,
-            stdin: bytes | None = None, check: bool = True) -> CommandResult: ...
+            stdin: bytes | Iterable[bytes] | None = None,
+            check: bool = True) -> CommandResult: ...
 
     def _sftp(self, what: str) -> AbstractContextManager[tuple[paramiko.SFTPClient, int]]:
         """The shared SFTP session and its connection generation; translates errors."""

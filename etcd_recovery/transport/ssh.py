@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 import paramiko
@@ -230,7 +230,8 @@ class SshTransport:
         return self.sudo_command if sudo and self.target.sudo else ()
 
     def run(self, argv: Sequence[str], *, sudo: bool = False, timeout: float = 30.0,
-            stdin: bytes | None = None, check: bool = True) -> CommandResult:
+            stdin: bytes | Iterable[bytes] | None = None,
+            check: bool = True) -> CommandResult:
         if isinstance(argv, str):
             raise TypeError("argv must be a sequence of arguments, not a string")
         args = tuple(str(a) for a in argv)

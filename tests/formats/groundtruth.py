@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -107,7 +107,8 @@ class DirTransport:
         return self.local / rel
 
     def run(self, argv: Sequence[str], *, sudo: bool = False, timeout: float = 30.0,
-            stdin: bytes | None = None, check: bool = True) -> CommandResult:
+            stdin: bytes | Iterable[bytes] | None = None,
+            check: bool = True) -> CommandResult:
         raise AssertionError(f"read_disk ran {argv}")
 
     def open_file(self, path: str, *, sudo: bool = False) -> FileSource:

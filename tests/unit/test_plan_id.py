@@ -49,16 +49,15 @@ class Cluster:
         self.derived: list[dict[str, Any]] = []
         self.ran: list[Plan] = []
 
-    def derive(self, inv: Any, allow_quorum: bool, take_over_lock: bool,
-               run_id: str | None = None, exclude: list[str] | None = None,
-               etcd_image: str | None = None,
-               etcd_binary: str | None = None) -> tuple[Plan, InspectReport]:
-        self.derived.append({"allow_quorum": allow_quorum, "take_over_lock": take_over_lock,
-                             "exclude": exclude, "etcd_image": etcd_image})
+    def derive(self, inv: Any, o: planid.Options,
+               run_id: str | None = None) -> tuple[Plan, InspectReport]:
+        self.derived.append({"allow_quorum": o.allow_quorum,
+                             "take_over_lock": o.take_over_lock,
+                             "exclude": list(o.exclude) or None, "etcd_image": o.etcd_image})
         cfg = {m.name: m.config_text for m in self.report.members if m.config_text}
         return make_plan(inv, self.report, cfg, run_id or cli.new_run_id(),
-                         allow_quorum=allow_quorum, take_over_lock=take_over_lock,
-                         exclude=exclude or (), etcd_image=etcd_image), self.report
+                         allow_quorum=o.allow_quorum, take_over_lock=o.take_over_lock,
+                         exclude=o.exclude, etcd_image=o.etcd_image), self.report
 
     def run(self, inv: Any, the_plan: Plan, journal: Journal, verbose: bool,
             check_fingerprint: bool, planned_from: Any = None) -> Summary:

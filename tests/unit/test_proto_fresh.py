@@ -83,6 +83,14 @@ ETCD_FIELDS: dict[str, dict[str, int]] = {
     "etcdserverpb.HashKVResponse": {"header": 1, "hash": 2, "compact_revision": 3},
     "etcdserverpb.AuthenticateRequest": {"name": 1, "password": 2},
     "etcdserverpb.AuthenticateResponse": {"header": 1, "token": 2},
+    # The watch, for the restore check (rpc.proto at v3.6.0: WatchCreateRequest's fields 4-8
+    # and WatchResponse's fragment (7) and events (11) are left out, and reserved).
+    "etcdserverpb.WatchRequest": {"create_request": 1},
+    "etcdserverpb.WatchCreateRequest": {"key": 1, "range_end": 2, "start_revision": 3},
+    "etcdserverpb.WatchResponse": {
+        "header": 1, "watch_id": 2, "created": 3, "canceled": 4, "compact_revision": 5,
+        "cancel_reason": 6,
+    },
 }
 
 ETCD_METHODS = {
@@ -91,6 +99,7 @@ ETCD_METHODS = {
     "/etcdserverpb.Cluster/MemberList", "/etcdserverpb.Cluster/MemberPromote",
     "/etcdserverpb.Maintenance/Alarm", "/etcdserverpb.Maintenance/Status",
     "/etcdserverpb.Maintenance/HashKV", "/etcdserverpb.Auth/Authenticate",
+    "/etcdserverpb.Watch/Watch",
 }
 
 

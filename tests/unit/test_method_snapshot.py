@@ -1,0 +1,249 @@
+"""The snapshot method's planning (pure) and its host scripts (in a real shell).
+
+The planner: which steps each path has (the kept member's disk already holds its whole log,
+or it first applies it with --force-new-cluster), what restore is given, what is refused;
+the runbook gives the copies and the revision checks as shell; a copy's receiving end and
+the restore script do what they say when run, rerun and interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from etcd_recovery.actions import CopyFile, Run, action_from_json, action_to_json, receive_argv
+from etcd_recovery.choose import decide
+from etcd_recovery.errors import FormatError, RefusedError, UsageError
+from etcd_recovery.method_snapshot import (
+    DEFAULT_BUMP,
+    Etcdutl,
+    SnapshotInput,
+    make_file_plan,
+    make_snapshot_plan,
+    restore_argv,
+)
+from etcd_recovery.methods import derive
+from etcd_recovery.model import InspectReport, Quorum
+from etcd_recovery.plan import StepKind
+from etcd_recovery.runbook import plan_markdown
+
+from .test_plan_actions import configs, inventory, report
+
+TOOLS = {n: Etcdutl("/var/lib/etcd-recovery/r1/etcdutl", "3.5.16", "/opt/etcd-3.5.16/etcdutl",
+                    "ab" * 32) for n in ("etcd-1", "etcd-2", "etcd-3")}
+
+
+def versioned(r: InspectReport, version: str = "3.5.16") -> InspectReport:
+    return replace(r, members=tuple(replace(m, etcd_version=version if m.reachable else None)
+                                    for m in r.members))
+
+
+def covered(r: InspectReport) -> InspectReport:
+    """etcd-1's backend already holds its whole log (consistent index = last index)."""
+    ms = tuple(replace(m, consistent_index=m.last_index) if m.name == "etcd-1" else m
+               for m in r.members)
+    return InspectReport(r.cluster, ms, r.quorum, decide(ms, r.quorum, allow_quorum=False))
+
+
+def kinds(plan_steps: object) -> list[str]:
+    return [s.id for s in plan_steps]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("runtime", ["systemd", "static-pod"])
+def test_a_backend_with_its_whole_log_is_copied_without_starting_etcd(runtime: str) -> None:
+    plan = make_snapshot_plan(inventory(runtime), versioned(covered(report())),
+                              configs(runtime), "r1", TOOLS)
+    ids = kinds(plan.steps)
+    assert plan.chosen == "etcd-1"
+    assert not any(i.startswith(("align-commit", "force-new-cluster", "stop:")) for i in ids)
+    # etcd-2 is unreachable: no copy, restore or start for it; it is not in the new cluster.
+    # (the live member is fenced first; etcdutl is on each host before the snapshot's status)
+    assert ids == ["preflight", "lock", "fence:etcd-3", "fence:etcd-1", "backup:etcd-1",
+                   "backup:etcd-3", "etcdutl:etcd-1", "etcdutl:etcd-3", "snapshot:etcd-1",
+                   "send:etcd-3", "restore:etcd-1", "restore:etcd-3", "start:etcd-1",
+                   "start:etcd-3", "cluster-up", "restore-check", "verify", "unlock"]
+    restore = next(s for s in plan.steps if s.id == "restore:etcd-3")
+    argv = next(a for a in restore.actions if isinstance(a, Run) and "restore" in a.argv).argv
+    assert argv[argv.index("--bump-revision") + 1] == str(DEFAULT_BUMP)
+    assert "--mark-compacted" in argv and "--skip-hash-check" in argv  # a copied db: no hash
+    cluster = argv[argv.index("--initial-cluster") + 1]
+    assert "etcd-1=" in cluster and "etcd-3=" in cluster and "etcd-2" not in cluster
+    assert argv[argv.index("--initial-cluster-token") + 1] == "etcd-recovery-r1"
+    send = next(s for s in plan.steps if s.id == "send:etcd-3").actions[0]
+    assert isinstance(send, CopyFile) and send.src_host == "etcd-1" and send.host == "etcd-3"
+    assert plan.rejoin_later == ("etcd-2",)
+
+
+def test_a_backend_behind_its_log_applies_it_alone_first_and_stops_again() -> None:
+    plan = make_snapshot_plan(inventory("systemd"), versioned(report()), configs("systemd"),
+                              "r1", TOOLS)
+    ids = kinds(plan.steps)
+    at = ids.index("snapshot:etcd-1")
+    assert ids[at - 3:at] == ["align-commit:etcd-1", "force-new-cluster:etcd-1", "stop:etcd-1"]
+    snap = plan.steps[at]
+    assert snap.kind is StepKind.SNAPSHOT_MAKE and snap.params["min_revision"] == 150
+
+
+def test_the_snapshot_method_refuses_what_cannot_restore() -> None:
+    inv, cfg = inventory("systemd"), configs("systemd")
+    with pytest.raises(RefusedError, match="etcd 3.4.30.*etcdutl"):
+        make_snapshot_plan(inv, versioned(report(), "3.4.30"), cfg, "r1", TOOLS)
+    other = {n: replace(t, version="3.6.16") for n, t in TOOLS.items()}
+    with pytest.raises(RefusedError, match="not of etcd 3.5.16's minor version"):
+        make_snapshot_plan(inv, versioned(report()), cfg, "r1", other)
+    with pytest.raises(UsageError, match="etcd-1: no etcdutl.*--etcdutl"):
+        make_snapshot_plan(inv, versioned(report()), cfg, "r1", {})
+
+
+def test_method_flags_that_do_not_apply_are_refused() -> None:
+    inv, cfg, r = inventory("systemd"), configs("systemd"), versioned(report())
+    with pytest.raises(UsageError, match="--bump-revision applies to the snapshot method"):
+        derive(inv, r, cfg, "r1", bump_revision=5)
+    with pytest.raises(UsageError, match="--method 'x'"):
+        derive(inv, r, cfg, "r1", method="x")
+    with pytest.raises(UsageError, match="positive"):
+        derive(inv, r, cfg, "r1", method="snapshot", tools=TOOLS, bump_revision=0)
+    with pytest.raises(UsageError, match="--skip-hash-check and --allow-older-data"):
+        derive(inv, r, cfg, "r1", method="snapshot", tools=TOOLS, skip_hash_check=True)
+    plan = derive(inv, r, cfg, "r1", method="snapshot", tools=TOOLS, bump_revision=77)
+    restore = next(s for s in plan.steps if s.kind is StepKind.RESTORE)
+    assert restore.params["bump_revision"] == 77
+
+
+FILE = SnapshotInput(path="/backups/etcd.db", sha256="cd" * 32, revision=140, total_key=99,
+                     hash=0xBEEF, size=1 << 20, has_hash=True, age_s=7200)
+
+
+def test_from_snapshot_refuses_quorum_an_unhashed_file_and_newer_member_data() -> None:
+    inv, cfg, r = inventory("systemd"), configs("systemd"), versioned(report())
+    with pytest.raises(RefusedError, match="has quorum"):
+        make_file_plan(inv, replace(r, quorum=Quorum(True, via="etcd-3")), cfg, "r1", TOOLS,
+                       FILE)
+    with pytest.raises(RefusedError, match="no integrity hash.*--skip-hash-check"):
+        make_file_plan(inv, r, cfg, "r1", TOOLS, replace(FILE, has_hash=False))
+    # etcd-1 is at revision 150, the file at 140
+    with pytest.raises(RefusedError, match=r"etcd-1 \(revision 150\).*--allow-older-data"):
+        make_file_plan(inv, r, cfg, "r1", TOOLS, FILE)
+    plan = make_file_plan(inv, r, cfg, "r1", TOOLS, FILE, allow_older_data=True)
+    sends = [s.actions[0] for s in plan.steps if s.id.startswith("send:")]
+    assert [(a.src_host, a.src_path, a.host, a.sha256) for a in sends  # type: ignore[union-attr]
+            ] == [("", FILE.path, n, FILE.sha256) for n in ("etcd-1", "etcd-3")]
+    assert not any(s.kind is StepKind.FORCE_NEW_CLUSTER for s in plan.steps)
+    check = next(s for s in plan.steps if s.kind is StepKind.RESTORE_CHECK)
+    assert check.params["revision"] == 140 and check.params["ref"] == ""
+    restore = next(s for s in plan.steps if s.id == "restore:etcd-1")
+    argv = next(a for a in restore.actions if isinstance(a, Run) and "restore" in a.argv).argv
+    assert "--skip-hash-check" not in argv  # the file has its hash: etcdutl checks it
+
+
+def test_a_copy_survives_the_saved_plan_round_trip() -> None:
+    a = CopyFile("etcd-1", "/run/x/snapshot.db", "etcd-3", "/run/x/snapshot.db", 0o600,
+                 "ef" * 32, 90.0)
+    assert action_from_json(json.loads(json.dumps(action_to_json(a))), "plan.json") == a
+    with pytest.raises(FormatError, match="copy-file action: field .mode. has the wrong type"):
+        action_from_json({**action_to_json(a), "mode": "0600"}, "plan.json")
+
+
+def test_the_runbook_gives_the_copies_and_the_revision_checks_as_shell(tmp_path: Path) -> None:
+    inv = inventory("systemd")
+    plan = make_snapshot_plan(inv, versioned(covered(report())), configs("systemd"), "r1",
+                              TOOLS)
+    text = plan_markdown(plan, inv)
+    assert "copy_between etcd-1 /var/lib/etcd-recovery/r1/snapshot.db etcd-3" in text
+    assert "copy_in /opt/etcd-3.5.16/etcdutl etcd-1" in text
+    assert "SNAPSHOT_REVISION=$(on etcd-1" in text
+    assert f'-ge $(($SNAPSHOT_REVISION + {DEFAULT_BUMP}))' in text
+    assert "watch --rev=$SNAPSHOT_REVISION" in text
+    # No force-new-cluster step: no key count taken after one, none compared against.
+    assert "KEYS_AFTER_RESTORE" not in text
+    blocks = [b.split("```", 1)[0] for b in text.split("```sh\n")[1:]]
+    script = tmp_path / "runbook.sh"
+    script.write_text("\n".join(blocks))
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _sh(argv: list[str] | tuple[str, ...], stdin: bytes = b""
+        ) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(list(argv), input=stdin, capture_output=True, timeout=30)
+
+
+def test_the_receiving_end_renames_only_a_whole_checked_file(tmp_path: Path) -> None:
+    dest = tmp_path / "d" / "snapshot.db"
+    data = os.urandom(100_000)
+    bad = _sh(receive_argv(str(dest), 0o600, "00" * 32), data)
+    assert bad.returncode != 0 and not dest.exists()
+    good = _sh(receive_argv(str(dest), 0o600, hashlib.sha256(data).hexdigest()), data)
+    assert good.returncode == 0, good.stderr
+    assert dest.read_bytes() == data and stat.S_IMODE(dest.stat().st_mode) == 0o600
+    assert not (tmp_path / "d" / "snapshot.db.partial").exists()
+
+
+FAKE_ETCDUTL = """#!/bin/sh
+# snapshot restore FILE ... --data-dir D [--wal-dir W]: what etcdutl leaves, and fails once
+# when $FAIL_ONCE names a file that does not exist yet
+[ -n "$FAIL_ONCE" ] && [ ! -e "$FAIL_ONCE" ] && { : > "$FAIL_ONCE"; exit 3; }
+snap=$3; d=""; w=""
+while [ $# -gt 0 ]; do
+  case "$1" in --data-dir) d=$2; shift ;; --wal-dir) w=$2; shift ;; esac; shift
+done
+[ -e "$d" ] && { echo "data-dir $d exists" >&2; exit 1; }
+mkdir -p "$d/member/snap" "${w:-$d/member/wal}"
+cp "$snap" "$d/member/snap/db"
+echo restored > "${w:-$d/member/wal}/0.wal"
+"""
+
+
+def _restore_env(tmp_path: Path) -> tuple[list[str], Path, Path]:
+    tool = tmp_path / "etcdutl"
+    tool.write_text(FAKE_ETCDUTL)
+    tool.chmod(0o755)
+    snap = tmp_path / "snapshot.db"
+    snap.write_bytes(b"the snapshot")
+    data = tmp_path / "data"
+    data.mkdir()
+    m = inventory("systemd").members[0]
+    m = replace(m, data_dir=str(data))
+    argv = restore_argv(str(tool), str(snap), m, "etcd-1=https://10.9.1.1:2380", "tok",
+                        DEFAULT_BUMP, True, str(tmp_path / "run" / "restore"))
+    return argv, data, tmp_path / "run" / "restore.done"
+
+
+def test_restore_refuses_old_data_in_place_and_is_done_once(tmp_path: Path) -> None:
+    argv, data, done = _restore_env(tmp_path)
+    (data / "member").mkdir()
+    (data / "member" / "old").write_text("old data")
+    refused = _sh(argv)
+    assert refused.returncode == 1 and b"old data is still in place" in refused.stderr
+    assert (data / "member" / "old").read_text() == "old data"
+    (data / "member" / "old").unlink()
+    (data / "member").rmdir()        # moved aside, as the step's first action does
+    ok = _sh(argv)
+    assert ok.returncode == 0, ok.stderr
+    assert (data / "member" / "snap" / "db").read_bytes() == b"the snapshot"
+    assert done.exists() and not (data / "restoring").exists()
+    (data / "member" / "snap" / "db").write_bytes(b"written by etcd since")
+    again = _sh(argv)                 # a rerun after it ended does nothing
+    assert again.returncode == 0
+    assert (data / "member" / "snap" / "db").read_bytes() == b"written by etcd since"
+
+
+def test_restore_cut_short_is_redone_from_the_start(tmp_path: Path) -> None:
+    argv, data, done = _restore_env(tmp_path)
+    env = {**os.environ, "FAIL_ONCE": str(tmp_path / "failed-once")}
+    first = subprocess.run(argv, env=env, capture_output=True, timeout=30)
+    assert first.returncode == 3 and not done.exists()
+    # A part-written restore of this run is what is in the data dir now; the rerun clears
+    # what its own restore wrote (the started mark says so) and restores again.
+    (data / "restoring" / "member").mkdir(parents=True)
+    (data / "member").mkdir()
+    second = subprocess.run(argv, env=env, capture_output=True, timeout=30)
+    assert second.returncode == 0, second.stderr
+    assert (data / "member" / "snap" / "db").read_bytes() == b"the snapshot" and done.exists()

@@ -400,11 +400,17 @@ def read_etcdutl(member: Member, factory: TransportFactory = ssh_transport
         exe = _unit_exe(t, member.unit or "etcd.service")
         if exe is None:
             return None
-        path = posixpath.join(posixpath.dirname(exe), "etcdutl")
-        res = t.run([path, "version"], check=False, timeout=20)
+        # Beside the unit's etcd, else beside the file it links to (/usr/local/bin/etcd ->
+        # /opt/etcd-3.6.16/etcd): the first etcdutl found, and what its `version` says.
+        res = t.run(["sh", "-c", 'for d in "$(dirname "$1")" "$(dirname "$(readlink -f "$1")")"; '
+                     'do if [ -x "$d/etcdutl" ]; then echo "$d/etcdutl"; '
+                     'exec "$d/etcdutl" version; fi; done; exit 1', "etcd-recovery", exe],
+                    check=False, timeout=20)
         if res.exit_status != 0:
             return None
-        found = re.search(r"etcdutl version:\s*(\S+)", res.stdout.decode(errors="replace"))
+        out = res.stdout.decode(errors="replace")
+        path = out.splitlines()[0].strip()
+        found = re.search(r"etcdutl version:\s*(\S+)", out)
         return path, found.group(1) if found else None
     except TransportError:
         return None

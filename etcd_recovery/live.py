@@ -422,14 +422,30 @@ class EtcdClient:
             key=_as_bytes(key), start_revision=start_revision))
         if self._closed:
             raise EtcdRpcError(self.endpoint, "Watch.Watch", "CANCELLED", "client is closed")
-        stream = self._watch.Watch(iter([request]), timeout=self.timeout,
+        # etcd answers the create first ("created"), and a compacted start revision next, in
+        # a response of its own with compact_revision set and canceled (server/etcdserver/
+        # api/v3rpc/watch.go at v3.6.16, sendLoop: "canceled := wresp.CompactRevision != 0").
+        # A watch that is not compacted stays open: after the create, the answer is waited
+        # for up to ``settle`` seconds, then taken as "not compacted".
+        settle = min(self.timeout, 3.0)
+        stream = self._watch.Watch(iter([request]), timeout=self.timeout + settle,
                                    metadata=self._metadata(renew=False))
+        created: int | None = None
         try:
             for r in stream:
-                if r.canceled or r.compact_revision or r.created:
+                if r.canceled or r.compact_revision:
                     return (bool(r.canceled), int(r.compact_revision),
                             int(r.header.revision))
+                if not r.created:          # an event: the revision is not compacted
+                    return False, 0, int(r.header.revision)
+                created = int(r.header.revision)
+                timer = threading.Timer(settle, stream.cancel)
+                timer.daemon = True
+                timer.start()
         except grpc.RpcError as exc:
+            if created is not None and exc.code() in (grpc.StatusCode.CANCELLED,
+                                                      grpc.StatusCode.DEADLINE_EXCEEDED):
+                return False, 0, created
             raise self._error("Watch.Watch", exc) from exc
         finally:
             stream.cancel()

@@ -316,4 +316,5 @@ def host_files(state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKe
             "/etc/systemd/system/etcd.service"
         links["/usr/local/bin/etcd"] = f"{in_host(state.version_of(h))}/etcd"
         links["/usr/local/bin/etcdctl"] = f"{in_host(state.version_of(h))}/etcdctl"
+        links["/usr/local/bin/etcdutl"] = f"{in_host(state.version_of(h))}/etcdutl"
     return _tar(files, links, dirs)

@@ -23,11 +23,12 @@ def test_kill_in_every_step_then_resume(make_lab: Callable[..., LabHandle]) -> N
                        "step-start")
 
 
-def kill_at_every_step(lab: LabHandle, event: str) -> None:
+def kill_at_every_step(lab: LabHandle, event: str, *flags: str) -> list[str]:
     """Kill the CLI when the journal shows ``event`` for each step in turn, resuming each
-    time; the final --resume completes and every key is there."""
+    time; the final --resume completes and every key is there. ``flags``: the plan's (the
+    method); a resume takes them from the journal. Returns the plan's step IDs."""
     lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=100)
-    plan = json.loads(cli("plan", "-i", inventory(lab), "-o", "json").stdout)
+    plan = json.loads(cli("plan", "-i", inventory(lab), *flags, "-o", "json").stdout)
     ids = [s["id"] for s in plan["steps"]]
     assert len(ids) >= 14
     killed: list[str] = []
@@ -38,7 +39,7 @@ def kill_at_every_step(lab: LabHandle, event: str) -> None:
             # the resume skips it, so there is no moment of it left to kill at.
             done_before.append(step)
             continue
-        execute_until(lab, event, step, *(["--resume"] if i else []))
+        execute_until(lab, event, step, *(["--resume"] if i else flags))
         killed.append(step)
         # The event came from this run. The kill lands when the poll above sees it: usually
         # within the step, but with both cores loaded the run has gone on a step or two first
@@ -56,3 +57,4 @@ def kill_at_every_step(lab: LabHandle, event: str) -> None:
     # kill let run, finish first.
     assert len(killed) >= len(ids) // 2, (killed, done_before)
     check_recovered(lab, ["etcd-1", "etcd-3"], keys=500, writes=100)
+    return ids

@@ -247,3 +247,19 @@ def test_restore_cut_short_is_redone_from_the_start(tmp_path: Path) -> None:
     second = subprocess.run(argv, env=env, capture_output=True, timeout=30)
     assert second.returncode == 0, second.stderr
     assert (data / "member" / "snap" / "db").read_bytes() == b"the snapshot" and done.exists()
+
+
+def test_a_snapshot_plans_options_are_read_back_from_its_steps_and_contradictions_named() -> None:
+    from etcd_recovery import planid
+
+    inv, cfg, r = inventory("static-pod"), configs("static-pod"), versioned(report())
+    plan = derive(inv, r, cfg, "r1", method="snapshot", tools=TOOLS, bump_revision=500)
+    got = planid.options_of(plan)
+    assert (got.method, got.bump_revision) == ("snapshot", 500)
+    assert got.flags()[:4] == ["--method", "snapshot", "--bump-revision", "500"]
+    said = planid.contradictions(got, planid.Options(method="force-new-cluster",
+                                                     bump_revision=7, skip_hash_check=True))
+    assert said == ["--method force-new-cluster: the plan's method is snapshot",
+                    "--bump-revision 7: the plan bumps by 500",
+                    "--skip-hash-check: the plan was made without it"]
+    assert planid.contradictions(got, planid.Options(method="snapshot")) == []

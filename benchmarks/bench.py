@@ -5,7 +5,10 @@ break it the same way, run ``execute --confirm``. Prints phase x floor x execute
 CLI's peak RSS, inspect and plan times, and writes a PNG of both timelines.
 
 Usage: python benchmarks/bench.py [--out DIR] [--shapes 3:static-pod,3:systemd,5:static-pod]
-                                  [--big]
+                                  [--big] [--methods force-new-cluster,snapshot]
+
+``--methods``: each shape is run with each method against that method's own floor
+(floor.Floor, floor.SnapshotFloor); the default is force-new-cluster only.
 
 A shape may end in ``:1g`` (``--big`` adds ``3:static-pod:1g``): besides the 4000 keys, about
 1 GB of values is loaded before the breakage. Backups of the members not kept run in the
@@ -28,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "etcd-recovery")
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from floor import Floor  # noqa: E402
+from floor import Floor, SnapshotFloor  # noqa: E402
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -93,9 +96,19 @@ def kept_of(d: Path) -> str:
     return str(plan["chosen"])
 
 
+# the snapshot method's steps grouped into SnapshotFloor's phases
+SNAPSHOT_PHASES = {"preflight": "stop", "lock": "stop", "fence": "stop", "backup": "backup",
+                   "align-commit": "snapshot", "force-new-cluster": "snapshot",
+                   "stop": "snapshot", "snapshot": "snapshot", "etcdutl": "copy",
+                   "send": "copy", "restore": "restore", "start": "start",
+                   "cluster-up": "start"}
+
+
 # execute's steps grouped into the floor's phases
-def phase_of(step: str) -> str:
+def phase_of(step: str, method: str = "force-new-cluster") -> str:
     kind = step.split(":")[0]
+    if method == "snapshot":
+        return SNAPSHOT_PHASES.get(kind, "hashkv")
     if kind in ("preflight", "lock", "fence"):
         return "stop"
     if kind in ("backup", "align-commit"):
@@ -109,19 +122,22 @@ def phase_of(step: str) -> str:
     return "hashkv"
 
 
-def shape(members: int, runtime: str, keys: int, d: Path, big_mb: int = 0) -> dict[str, Any]:
+def shape(members: int, runtime: str, keys: int, d: Path, big_mb: int = 0,
+          method: str = "force-new-cluster") -> dict[str, Any]:
     lab_up(d, members, runtime, keys, big_mb)
     version = json.loads((d / "lab.json").read_text())["etcd_version"]
     reachable = breakage(d, members)
     kept = kept_of(d)
-    floor = dict(Floor(d, kept).run(reachable))
+    floor = dict((SnapshotFloor if method == "snapshot" else Floor)(d, kept).run(reachable))
     lab_up(d, members, runtime, keys, big_mb)
     breakage(d, members)
     inv = str(d / "inventory.yaml")
+    flags = ["--method", method, "--etcdutl", f"/opt/etcd-{version}/etcdutl"] \
+        if method == "snapshot" else []
     t_inspect, _, _ = timed("inspect", "-i", inv, "-o", "json")
-    t_plan, rss_plan, planned = timed("plan", "-i", inv, "-o", "json")
+    t_plan, rss_plan, planned = timed("plan", "-i", inv, *flags, "-o", "json")
     groups = {st["id"]: st["group"] for st in json.loads(planned.stdout)["steps"]}
-    seconds, rss, res = timed("execute", "-i", inv, "--confirm", "-o", "json")
+    seconds, rss, res = timed("execute", "-i", inv, "--confirm", *flags, "-o", "json")
     if res.returncode != 0:
         raise RuntimeError(f"execute failed ({res.returncode}): {res.stderr[-3000:]}")
     summary = json.loads(res.stdout)
@@ -129,7 +145,7 @@ def shape(members: int, runtime: str, keys: int, d: Path, big_mb: int = 0) -> di
     execute: dict[str, float] = {}
     together: dict[tuple[str, str], float] = {}  # steps run at the same time: the longest
     for s in summary["steps"]:
-        p = phase_of(s["id"])
+        p = phase_of(s["id"], method)
         if p == "peers":  # all move-asides at once: charged to the first peer
             p = next((f"peer {n}" for n in reachable if n != kept), "peers")
         group = groups.get(s["id"])
@@ -145,7 +161,8 @@ def shape(members: int, runtime: str, keys: int, d: Path, big_mb: int = 0) -> di
     steps = [(s["id"], s["seconds"]) for s in summary["steps"]
              if groups.get(s["id"]) != "background"]
     size = f", {big_mb // 1024} GB of values" if big_mb >= 1024 else ""
-    return {"shape": f"{members} members, {runtime}, etcd {version}{size}", "kept": kept,
+    return {"shape": f"{members} members, {runtime}, etcd {version}{size}, {method}",
+            "method": method, "kept": kept,
             "floor": floor, "groups": groups,
             "execute": execute,
             "wall_s": seconds, "rss_kib": rss, "rss_plan_kib": rss_plan,
@@ -208,6 +225,8 @@ def main() -> None:
         "3:static-pod,3:systemd,5:static-pod"
     if "--big" in args:
         shapes += ",3:static-pod:1g"
+    methods = (args[args.index("--methods") + 1] if "--methods" in args
+               else "force-new-cluster").split(",")
     keys = 4000
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     results = []
@@ -215,11 +234,12 @@ def main() -> None:
         for item in shapes.split(","):
             n, runtime, *size = item.split(":")
             big_mb = 1024 if size == ["1g"] else 0
-            d = work / f"lab-{n}-{runtime}{'-big' if big_mb else ''}"
-            r = shape(int(n), runtime, keys, d, big_mb)
-            print(table(r), flush=True)
-            results.append(r)
-            cli("lab", "down", "--dir", str(d))
+            for method in methods:
+                d = work / f"lab-{n}-{runtime}{'-big' if big_mb else ''}-{method}"
+                r = shape(int(n), runtime, keys, d, big_mb, method)
+                print(table(r), flush=True)
+                results.append(r)
+                cli("lab", "down", "--dir", str(d))
     finally:
         for d in work.glob("lab-*"):
             subprocess.run([CLI, "lab", "down", "--dir", str(d)], capture_output=True)

@@ -14,7 +14,9 @@ gives) and plain etcdctl from this machine, timed per phase:
 No checks beyond what an expert needs to go on; no journal, no lock. This is what
 ``execute --confirm`` is measured against (``scripts/bench``).
 
-Usage: python benchmarks/floor.py LAB_DIR KEPT [--json]
+Usage: python benchmarks/floor.py LAB_DIR KEPT [--json] [--snapshot]
+
+(``--snapshot``: :class:`SnapshotFloor`, the snapshot way by hand.)
 """
 
 from __future__ import annotations
@@ -165,9 +167,95 @@ class Floor:
         return None
 
 
+class SnapshotFloor(Floor):
+    """The snapshot way by hand (etcd's v3.6 recovery docs), the fewest commands:
+
+    1. stop etcd everywhere; 2. back up every data dir (as the other floor does);
+    3. start the kept member alone with ``--force-new-cluster``, ``etcdctl snapshot save`` from
+       it to this machine, stop it again;
+    4. copy the snapshot to every host at once;
+    5. on every host at once: old data moved aside, ``etcdutl snapshot restore`` with its own
+       name, the new --initial-cluster, a new token, ``--bump-revision 1000000000
+       --mark-compacted``;
+    6. start every member at once and poll until each is healthy; 7. one HashKV check.
+    """
+
+    def ssh_bytes(self, name: str, command: str, data: bytes) -> None:
+        h = self.hosts[name]
+        argv = ["ssh", "-F", "/dev/null", "-i", str(self.lab.dir / "ssh" / "id_ed25519"),
+                "-o", f"UserKnownHostsFile={self.lab.dir / 'known_hosts'}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                "-o", "ControlMaster=auto", "-o", f"ControlPath={self.ctl_dir}/%h",
+                "-o", "ControlPersist=60", f"root@{h.mgmt_ip}", command]
+        res = subprocess.run(argv, input=data, capture_output=True, timeout=600)
+        if res.returncode != 0:
+            raise RuntimeError(f"{name}: {command}: {res.stderr.decode().strip()}")
+
+    def stop_one(self, n: str) -> None:
+        if self.static:
+            self.ssh(n, f"mv {self.cfg} /root/etcd.yaml.stopped; "
+                        "while pgrep -x etcd >/dev/null; do sleep 0.05; done")
+        else:
+            self.ssh(n, "systemctl stop etcd.service")
+
+    def run(self, reachable: list[str]) -> list[tuple[str, float]]:
+        for n in reachable:
+            self.ssh(n, "true")
+        configs = {n: self.ssh(n, f"cat {self.cfg}") for n in reachable}
+        t0 = start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=len(reachable)) as pool:
+            list(pool.map(self.stop_one, reachable))
+        t0 = self.phase("stop", t0)
+        with ThreadPoolExecutor(max_workers=len(reachable)) as pool:
+            list(pool.map(lambda n: self.ssh(n, "cp -a /var/lib/etcd /var/lib/etcd.floor-bak"),
+                          reachable))
+        t0 = self.phase("backup", t0)
+        kept, rt = self.kept, self.state.runtime
+        forced = rconf.config_with_flags(rt, configs[kept], self.cfg,
+                                         {rconf.FLAG_FORCE_NEW_CLUSTER: "true"}, ())
+        self.start(kept, forced)
+        self.until(lambda: self.healthy(kept))
+        snap = self.ctl_dir / "snapshot.db"
+        saved = self.ctl("snapshot", "save", str(snap))
+        if saved.returncode != 0:
+            raise RuntimeError(f"snapshot save: {saved.stderr}")
+        self.stop_one(kept)
+        t0 = self.phase("snapshot", t0)
+        data = snap.read_bytes()
+        with ThreadPoolExecutor(max_workers=len(reachable)) as pool:
+            list(pool.map(lambda n: self.ssh_bytes(n, "cat > /root/snapshot.db", data),
+                          reachable))
+        t0 = self.phase("copy", t0)
+        cluster = rconf.initial_cluster([(n, self.hosts[n].peer_url) for n in reachable])
+        version = self.state.version_of(self.hosts[kept])
+
+        def restore(n: str) -> None:
+            self.ssh(n, "mv /var/lib/etcd/member /var/lib/etcd/member.floor-old && "
+                        f"/opt/etcd-{version}/etcdutl snapshot restore /root/snapshot.db "
+                        f"--name {n} --initial-cluster {cluster} --initial-advertise-peer-urls "
+                        f"{self.hosts[n].peer_url} --initial-cluster-token floor-new "
+                        "--bump-revision 1000000000 --mark-compacted "
+                        "--data-dir /var/lib/etcd/floor-new && "
+                        "mv /var/lib/etcd/floor-new/member /var/lib/etcd/member")
+
+        with ThreadPoolExecutor(max_workers=len(reachable)) as pool:
+            list(pool.map(restore, reachable))
+        t0 = self.phase("restore", t0)
+        with ThreadPoolExecutor(max_workers=len(reachable)) as pool:
+            list(pool.map(lambda n: self.start(n, configs[n]), reachable))
+        for n in reachable:
+            self.until(lambda: self.healthy(n))  # noqa: B023
+        t0 = self.phase("start", t0)
+        self.until(lambda: len({line.split(", ")[-1] for line in self.ctl(
+            "endpoint", "hashkv", "--cluster").stdout.splitlines() if line}) == 1, 30)
+        self.phase("hashkv", t0)
+        self.phases.append(("total", time.monotonic() - start))
+        return self.phases
+
+
 def main() -> None:
     lab_dir, kept = Path(sys.argv[1]), sys.argv[2]
-    floor = Floor(lab_dir, kept)
+    floor = (SnapshotFloor if "--snapshot" in sys.argv else Floor)(lab_dir, kept)
     reachable = [n for n in floor.hosts if floor.lab.host_up(floor.hosts[n])]
     phases = floor.run(reachable)
     if "--json" in sys.argv:

@@ -29,6 +29,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from .errors import FormatError
 
@@ -139,7 +140,23 @@ CONDITIONS = {
     "voting-healthy": "etcd on the host is a voting member with a leader and serves a "
                       "linearizable read",
     "members-are": "the member list holds exactly the members named (peer URLs as planned)",
+    "serves-peers": "etcd on the host answers on its peer URL (it serves peer traffic)",
 }
+
+
+def peer_probe_argv(peer_url: str) -> list[str]:
+    """Does etcd serve its peer URL yet? Run on the member's own host: a connection, a line
+    of HTTP, and any answer (or a close) within half a second. etcd binds its peer listener
+    first and serves it only after its initial corruption check (embed/etcd.go at v3.6.16:
+    configurePeerListeners, then InitialCheck, then servePeers), so until then the connection
+    is taken and nothing is read. A TLS listener answers the line too (Go's "client sent an
+    HTTP request to an HTTPS server", or a close)."""
+    u = urlsplit(peer_url)
+    host = u.hostname or ""
+    port = str(u.port or (443 if u.scheme == "https" else 80))
+    return ["bash", "-c", 'exec 3<>"/dev/tcp/$1/$2" || exit 1; '
+            'printf "GET /version HTTP/1.0\r\n\r\n" >&3; '
+            'timeout 0.5 head -c1 <&3 >/dev/null', "etcd-recovery", host, port]
 
 
 @dataclass(frozen=True)
@@ -156,7 +173,8 @@ class Wait:
                 "leads-alone": self.endpoint,
                 "healthy-without-force": f"{self.host} {self.endpoint}",
                 "voting-healthy": self.endpoint,
-                "members-are": f"{self.endpoint} {' '.join(self.members)}"}[self.condition]
+                "members-are": f"{self.endpoint} {' '.join(self.members)}",
+                "serves-peers": f"{self.host} {self.endpoint}"}[self.condition]
         return f"retry {self.timeout_s:.0f} {self.condition.replace('-', '_')} {args}"
 
     def summary(self) -> str:

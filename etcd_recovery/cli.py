@@ -127,13 +127,20 @@ def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
     """
     inv = _load(inventory)  # before the slower imports: the hosts' TCP connects are under way
     from .inspect import inspect_cluster
+    from .methods import recommend
     from .render import inspect_table
 
     report = guarded(lambda: inspect_cluster(inv, exclude=exclude or ()))
+    advice = None if report.decision.refused else recommend(report)
     if output is Output.json:
-        print_json(report.to_json())
+        print_json({**report.to_json(), "method": {"recommended": advice.method,
+                                                   "reasons": list(advice.reasons)}
+                    if advice else None})
     else:
         inspect_table(report, out, verbose=verbose)
+        if advice:
+            out.print(Text(f"recommended method: {advice.method} - "
+                           + "; ".join(advice.reasons)))
     if report.decision.refused:
         raise typer.Exit(EXIT_REFUSED)
 

@@ -33,6 +33,7 @@ from .actions import (
     Run,
     Wait,
     WriteFile,
+    peer_probe_argv,
     receive_argv,
     shell_join,
 )
@@ -607,6 +608,9 @@ class Executor:
             return s.etcd_pid(w.host) is not None
         if w.condition == "members-are":
             return self.members_are(w) is None
+        if w.condition == "serves-peers":
+            return s.run(w.host, peer_probe_argv(w.endpoint), check=False,
+                         timeout=10).exit_status == 0
         if w.condition == "healthy-without-force" and not s.runs_without_force(w.host):
             return False
         st = s.client(w.host).status()

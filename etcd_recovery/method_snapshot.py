@@ -214,20 +214,29 @@ def _restore_and_start(rt: Runtime, reachable: Sequence[Member], configs: Mappin
                      host_record(m.name, run_id, sid)),
             params={"snapshot": snap, "ref": ref, "sha256": sha256, "bump_revision": bump,
                     "token": token, "etcdutl": etcdutl, "skip_hash_check": skip_hash_check}))
+    # One at a time, each once the one before serves its peer URL: a member's initial
+    # corruption check (on in kubeadm's and kubespray's flags) asks every peer for its
+    # HashKV, one after another, each for up to etcd's request timeout (5 s + 2 x the
+    # election timeout), before it serves peer traffic itself (server/etcdserver/corrupt.go
+    # at v3.6.16: getPeerHashKVs). Started together, every member waits out the timeout for
+    # every other one (measured: 15 s with 3 kubeadm members). Started in turn, a peer that
+    # runs already answers, and one not started yet refuses the connection at once.
     for m in reachable:
         sid = f"start:{m.name}"
         cfg_file = rt.config_path(m)
         text = (kept_config or {}).get(m.name, configs[m.name])
         staged = posixpath.join(rdir, "config.staged")
         steps.append(Step(
-            id=sid, phase="restore", kind=StepKind.START_RESTORED, host=m.name, group="start",
-            title=f"Start {m.name} on its restored data, with its own configuration",
-            precondition="", check=f"etcd runs on {m.name}",
+            id=sid, phase="restore", kind=StepKind.START_RESTORED, host=m.name,
+            title=f"Start {m.name} on its restored data, with its own configuration, and "
+                  "wait until it serves its peer URL",
+            precondition="", check=f"etcd runs on {m.name} and answers on {m.peer_url}",
             actions=(WriteFile(m.name, staged, text, 0o600,
                                rconf.unified_diff(configs[m.name], text, cfg_file)),
                      Run(m.name, tuple(guarded(run_id, sid, rt.start_argv(m, staged), 60.0)),
                          60.0),
                      Wait("etcd-running", m.name, m.client_url, 60.0),
+                     Wait("serves-peers", m.name, m.peer_url, 90.0),
                      host_record(m.name, run_id, sid))))
     first = reachable[0]
     steps.append(Step(
@@ -328,7 +337,8 @@ def make_snapshot_plan(inv: Inventory, report: InspectReport, configs: Mapping[s
                           actions=(CopyFile(chosen.name, snap, m.name, snap, 0o600),),
                           params={"snapshot": snap}))
     orig = configs[chosen.name]
-    steps += _restore_and_start(rt, reachable, configs, run_id, snap, ref, "", bump, True,
+    kept_first = [chosen, *[m for m in reachable if m.name != chosen.name]]
+    steps += _restore_and_start(rt, kept_first, configs, run_id, snap, ref, "", bump, True,
                                 tools, {chosen.name: orig})
     steps.append(_restore_check(ref, 0, bump))
     steps.append(verify_step([chosen.name, *[m.name for m in reachable

@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
+from . import versions
 from .errors import UsageError
 from .inventory import Inventory
 from .method_snapshot import (
@@ -53,9 +55,10 @@ def derive(inv: Inventory, report: InspectReport, configs: Mapping[str, str], ru
             if given:
                 raise UsageError(f"{flag} applies to the snapshot method (--method snapshot "
                                  "or --from-snapshot)")
-        return make_plan(inv, report, configs, run_id, keys_before=keys_before,
-                         allow_quorum=allow_quorum, take_over_lock=take_over_lock,
-                         exclude=exclude, etcd_image=etcd_image, etcd_binary=etcd_binary)
+        return with_advice(make_plan(inv, report, configs, run_id, keys_before=keys_before,
+                                     allow_quorum=allow_quorum, take_over_lock=take_over_lock,
+                                     exclude=exclude, etcd_image=etcd_image,
+                                     etcd_binary=etcd_binary), report, method)
     if etcd_image is not None or etcd_binary is not None:
         raise UsageError("--etcd-image and --etcd-binary apply to the force-new-cluster "
                          "method; the snapshot method restores with each member's own build")
@@ -68,6 +71,71 @@ def derive(inv: Inventory, report: InspectReport, configs: Mapping[str, str], ru
                               take_over_lock=take_over_lock, bump=bump)
     if skip_hash_check or allow_older_data:
         raise UsageError("--skip-hash-check and --allow-older-data apply to --from-snapshot")
-    return make_snapshot_plan(inv, report, configs, run_id, tools or {},
-                              keys_before=keys_before, allow_quorum=allow_quorum,
-                              take_over_lock=take_over_lock, exclude=exclude, bump=bump)
+    return with_advice(make_snapshot_plan(inv, report, configs, run_id, tools or {},
+                                          keys_before=keys_before, allow_quorum=allow_quorum,
+                                          take_over_lock=take_over_lock, exclude=exclude,
+                                          bump=bump), report, method)
+
+
+# A db this size or more, streamed through this machine to every host, is named as a cost of
+# the snapshot method (the default method's learners get it from the kept member directly).
+BIG_DB_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class Advice:
+    """Which method suits what was inspected, and every reason, for and against."""
+
+    method: str
+    reasons: tuple[str, ...]
+
+    def line(self, planned: str) -> str:
+        head = (f"method: {planned} as asked; --method {self.method} would suit this cluster "
+                "better" if planned != self.method else f"method: {planned} suits this cluster")
+        return f"{head}: " + "; ".join(self.reasons)
+
+
+def recommend(report: InspectReport) -> Advice:
+    """The method for this cluster (pure, over the inspection): the snapshot method where it
+    saves learner adds (4 or more members to bring back: each add after the first waits out
+    etcd's strict reconfiguration check, 5 s) or where a member not reached may still run
+    the old cluster and etcd is 3.6 (whose recovery docs restore from a snapshot; the new
+    cluster token makes every old member a stranger); the default otherwise, and always when
+    a member's etcd is older than 3.5 (no etcdutl)."""
+    reachable = [m for m in report.members if m.reachable]
+    lost = [m.name for m in report.members if not m.reachable]
+    vs = [versions.parse_version(m.etcd_version) for m in reachable]
+    old = [m for m, v in zip(reachable, vs, strict=True) if v is not None and v[:2] < (3, 5)]
+    if old:
+        return Advice("force-new-cluster", (
+            f"{', '.join(f'{m.name} runs etcd {m.etcd_version}' for m in old)}: the snapshot "
+            "method needs etcdutl, which etcd has from 3.5",))
+    newest = max((v for v in vs if v is not None), default=None)
+    for_snapshot: list[str] = []
+    against: list[str] = []
+    if len(reachable) >= 4:
+        for_snapshot.append(f"{len(reachable)} members to bring back: the default method adds "
+                            f"{len(reachable) - 1} learners one at a time, each after the first "
+                            "waiting 5 s (etcd's strict reconfiguration check); the snapshot "
+                            "method starts every member at once")
+    else:
+        against.append(f"{len(reachable)} member(s) to bring back: the default method adds "
+                       f"{max(0, len(reachable) - 1)} learner(s) and restarts fewer things")
+    if lost and newest is not None and newest[:2] >= (3, 6):
+        for_snapshot.append(f"{', '.join(lost)} not reached may still run the old cluster: etcd "
+                            "3.6's recovery docs restore from a snapshot rather than with "
+                            "--force-new-cluster, and the restored cluster's new token makes "
+                            "every old member a stranger to it")
+    db = max((m.db_size_bytes or 0 for m in reachable), default=0)
+    if db >= BIG_DB_BYTES:
+        against.append(f"the db is {db >> 20} MiB: the snapshot method streams it through this "
+                       f"machine to {max(0, len(reachable) - 1)} host(s); the default method's "
+                       "learners get it from the kept member directly")
+    if for_snapshot and len(for_snapshot) >= len(against):
+        return Advice("snapshot", tuple(for_snapshot + against))
+    return Advice("force-new-cluster", tuple(against + for_snapshot))
+
+
+def with_advice(plan: Plan, report: InspectReport, method: str) -> Plan:
+    """The plan with the method advice as its last advisory line."""
+    return replace(plan, advisories=(*plan.advisories, recommend(report).line(method)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 
 from . import etcdflags_sh
-from .actions import Action, Run, WriteFile, receive_argv, shell_join
+from .actions import Action, Run, WriteFile, peer_probe_argv, receive_argv, shell_join
 from .inventory import Inventory, Member
 from .plan import BACKGROUND, COMMANDS_LOCK, Plan, StepKind, run_dir
 from .runtimes.base import runtime_for
@@ -60,6 +60,10 @@ receive_on() {  # receive_on HOST PATH MODE SHA256 (stdin: the file): into PATH.
   # HOST, checked against SHA256 there, then renamed onto PATH
   feed "$1" "$(printf '%q ' sh -c "$RECEIVE_SCRIPT" etcd-recovery "$2" "$3" "$4")"
 }
+serves_peers() {  # serves_peers NAME PEER_URL: etcd on NAME answers on its peer URL
+  local hp=${2#*://} h; hp=${hp%%/*}; h=${hp%:*}; h=${h#[}; h=${h%]}
+  on "$1" "$(printf '%q ' bash -c "$PEER_PROBE" etcd-recovery "$h" "${hp##*:}")"
+}
 copy_in() {  # copy_in FILE HOST PATH MODE [SHA256]: a file on this machine to HOST
   local sum=${5:-$(sha256sum "$1" | cut -d' ' -f1)}
   receive_on "$2" "$3" "$4" "$sum" < "$1"
@@ -70,8 +74,10 @@ copy_between() {  # copy_between SRC_HOST SRC_PATH HOST PATH MODE [SHA256]: thro
   on "$1" "cat $q" | receive_on "$3" "$4" "$5" "$sum"
 }"""
 
-# The far end of copy_in/copy_between: the script the tool's copy runs (actions.receive_argv).
+# The far end of copy_in/copy_between: the script the tool's copy runs (actions.receive_argv);
+# and the probe serves_peers runs on a host (actions.peer_probe_argv).
 RECEIVE_SCRIPT = receive_argv("PATH", 0, "SHA")[2]
+PEER_PROBE = peer_probe_argv("http://host:1")[2]
 
 
 HEREDOC_END = "ETCD_RECOVERY_EOF"  # the terminator WriteFile.show() ends its here-document with
@@ -163,6 +169,7 @@ def environment(plan: Plan, inv: Inventory) -> list[str]:
     lines.append('    *) echo "unknown member $1" >&2; return 2 ;;')
     lines += ["  esac", "}"]
     lines.append(f"RECEIVE_SCRIPT={shlex.quote(RECEIVE_SCRIPT)}")
+    lines.append(f"PEER_PROBE={shlex.quote(PEER_PROBE)}")
     return [*lines, _PREDICATES, etcdflags_sh.FUNCTIONS]
 
 

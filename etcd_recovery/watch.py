@@ -27,7 +27,8 @@ LOOK_EVERY_S = 0.5      # how often the process is looked at (an SSH round each)
 LOG_EVERY_S = 1.0       # how often the log is read while etcd keeps exiting
 LOG_LINES = 80
 # The conditions whose wait watches etcd (the others wait for etcd to stop, or for a list).
-WATCHED = ("etcd-running", "leads-alone", "healthy-without-force", "voting-healthy")
+WATCHED = ("etcd-running", "leads-alone", "healthy-without-force", "voting-healthy",
+           "serves-peers")
 
 
 @dataclass

@@ -263,3 +263,76 @@ def test_a_snapshot_plans_options_are_read_back_from_its_steps_and_contradiction
                     "--bump-revision 7: the plan bumps by 500",
                     "--skip-hash-check: the plan was made without it"]
     assert planid.contradictions(got, planid.Options(method="snapshot")) == []
+
+
+def _members(n: int, version: str, lost: int = 0, db: int = 1 << 20) -> InspectReport:
+    from etcd_recovery.model import MemberState
+
+    ms = tuple(MemberState(name=f"etcd-{i}", host=f"h{i}", reachable=i > lost,
+                           etcd_version=version if i > lost else None,
+                           db_size_bytes=db if i > lost else None) for i in range(1, n + 1))
+    return InspectReport("lab", ms, Quorum(False), decide(ms, Quorum(False), allow_quorum=False))
+
+
+@pytest.mark.parametrize(("n", "version", "lost", "db", "method", "says"), [
+    (5, "3.5.35", 0, 1 << 20, "snapshot", "adds 4 learners one at a time"),
+    (3, "3.5.35", 1, 1 << 20, "force-new-cluster", "adds 1 learner(s)"),
+    (3, "3.6.16", 1, 1 << 20, "snapshot", "etcd-1 not reached may still run the old cluster"),
+    (3, "3.6.16", 1, 1 << 30, "force-new-cluster", "the db is 1024 MiB"),
+    (5, "3.4.23", 0, 1 << 20, "force-new-cluster", "needs etcdutl"),
+])
+def test_the_method_advice_weighs_size_version_lost_members_and_the_db(
+        n: int, version: str, lost: int, db: int, method: str, says: str) -> None:
+    from etcd_recovery.methods import recommend
+
+    advice = recommend(_members(n, version, lost, db))
+    assert advice.method == method and any(says in r for r in advice.reasons), advice
+    line = advice.line("force-new-cluster")
+    assert line.startswith("method: force-new-cluster suits this cluster" if
+                           method == "force-new-cluster" else
+                           "method: force-new-cluster as asked; --method snapshot would suit")
+
+
+def test_every_plan_of_the_survivors_data_ends_its_advisories_with_the_method_advice() -> None:
+    inv, cfg, r = inventory("systemd"), configs("systemd"), versioned(report(), "3.6.16")
+    for method in ("force-new-cluster", "snapshot"):
+        tools = {n: replace(t, version="3.6.16") for n, t in TOOLS.items()}
+        plan = derive(inv, r, cfg, "r1", method=method,
+                      tools=tools if method == "snapshot" else None)
+        assert plan.advisories[-1].startswith(f"method: {method}"), plan.advisories
+
+
+def test_the_peer_probe_tells_a_served_port_from_a_bound_one_and_a_closed_one() -> None:
+    import socket
+    import threading
+
+    from etcd_recovery.actions import peer_probe_argv
+
+    bound = socket.socket()            # listening, never accepting: etcd in its initial check
+    bound.bind(("127.0.0.1", 0))
+    bound.listen(8)
+    served = socket.socket()
+    served.bind(("127.0.0.1", 0))
+    served.listen(8)
+
+    def answer() -> None:
+        conn, _ = served.accept()
+        conn.recv(100)
+        conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        def probe(port: int) -> int:
+            return _sh(peer_probe_argv(f"https://127.0.0.1:{port}")).returncode
+
+        assert probe(served.getsockname()[1]) == 0
+        assert probe(bound.getsockname()[1]) == 124      # timed out: nothing read
+        assert probe(closed_port) == 1                   # refused
+    finally:
+        bound.close()
+        served.close()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from etcd_recovery import cli, planid
+from etcd_recovery import cli, methods, planid
 from etcd_recovery import plan as plan_mod
 from etcd_recovery.errors import EXIT_DRY_RUN, EXIT_REFUSED, EXIT_USAGE
 from etcd_recovery.inventory import dump_inventory, load_inventory
@@ -55,9 +55,9 @@ class Cluster:
                              "take_over_lock": o.take_over_lock,
                              "exclude": list(o.exclude) or None, "etcd_image": o.etcd_image})
         cfg = {m.name: m.config_text for m in self.report.members if m.config_text}
-        return make_plan(inv, self.report, cfg, run_id or cli.new_run_id(),
-                         allow_quorum=o.allow_quorum, take_over_lock=o.take_over_lock,
-                         exclude=o.exclude, etcd_image=o.etcd_image), self.report
+        return methods.derive(inv, self.report, cfg, run_id or cli.new_run_id(),
+                              allow_quorum=o.allow_quorum, take_over_lock=o.take_over_lock,
+                              exclude=o.exclude, etcd_image=o.etcd_image), self.report
 
     def run(self, inv: Any, the_plan: Plan, journal: Journal, verbose: bool,
             check_fingerprint: bool, planned_from: Any = None) -> Summary:

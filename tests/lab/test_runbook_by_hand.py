@@ -1,5 +1,7 @@
 """The Markdown runbook is a procedure a person can paste: one recovery done by running its
-blocks in bash (plain ssh and etcdctl), with no tool code in the loop, then verified."""
+blocks in bash (plain ssh and etcdctl), with no tool code in the loop, then verified; once by
+the default method, once by the snapshot method (its copies, etcdutl restores, members
+started in turn and the revision checks, all as shell)."""
 
 from __future__ import annotations
 
@@ -7,14 +9,19 @@ import re
 import subprocess
 from collections.abc import Callable
 
+import pytest
+
 from .conftest import LabHandle, cli
 from .recovery_scenario import check_recovered, inventory, lose_quorum
 
 
-def test_recovery_by_pasting_the_runbook(make_lab: Callable[..., LabHandle]) -> None:
-    lab = make_lab(members=3, runtime="static-pod", version="3.6-newest", keys=500)
+@pytest.mark.parametrize(("runtime", "method"), [("static-pod", "force-new-cluster"),
+                                                 ("systemd", "snapshot")])
+def test_recovery_by_pasting_the_runbook(make_lab: Callable[..., LabHandle], runtime: str,
+                                         method: str) -> None:
+    lab = make_lab(members=3, runtime=runtime, version="3.6-newest", keys=500)
     lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=120)
-    md = cli("plan", "-i", inventory(lab), "-o", "markdown").stdout
+    md = cli("plan", "-i", inventory(lab), "--method", method, "-o", "markdown").stdout
     blocks = re.findall(r"```sh\n(.*?)```", md, re.S)
     assert len(blocks) > 10
     tool = re.compile(r"(^|[;&|(`$]\s*)(\S*/)?etcd-recovery\s+(inspect|plan|execute|verify|"

@@ -50,14 +50,16 @@ class Floor:
         self.phases: list[tuple[str, float]] = []
 
     # ------------------------------------------------------------------ plumbing
-    def ssh(self, name: str, command: str, stdin: str | None = None) -> str:
-        h = self.hosts[name]
-        argv = ["ssh", "-F", "/dev/null", "-i", str(self.lab.dir / "ssh" / "id_ed25519"),
+    def ssh_argv(self, name: str, command: str) -> list[str]:
+        return ["ssh", "-F", "/dev/null", "-i", str(self.lab.dir / "ssh" / "id_ed25519"),
                 "-o", f"UserKnownHostsFile={self.lab.dir / 'known_hosts'}",
                 "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
                 "-o", "ControlMaster=auto", "-o", f"ControlPath={self.ctl_dir}/%h",
-                "-o", "ControlPersist=60", f"root@{h.mgmt_ip}", command]
-        res = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=300)
+                "-o", "ControlPersist=60", f"root@{self.hosts[name].mgmt_ip}", command]
+
+    def ssh(self, name: str, command: str, stdin: str | None = None) -> str:
+        res = subprocess.run(self.ssh_argv(name, command), input=stdin, capture_output=True,
+                             text=True, timeout=300)
         if res.returncode != 0:
             raise RuntimeError(f"{name}: {command}: {res.stderr.strip()}")
         return res.stdout
@@ -181,13 +183,8 @@ class SnapshotFloor(Floor):
     """
 
     def ssh_bytes(self, name: str, command: str, data: bytes) -> None:
-        h = self.hosts[name]
-        argv = ["ssh", "-F", "/dev/null", "-i", str(self.lab.dir / "ssh" / "id_ed25519"),
-                "-o", f"UserKnownHostsFile={self.lab.dir / 'known_hosts'}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-                "-o", "ControlMaster=auto", "-o", f"ControlPath={self.ctl_dir}/%h",
-                "-o", "ControlPersist=60", f"root@{h.mgmt_ip}", command]
-        res = subprocess.run(argv, input=data, capture_output=True, timeout=600)
+        res = subprocess.run(self.ssh_argv(name, command), input=data, capture_output=True,
+                             timeout=600)
         if res.returncode != 0:
             raise RuntimeError(f"{name}: {command}: {res.stderr.decode().strip()}")
 

@@ -259,14 +259,8 @@ class _Ansible:
 
     def _groups_of(self, host: str, parents: dict[str, list[str]]) -> set[str]:
         """The groups a host is in, with all their ancestors."""
-        mine: set[str] = {"all"}
-        todo = [g.name for g in self.groups.values() if host in g.hosts]
-        while todo:
-            name = todo.pop()
-            if name not in mine:
-                mine.add(name)
-                todo += parents[name]
-        return mine
+        own = {g.name for g in self.groups.values() if host in g.hosts}
+        return {"all", *own, *(a for g in own for a in self._ancestors(g, parents))}
 
     def hosts_of(self, name: str) -> list[str]:
         """The hosts of a group and of its descendants, each once, the group's own first."""

@@ -401,6 +401,12 @@ def space_argv(data_dir: str, *more: str) -> list[str]:
               *more)
 
 
+def space_checks(reachable: Sequence[Member]) -> tuple[Run, ...]:
+    """The preflight's free-space reads, one per reachable member."""
+    return tuple(Run(m.name, tuple(space_argv(m.data_dir, *_wal_apart_from_data(m))), 60.0)
+                 for m in reachable)
+
+
 def _wal_apart_from_data(m: Member) -> list[str]:
     """The member's WAL dir when a copy of its data dir does not hold it (``--wal-dir``
     outside the data dir), else nothing."""
@@ -474,8 +480,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
              precondition="",
              check=f"no linearizable read succeeds; cluster IDs agree; {chosen.name} still "
                    "has the most up-to-date log; free space >= data size on every host",
-             actions=tuple(Run(m.name, tuple(space_argv(m.data_dir, *_wal_apart_from_data(m))),
-                               60.0) for m in reachable),
+             actions=space_checks(reachable),
              params={"members": names, "fingerprint": fingerprint(report),
                      "allow_quorum": allow_quorum, "exclude": sorted(exclude)}))
     add(lock_step(run_id, reachable, take_over_lock))

@@ -77,7 +77,7 @@ from .watch import LOG_LINES, WATCHED, wait_watching
 T = TypeVar("T")
 Log = Callable[[str], None]
 FRESH_S = 10.0
-CHUNK = 4 * 1024 * 1024  # a copy streams in blocks of this size
+CHUNK = 1024 * 1024  # a copy streams in blocks of this size (each stream holds one or two)
 EARLIER_MAX_S = 1800.0   # waiting for an earlier run's command of unknown step, at most
 
 __all__ = ["Executor", "StepFailed", "poll", "require_kept"]
@@ -277,7 +277,7 @@ class Executor:
     def _start_background(self, n: int, total: int, step: Step,
                           acts_done: set[tuple[str, int]], t0: float) -> None:
         if self._bg_pool is None:
-            self._bg_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="background")
+            self._bg_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="background")
         self.log(f"[{n}/{total}] {step.id}: runs in the background from here")
         future = self._bg_pool.submit(self.one_step, n, total, step, acts_done, t0)
         with self._bg_lock:

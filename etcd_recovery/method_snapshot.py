@@ -46,7 +46,6 @@ from .plan import (
     Step,
     StepKind,
     _members_arg,
-    _wal_apart_from_data,
     backup_step,
     fence_step,
     fingerprint,
@@ -56,7 +55,7 @@ from .plan import (
     make_plan,
     move_aside_argv,
     run_dir,
-    space_argv,
+    space_checks,
     unlock_step,
     verify_step,
     with_preconditions,
@@ -138,11 +137,11 @@ def restore_argv(etcdutl: str, snap: str, m: Member, initial_cluster: str, token
     """Write ``m``'s data dir (and WAL dir of its own) from the snapshot with etcdutl, into
     the place the old data was moved out of. The restore goes to ``<data-dir>/restoring``
     (the same file system, so the last step is a rename) and the member directory appears
-    only once whole. ``mark``: ``<mark>.started`` is written before anything is removed, and
-    then only what a restore of this run wrote is ever removed: a data dir that still holds a
-    member directory without it (the old data, not moved aside) is refused. ``<mark>.done``
-    ends it; a rerun after that does nothing. The files get the data dir's owner (etcd may
-    run as another user than root)."""
+    only once whole, synced. ``mark``: ``<mark>.started`` is written before anything is
+    removed, and then only what a restore of this run wrote is ever removed: a data dir that
+    still holds a member directory without it (the old data, not moved aside) is refused.
+    ``<mark>.done`` ends it; a rerun after that does nothing. The files get the data dir's
+    owner (etcd may run as another user than root)."""
     wal = m.wal if m.wal_apart else ""
     args = [etcdutl, "snapshot", "restore", snap, "--name", m.name,
             "--initial-cluster", initial_cluster, "--initial-advertise-peer-urls", m.peer_url,
@@ -160,18 +159,26 @@ def restore_argv(etcdutl: str, snap: str, m: Member, initial_cluster: str, token
               'chown -R "$(stat -c %u:%g "$(dirname "$w")")" "$w.restoring"; '
               'mv -T "$w.restoring" "$w"; else "$@" --data-dir "$d/restoring"; fi; '
               'chown -R "$(stat -c %u:%g "$d")" "$d/restoring"; '
-              'mv -T "$d/restoring/member" "$d/member"; rmdir "$d/restoring"; sync; '
+              'mv -T "$d/restoring/member" "$d/member"; rmdir "$d/restoring"; '
+              # etcdutl syncs what it writes (bbolt commits, wal.Create, snap.SaveSnap at
+              # v3.6.14); what is left to make durable is the renames and owners above: the
+              # directories they changed, not every file system of the host (a plain sync)
+              'sync "$d" "$d/member" ${w:+"$w" "$(dirname "$w")"}; '
               ': > "$k.done"', m.data_dir, wal, mark, *args)
 
 
-def _tools_steps(reachable: Sequence[Member], tools: Mapping[str, Etcdutl]) -> list[Step]:
+def _tools_steps(reachable: Sequence[Member], tools: Mapping[str, Etcdutl],
+                 first: str = "") -> list[Step]:
+    """The uploads of etcdutl, in the background: nothing before the first etcdutl command
+    on a host needs them, and a background step is waited for before the next step on its
+    host. ``first``'s upload (the kept member's, needed soonest) starts first."""
     out = []
-    for m in reachable:
+    for m in sorted(reachable, key=lambda m: m.name != first):
         t = tools[m.name]
         if t.upload_from is None:
             continue
         out.append(Step(id=f"etcdutl:{m.name}", phase="restore", kind=StepKind.SNAPSHOT_SEND,
-                        host=m.name, group="tools",
+                        host=m.name, group=BACKGROUND,
                         title=f"Copy etcdutl {t.version or ''} ({t.upload_from}) to "
                               f"{m.name}:{t.path}".replace("  ", " "),
                         precondition="", check=f"{t.path} on {m.name} has sha256 {t.sha256}",
@@ -289,7 +296,7 @@ def make_snapshot_plan(inv: Inventory, report: InspectReport, configs: Mapping[s
     covered = (st.source == "disk" and st.consistent_index is not None
                and st.last_index is not None and st.consistent_index >= st.last_index)
     # etcdutl is on every host before the first step that runs it (the snapshot's status).
-    steps = [*head, *_tools_steps(reachable, tools)]
+    steps = [*head, *_tools_steps(reachable, tools, chosen.name)]
     if covered:
         why = (f"{chosen.name}'s backend already holds its whole log (read from its disk with "
                f"etcd stopped: consistent index {st.consistent_index} >= the WAL's last index "
@@ -390,8 +397,7 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
              precondition="",
              check=f"no linearizable read succeeds; {file.path} has sha256 {file.sha256}; free "
                    "space >= data size on every host",
-             actions=tuple(Run(m.name, tuple(space_argv(m.data_dir, *_wal_apart_from_data(m))),
-                               60.0) for m in reachable),
+             actions=space_checks(reachable),
              params={"members": names, "fingerprint": fingerprint(report), "file": file.path,
                      "sha256": file.sha256, "allow_older_data": allow_older_data,
                      "skip_hash_check": skip_hash_check}),

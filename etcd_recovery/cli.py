@@ -215,7 +215,7 @@ def _snapshot_input(path: str) -> Any:
 
     from .formats.snapshot import read_snapshot
     from .formats.source import FileSource
-    from .method_snapshot import SnapshotInput
+    from .plan.snapshot import SnapshotInput
 
     p = Path(path)
     try:
@@ -262,9 +262,9 @@ def _derive_plan(inv: Any, o: Any, run_id: str | None = None) -> tuple[Any, Any]
     from concurrent.futures import ThreadPoolExecutor
 
     from .inspect import inspect_cluster, read_configs, read_etcdutl, read_new_binary
-    from .method_snapshot import Etcdutl, etcdutl_on_host
     from .methods import derive
-    from .plan import run_dir
+    from .plan.snapshot import Etcdutl, etcdutl_on_host
+    from .plan.steps import run_dir
     from .render import inspect_table
 
     file = _snapshot_input(o.from_snapshot) if o.from_snapshot else None
@@ -470,7 +470,7 @@ def _journal_dir(inventory: Path, journal_dir: Path | None) -> Path:
 
 
 def _load_saved_plan(plan_file: Path) -> Any:
-    from .plan import Plan
+    from .plan.steps import Plan
 
     try:
         data = json.loads(plan_file.read_text())
@@ -702,7 +702,7 @@ def rejoin(name: Annotated[str, typer.Argument(metavar="MEMBER",
     """
     from .inspect import inspect_cluster, read_configs
     from .journal import Journal
-    from .plan import make_rejoin_plan
+    from .plan.rejoin import make_rejoin_plan
     from .render import summary_table
 
     jdir = _journal_dir(inventory, journal_dir)

@@ -17,7 +17,8 @@ from .actions import Action, Wait
 
 
 class StepLike(Protocol):
-    """What rendering needs of a plan.Step (kept apart so that plan.py can use this module)."""
+    """What rendering needs of a plan.Step (kept apart so that the plan package can use this
+    module)."""
 
     @property
     def kind(self) -> str: ...

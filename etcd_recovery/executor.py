@@ -53,19 +53,9 @@ from .inventory import Inventory
 from .journal import Event, Journal, done_steps
 from .live import ERR_LEARNER_NOT_READY, ERR_TOO_MANY_LEARNERS, ERR_UNHEALTHY, MemberInfo
 from .model import InspectReport, MemberState, Quorum, WalTail
-from .plan import (
-    BACKGROUND,
-    Plan,
-    Step,
-    StepKind,
-    align_decision,
-    fingerprint,
-    is_guarded,
-    lock_argv,
-    run_dir,
-    unlock_argv,
-    wal_files_argv,
-)
+from .plan.force_new_cluster import align_decision
+from .plan.scripts import is_guarded, lock_argv, unlock_argv, wal_files_argv
+from .plan.steps import BACKGROUND, Plan, Step, StepKind, fingerprint, run_dir
 from .results import StepTiming, Summary
 from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client

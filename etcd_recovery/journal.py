@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FormatError, UsageError
-from .plan import Plan
+from .plan.steps import Plan
 
 _APPEND_LOCK = threading.Lock()
 

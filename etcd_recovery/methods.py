@@ -1,10 +1,11 @@
 """The recovery methods, and the one place that picks a method's planner.
 
-* ``force-new-cluster`` (the default, :func:`.plan.make_plan`): the kept member restarts
-  alone with --force-new-cluster; every other member comes back as a learner, one at a time.
-* ``snapshot`` (:func:`.method_snapshot.make_snapshot_plan`): one snapshot of the kept
+* ``force-new-cluster`` (the default, :func:`.plan.force_new_cluster.make_plan`): the kept
+  member restarts alone with --force-new-cluster; every other member comes back as a
+  learner, one at a time.
+* ``snapshot`` (:func:`.plan.snapshot.make_snapshot_plan`): one snapshot of the kept
   member's whole log, restored on every member at once with a new cluster token.
-* ``--from-snapshot FILE`` (:func:`.method_snapshot.make_file_plan`): every member restored
+* ``--from-snapshot FILE`` (:func:`.plan.snapshot.make_file_plan`): every member restored
   from a snapshot file when no member's data is to be trusted.
 
 ``plan``, ``execute`` and a resumed run all derive their plan here, from the same inputs.
@@ -18,15 +19,10 @@ from dataclasses import dataclass, replace
 from . import versions
 from .errors import UsageError
 from .inventory import Inventory
-from .method_snapshot import (
-    DEFAULT_BUMP,
-    Etcdutl,
-    SnapshotInput,
-    make_file_plan,
-    make_snapshot_plan,
-)
 from .model import InspectReport, NewBinary
-from .plan import Plan, make_plan
+from .plan.force_new_cluster import make_plan
+from .plan.snapshot import DEFAULT_BUMP, Etcdutl, SnapshotInput, make_file_plan, make_snapshot_plan
+from .plan.steps import Plan
 
 METHODS = ("force-new-cluster", "snapshot")
 

@@ -33,7 +33,6 @@ from .actions import CopyFile
 from .errors import FormatError, RefusedError, UsageError
 from .hostchecks import HostCheck
 from .inventory import Inventory
-from .method_snapshot import Etcdutl, SnapshotInput
 from .methods import derive
 from .model import (
     Check,
@@ -46,7 +45,9 @@ from .model import (
     Quorum,
     WalTail,
 )
-from .plan import _WORDS, Plan, StepKind, _comparable, fingerprint_facts, lock_argv
+from .plan.scripts import lock_argv
+from .plan.snapshot import Etcdutl, SnapshotInput
+from .plan.steps import _WORDS, Plan, StepKind, _comparable, fingerprint_facts
 
 ID_LEN = 12
 ID_RE = re.compile(rf"[0-9a-f]{{{ID_LEN}}}")

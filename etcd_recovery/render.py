@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .model import InspectReport, MemberState, MinorityRead, id_hex
-from .plan import BACKGROUND, Plan
+from .plan.steps import BACKGROUND, Plan
 from .results import Summary
 
 

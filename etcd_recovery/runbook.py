@@ -14,7 +14,8 @@ import shlex
 from . import etcdflags_sh
 from .actions import Action, Run, WriteFile, peer_probe_argv, receive_argv, shell_join
 from .inventory import Inventory, Member
-from .plan import BACKGROUND, COMMANDS_LOCK, Plan, StepKind, run_dir
+from .plan.scripts import COMMANDS_LOCK
+from .plan.steps import BACKGROUND, Plan, StepKind, run_dir
 from .runtimes.base import runtime_for
 
 _PREDICATES = r"""retry() {  # retry SECONDS COMMAND...: run COMMAND until it succeeds

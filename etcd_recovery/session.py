@@ -19,7 +19,7 @@ from . import processes
 from .errors import TransportError
 from .inventory import Inventory, Member
 from .live import EtcdClient
-from .plan import probe_argv
+from .plan.scripts import probe_argv
 from .transport.base import CommandResult, Transport
 from .transport.factory import TransportFactory, ssh_transport
 

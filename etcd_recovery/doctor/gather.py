@@ -345,7 +345,7 @@ def rehearse_plan(inv: Inventory, factory: TransportFactory) -> Timed:
     """What ``plan --allow-quorum`` would do: inspect and lay out the plan; nothing is
     changed and no plan is kept."""
     from ..inspect import inspect_cluster, read_configs
-    from ..plan import make_plan
+    from ..plan.force_new_cluster import make_plan
 
     def plan() -> str:
         report = inspect_cluster(inv, factory, allow_quorum=True)

@@ -68,7 +68,7 @@ from etcd_recovery.formats.wal import (
     wal_file_names,
 )
 from etcd_recovery.model import PeerView
-from etcd_recovery.plan import align_step
+from etcd_recovery.plan.force_new_cluster import align_step
 from etcd_recovery.proto.raft_pb2 import Entry, HardState
 from etcd_recovery.proto.wal_pb2 import Record
 from etcd_recovery.proto.wal_pb2 import Snapshot as WalSnapshot

@@ -185,7 +185,7 @@ def run_recovery(lab: LabHandle, members: int, keys: int) -> dict[str, Any]:
 def host_command(lab: LabHandle, name: str) -> tuple[str, str, str] | None:
     """The guarded command that holds ``name``'s command lock now, as (pid, run, step) (the
     plan's own probe, run in the host's container), or None."""
-    from etcd_recovery.plan import probe_argv
+    from etcd_recovery.plan.scripts import probe_argv
 
     code, out = lab.lab.exec(lab.state.host(name), probe_argv(), check=False)
     assert code == 0, out

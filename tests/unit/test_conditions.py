@@ -13,7 +13,8 @@ from etcd_recovery import conditions
 from etcd_recovery.actions import Run
 from etcd_recovery.errors import PreconditionError
 from etcd_recovery.journal import Journal
-from etcd_recovery.plan import Plan, Step, StepKind, make_rejoin_plan
+from etcd_recovery.plan.rejoin import make_rejoin_plan
+from etcd_recovery.plan.steps import Plan, Step, StepKind
 
 from .test_executor import RUN, World, executor
 from .test_plan_actions import MEMBERSHIP, configs, inventory, plan_for

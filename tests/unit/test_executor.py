@@ -16,15 +16,8 @@ from etcd_recovery.executor import Executor
 from etcd_recovery.inventory import Inventory, Member, SshTarget, TlsFiles
 from etcd_recovery.journal import Journal
 from etcd_recovery.live import LiveStatus, MemberAddResult, MemberInfo
-from etcd_recovery.plan import (
-    LOCK_PATH,
-    Plan,
-    Step,
-    StepKind,
-    lock_argv,
-    probe_argv,
-    unlock_argv,
-)
+from etcd_recovery.plan.scripts import LOCK_PATH, lock_argv, probe_argv, unlock_argv
+from etcd_recovery.plan.steps import Plan, Step, StepKind
 from etcd_recovery.transport.fake import FakeTransport
 
 RUN = "r1"

@@ -28,10 +28,10 @@ import pytest
 
 from etcd_recovery.actions import Run
 from etcd_recovery.inventory import Member, SshTarget
-from etcd_recovery.plan import (
+from etcd_recovery.plan.common import backup_step
+from etcd_recovery.plan.scripts import (
     EXIT_STILL_RUNNING,
-    _backup_argv,
-    backup_step,
+    backup_argv,
     guarded,
     lock_argv,
     move_aside_argv,
@@ -107,7 +107,7 @@ class Host:
         self.shims.mkdir()
 
     def backup_argv(self, step: str = "backup:etcd-1") -> list[str]:
-        inner = _backup_argv(str(self.data), str(self.cfg), str(self.bdir))
+        inner = backup_argv(str(self.data), str(self.cfg), str(self.bdir))
         return in_shell(guarded(RUN, step, inner, 60, state_dir=str(self.state)), self.shell)
 
     def guarded(self, argv: list[str], step: str = "s", wait_s: float = 60) -> list[str]:
@@ -190,7 +190,7 @@ def test_the_plan_runs_this_backup_script_under_the_guard() -> None:
                env_file="/etc/etcd/etcd.env", unit="etcd.service")
     rt = runtime_for("systemd")
     bdir = f"/var/lib/etcd-recovery/{RUN}/backup"
-    inner = _backup_argv("/var/lib/etcd", "/etc/etcd/etcd.env", bdir)
+    inner = backup_argv("/var/lib/etcd", "/etc/etcd/etcd.env", bdir)
     fg, bg = (backup_step(rt, m, RUN, background=b).actions[0] for b in (False, True))
     assert isinstance(fg, Run) and isinstance(bg, Run)
     assert fg.argv == tuple(guarded(RUN, "backup:etcd-1", inner, 1800))
@@ -471,7 +471,7 @@ class WalHost(Host):
         self.wal = make_wal_dir(root)
 
     def backup_argv(self, step: str = "backup:etcd-1") -> list[str]:
-        inner = _backup_argv(str(self.data), str(self.cfg), str(self.bdir), str(self.wal))
+        inner = backup_argv(str(self.data), str(self.cfg), str(self.bdir), str(self.wal))
         return in_shell(guarded(RUN, step, inner, 60, state_dir=str(self.state)), self.shell)
 
 
@@ -509,7 +509,7 @@ def test_a_backup_with_a_wal_dir_covers_it_and_a_rerun_only_checks_it(wal_host: 
 
 
 def test_a_backup_whose_wal_dir_is_absent_copies_the_rest(host: Host) -> None:
-    inner = _backup_argv(str(host.data), str(host.cfg), str(host.bdir),
+    inner = backup_argv(str(host.data), str(host.cfg), str(host.bdir),
                          str(host.root / "no-such-wal"))
     res = host.run(in_shell(guarded(RUN, "b", inner, 60, state_dir=str(host.state)),
                             host.shell))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from etcd_recovery.actions import Run, Wait
 from etcd_recovery.errors import FormatError
 from etcd_recovery.journal import Journal, done_steps, parse_events
-from etcd_recovery.plan import Plan, Step, StepKind
+from etcd_recovery.plan.steps import Plan, Step, StepKind
 
 
 def sample_plan() -> Plan:

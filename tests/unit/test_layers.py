@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("transport", ("transport", "processes")),
     ("inventory and hosts", ("inventory", "importer", "runtimes", "crosscheck",
                              "etcdflags_sh", "live", "watch", "transport.factory")),
-    ("plan", ("plan", "method_snapshot", "methods", "planid", "journal")),
+    ("plan", ("plan", "methods", "planid", "journal")),
     ("session", ("session",)),
     ("reading the cluster", ("inspect", "discover")),
     ("render", ("render", "runbook")),

@@ -10,7 +10,7 @@ import pytest
 
 from etcd_recovery.errors import EXIT_FAILED, EXIT_REFUSED, RefusedError, StepFailed
 from etcd_recovery.journal import Journal
-from etcd_recovery.plan import LOCK_PATH, lock_argv, unlock_argv
+from etcd_recovery.plan.scripts import LOCK_PATH, lock_argv, unlock_argv
 
 from .test_executor import RUN, World, events, executor, lock_step
 

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from etcd_recovery.actions import WriteFile
 from etcd_recovery.model import Check, InspectReport
-from etcd_recovery.plan import Plan
+from etcd_recovery.plan.steps import Plan
 from etcd_recovery.render import inspect_table, plan_table
 from etcd_recovery.runbook import HEREDOC_END, heredoc_terminator, plan_markdown
 

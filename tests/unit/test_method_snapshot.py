@@ -21,7 +21,9 @@ import pytest
 from etcd_recovery.actions import CopyFile, Run, action_from_json, action_to_json, receive_argv
 from etcd_recovery.choose import decide
 from etcd_recovery.errors import FormatError, RefusedError, UsageError
-from etcd_recovery.method_snapshot import (
+from etcd_recovery.methods import derive
+from etcd_recovery.model import InspectReport, Quorum
+from etcd_recovery.plan.snapshot import (
     DEFAULT_BUMP,
     Etcdutl,
     SnapshotInput,
@@ -29,9 +31,7 @@ from etcd_recovery.method_snapshot import (
     make_snapshot_plan,
     restore_argv,
 )
-from etcd_recovery.methods import derive
-from etcd_recovery.model import InspectReport, Quorum
-from etcd_recovery.plan import StepKind
+from etcd_recovery.plan.steps import StepKind
 from etcd_recovery.runbook import plan_markdown
 
 from .test_plan_actions import configs, inventory, report

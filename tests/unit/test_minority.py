@@ -13,7 +13,8 @@ from rich.console import Console
 from etcd_recovery.choose import decide, minority_read
 from etcd_recovery.errors import FormatError
 from etcd_recovery.model import InspectReport, MemberState, MinorityRead, PeerView, Quorum
-from etcd_recovery.plan import Plan, make_plan
+from etcd_recovery.plan.force_new_cluster import make_plan
+from etcd_recovery.plan.steps import Plan
 from etcd_recovery.render import inspect_table, plan_table
 
 from .test_plan_actions import MEMBERSHIP, configs, inventory, report

@@ -23,7 +23,9 @@ from etcd_recovery.inventory import Inventory, Member, SshTarget, TlsFiles
 from etcd_recovery.lab.configs import etcd_flags, static_pod_manifest, systemd_env
 from etcd_recovery.lab.state import LabHost
 from etcd_recovery.model import InspectReport, MemberState, PeerView, Quorum, WalTail
-from etcd_recovery.plan import Plan, make_plan, make_rejoin_plan
+from etcd_recovery.plan.force_new_cluster import make_plan
+from etcd_recovery.plan.rejoin import make_rejoin_plan
+from etcd_recovery.plan.steps import Plan
 from etcd_recovery.proto.raft_pb2 import HardState
 from etcd_recovery.proto.wal_pb2 import Record
 from etcd_recovery.render import plan_table

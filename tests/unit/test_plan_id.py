@@ -18,12 +18,14 @@ import pytest
 from typer.testing import CliRunner
 
 from etcd_recovery import cli, methods, planid
-from etcd_recovery import plan as plan_mod
 from etcd_recovery.errors import EXIT_DRY_RUN, EXIT_REFUSED, EXIT_USAGE
 from etcd_recovery.inventory import dump_inventory, load_inventory
 from etcd_recovery.journal import Journal
 from etcd_recovery.model import InspectReport
-from etcd_recovery.plan import Plan, make_plan
+from etcd_recovery.plan import common as plan_mod
+from etcd_recovery.plan import scripts as plan_scripts
+from etcd_recovery.plan.force_new_cluster import make_plan
+from etcd_recovery.plan.steps import Plan
 from etcd_recovery.results import Summary
 
 from .test_plan_actions import configs as pa_configs
@@ -206,8 +208,8 @@ def test_another_member_chosen_is_refused(cluster: Cluster) -> None:
 def test_a_changed_step_is_refused_naming_it(cluster: Cluster,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     pid = cluster.plan()
-    real = plan_mod._backup_argv
-    monkeypatch.setattr(plan_mod, "_backup_argv",
+    real = plan_scripts.backup_argv
+    monkeypatch.setattr(plan_mod, "backup_argv",
                         lambda d, c, b: real(d, c, b.replace("backup", "bak")))
     res = cluster.cli("execute", "--confirm", pid)
     assert res.exit_code == EXIT_REFUSED, res.output
@@ -322,8 +324,8 @@ def test_resume_with_an_edited_inventory_is_refused(cluster: Cluster) -> None:
 def test_resume_derives_the_plan_again_and_refuses_another_one(
         cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     _started(cluster)
-    real = plan_mod._backup_argv  # the planner now makes another backup command
-    monkeypatch.setattr(plan_mod, "_backup_argv",
+    real = plan_scripts.backup_argv  # the planner now makes another backup command
+    monkeypatch.setattr(plan_mod, "backup_argv",
                         lambda d, c, b: ["nice", *real(d, c, b)])
     res = cluster.cli("execute", "--resume", "--confirm")
     assert res.exit_code == EXIT_REFUSED, res.output
@@ -346,7 +348,7 @@ def test_resume_refuses_a_flag_its_plan_contradicts_and_another_id(cluster: Clus
 
 def test_the_executor_journals_the_runs_binding_in_run_start(tmp_path: Path) -> None:
     from etcd_recovery.executor import Executor
-    from etcd_recovery.plan import lock_argv
+    from etcd_recovery.plan.scripts import lock_argv
 
     from .test_executor import NAMES, RUN, World, inv, lock_step
 

@@ -13,7 +13,9 @@ import pytest
 from etcd_recovery.actions import AppendWal, Run, WriteFile
 from etcd_recovery.errors import RefusedError, UsageError
 from etcd_recovery.model import InspectReport, NewBinary, WalTail
-from etcd_recovery.plan import Plan, align_decision, install_binary_argv, make_plan
+from etcd_recovery.plan.force_new_cluster import align_decision, make_plan
+from etcd_recovery.plan.scripts import install_binary_argv
+from etcd_recovery.plan.steps import Plan
 from etcd_recovery.runbook import plan_markdown
 from etcd_recovery.runtimes.config import manifest_flags, manifest_image, manifest_with_image
 from etcd_recovery.versions import advisories, commit_fix, parse_version

@@ -32,7 +32,9 @@ from etcd_recovery.lab.configs import (
     systemd_env,
     wal_dir_problem,
 )
-from etcd_recovery.plan import StepKind, _backup_argv, guarded, make_plan, move_aside_argv
+from etcd_recovery.plan.force_new_cluster import make_plan
+from etcd_recovery.plan.scripts import backup_argv, guarded, move_aside_argv
+from etcd_recovery.plan.steps import StepKind
 from etcd_recovery.runtimes import config as rconf
 from etcd_recovery.transport.base import FileInfo
 
@@ -209,7 +211,7 @@ def test_golden_shape_with_a_wal_dir(runtime: str) -> None:
     for name in ("etcd-1", "etcd-3"):
         a = by[f"backup:{name}"].actions[0]
         assert isinstance(a, Run) and WAL in a.argv
-        inner = _backup_argv("/var/lib/etcd", cfg, f"{rdir}/backup", WAL)
+        inner = backup_argv("/var/lib/etcd", cfg, f"{rdir}/backup", WAL)
         want = inner if name == "etcd-1" else ["nice", "-n", "10", *inner]
         assert a.argv == tuple(guarded(RUN_ID, f"backup:{name}", want, 1800))
         assert WAL in by[f"backup:{name}"].title

@@ -35,33 +35,25 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from . import versions
-from .actions import CopyFile, Run, Wait, WriteFile
-from .errors import RefusedError, UsageError
-from .inventory import Inventory, Member
-from .model import InspectReport, MemberState
-from .plan import (
-    BACKGROUND,
-    Plan,
-    Step,
-    StepKind,
-    _members_arg,
+from .. import versions
+from ..actions import CopyFile, Run, Wait, WriteFile
+from ..errors import RefusedError, UsageError
+from ..inventory import Inventory, Member
+from ..model import InspectReport, MemberState
+from ..runtimes import config as rconf
+from ..runtimes.base import Runtime, runtime_for, sh
+from .common import (
     backup_step,
     fence_step,
-    fingerprint,
-    guarded,
-    host_record,
     lock_step,
-    make_plan,
-    move_aside_argv,
-    run_dir,
+    members_arg,
     space_checks,
     unlock_step,
     verify_step,
-    with_preconditions,
 )
-from .runtimes import config as rconf
-from .runtimes.base import Runtime, runtime_for, sh
+from .force_new_cluster import make_plan
+from .scripts import guarded, host_record, move_aside_argv
+from .steps import BACKGROUND, Plan, Step, StepKind, fingerprint, run_dir, with_preconditions
 
 # etcd's advice for Kubernetes and any other watch consumer: "--bump-revision 1000000000
 # --mark-compacted" (etcd v3.6 docs, op-guide/recovery: "Restoring a cluster").
@@ -252,7 +244,7 @@ def _restore_and_start(rt: Runtime, reachable: Sequence[Member], configs: Mappin
         precondition="", check="the member list is exactly the restored members, each a "
                                 "voting member with a leader, serving a linearizable read",
         actions=(Wait("members-are", first.name, first.client_url, 90.0,
-                      _members_arg([(m.name, m.peer_url) for m in reachable])),
+                      members_arg([(m.name, m.peer_url) for m in reachable])),
                  *(Wait("voting-healthy", m.name, m.client_url, 90.0) for m in reachable))))
     return steps
 

@@ -266,6 +266,18 @@ class SshTransport:
                                      f"{describe(exc, timeout)}") from exc
         finally:
             chan.close()
+        if status == -1:
+            # the channel closed with no exit-status: the SSH connection went away, or sshd
+            # sent exit-signal instead (the command was killed by a signal on the host), a
+            # request paramiko does not record
+            if not transport.is_active():
+                raise TransportError(
+                    self._label, f"the SSH connection dropped while {shown!r} ran (the command "
+                    "may still be running on the host)")
+            if check:
+                raise RemoteCommandError(self._label, shown, status, stderr.decode(
+                    errors="replace") or "it ended with no exit status: killed by a signal on "
+                    "the host (sshd reports that as exit-signal)")
         result = CommandResult(args, status, stdout, stderr, time.monotonic() - started)
         if check and status != 0:
             raise RemoteCommandError(self._label, shown, status, result.stderr_text())

@@ -66,6 +66,17 @@ def test_nonzero_exit_raises_with_status_and_stderr(transport: SshTransport) -> 
     assert unchecked.exit_status == 4
 
 
+def test_a_command_killed_by_a_signal_says_so(transport: SshTransport) -> None:
+    """sshd reports a command killed by a signal with exit-signal, not exit-status: the
+    error says that, not "exited -1: no error output"."""
+    with pytest.raises(RemoteCommandError) as info:
+        transport.run(["sh", "-c", "kill -9 $$"])
+    assert info.value.exit_status == -1
+    assert "killed by a signal on the host" in str(info.value), str(info.value)
+    assert transport.run(["sh", "-c", "kill -9 $$"], check=False).exit_status == -1
+    assert transport.run(["echo", "still connected"]).stdout == b"still connected\n"
+
+
 def test_stdin_and_large_interleaved_output(transport: SshTransport) -> None:
     payload = os.urandom(300_000)
     assert transport.run(["cat"], stdin=payload).stdout == payload

@@ -14,9 +14,8 @@ that nothing ran that the plan did not show.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
-import json
 import posixpath
 import threading
 import time
@@ -24,7 +23,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
-from . import choose
 from .actions import (
     Action,
     AppendWal,
@@ -35,7 +33,6 @@ from .actions import (
     WriteFile,
     peer_probe_argv,
     receive_argv,
-    shell_join,
 )
 from .conditions import KIND_CONDITIONS
 from .errors import (
@@ -44,33 +41,32 @@ from .errors import (
     PreconditionError,
     RefusedError,
     StepFailed,
-    TransportError,
 )
 from .formats.backend import read_backend
 from .formats.wal import read_wal, wal_file_names
-from .inspect import inspect_cluster, read_disk
 from .inventory import Inventory
 from .journal import Event, Journal, done_steps
-from .live import ERR_LEARNER_NOT_READY, ERR_TOO_MANY_LEARNERS, ERR_UNHEALTHY, MemberInfo
-from .model import InspectReport, MemberState, Quorum, WalTail
+from .live import ERR_LEARNER_NOT_READY, ERR_TOO_MANY_LEARNERS, ERR_UNHEALTHY
+from .model import InspectReport, WalTail
 from .plan.force_new_cluster import align_decision
-from .plan.scripts import is_guarded, lock_argv, unlock_argv, wal_files_argv
-from .plan.steps import BACKGROUND, Plan, Step, StepKind, fingerprint, run_dir
+from .plan.scripts import is_guarded, lock_argv
+from .plan.steps import BACKGROUND, RESTARTS_ETCD, Plan, Step, StepKind, run_dir
 from .results import StepTiming, Summary
 from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client
+from .stepchecks import AFTER_RUN, CHECKS, FINISH
+from .stepchecks.base import find_member
 from .transport.base import CommandResult
 from .transport.factory import TransportFactory, ssh_transport
-from .verify import poll, verify_cluster
+from .verify import poll
 from .watch import LOG_LINES, WATCHED, wait_watching
 
 T = TypeVar("T")
 Log = Callable[[str], None]
-FRESH_S = 10.0
 CHUNK = 1024 * 1024  # a copy streams in blocks of this size (each stream holds one or two)
 EARLIER_MAX_S = 1800.0   # waiting for an earlier run's command of unknown step, at most
 
-__all__ = ["Executor", "StepFailed", "poll", "require_kept"]
+__all__ = ["Executor", "StepFailed", "poll"]
 
 
 class _InStep(Exception):
@@ -113,8 +109,9 @@ class Executor:
         self.rdir = run_dir(plan.run_id)
         self.refs: dict[str, Any] = {}
         # The inspection this invocation planned from, moments ago: it is the preflight's
-        # reading while younger than FRESH_S; after that the preflight reads again, but does
-        # not wait a second time on the hosts it found unreachable. (None: a resumed run.)
+        # reading while younger than stepchecks.base.FRESH_S; after that the preflight reads
+        # again, but does not wait a second time on the hosts it found unreachable. (None: a
+        # resumed run.)
         self.planned_from = planned_from
         self.fresh_at = time.monotonic()
         self.on_step = on_step or (lambda _event, _step: None)  # a live status line's feed
@@ -130,29 +127,14 @@ class Executor:
         self._settled: set[str] = set()
         self._settle_lock = threading.Lock()
         # Each precondition's checker (conditions.py lists each step kind's; a checker may
-        # find actions already in effect), and each kind's check after its actions.
-        k = StepKind
+        # find actions already in effect), each kind's check after its actions, and each
+        # kind's reading of a command's result: the tables of stepchecks/, one module per
+        # method, bound to this run.
         self._checks: dict[str, Callable[[Step], dict[int, str]]] = {
-            "as-planned": self.prepare_preflight, "rejoin-needed": self.prepare_preflight_rejoin,
-            "lock-free": self.check_lock_free, "reachable": self.check_reachable,
-            "etcd-stopped": self.check_etcd_stopped,
-            "backed-up": self.check_backed_up, "wal-as-planned": self.prepare_align_commit,
-            "others-fenced": self.check_others_fenced,
-            "kept-newest": self.prepare_force_new_cluster,
-            "kept-healthy-or-plain": self.prepare_restart_plain,
-            "kept-healthy": self.check_kept_healthy,
-            "no-unknown-members": self.prepare_remove_stale,
-            "members-before": self.prepare_learner_add,
-            "members-after": self.check_first_wait, "data-empty": self.prepare_start_learner,
-            "etcd-running": self.prepare_promote, "all-done": self.check_all_done,
-            "verified": self.check_verified, "as-planned-file": self.prepare_preflight_file,
-            "snapshot-made": self.check_snapshot_made, "snapshot-here": self.check_snapshot_here,
-            "restored": self.check_restored}
+            key: functools.partial(fn, self) for key, fn in CHECKS.items()}
         self._finish: dict[StepKind, Callable[[Step], None]] = {
-            k.FORCE_NEW_CLUSTER: self.finish_force_new_cluster, k.VERIFY: self.finish_verify,
-            k.SNAPSHOT_MAKE: self.finish_snapshot_make,
-            k.RESTORE_CHECK: self.finish_restore_check}
-        self._snapshot_status: dict[str, Any] | None = None
+            kind: functools.partial(fn, self) for kind, fn in FINISH.items()}
+        self.notes: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Summary:
@@ -399,9 +381,7 @@ class Executor:
             res = self.session.run(a.host, a.argv, timeout=a.timeout_s,
                                    check=step.kind is not StepKind.LOCK)
             self.after_run(step, n, a, res)
-            if step.kind in (StepKind.FORCE_NEW_CLUSTER, StepKind.RESTART_PLAIN,
-                             StepKind.START_LEARNER, StepKind.START_RESTORED,
-                             StepKind.STOP_KEPT):
+            if step.kind in RESTARTS_ETCD:
                 self.session.drop_client(a.host)  # etcd restarts behind the tunnel
             return {"exit": res.exit_status}
         if isinstance(a, WriteFile):
@@ -471,20 +451,16 @@ class Executor:
 
     # ------------------------------------------------------------------ action kinds
     def after_run(self, step: Step, n: int, a: Run, res: CommandResult) -> None:
-        if step.kind in (StepKind.PREFLIGHT, StepKind.PREFLIGHT_REJOIN,
-                         StepKind.PREFLIGHT_SNAPSHOT):
-            self._check_space(a.host, res)
-        elif step.kind is StepKind.SNAPSHOT_MAKE and a.argv[1:3] == ("snapshot", "status"):
-            self._snapshot_status = _snapshot_status(a.host, res)
-        elif step.kind is StepKind.LOCK and res.exit_status != 0:
-            self._lock_refused(step, n, a, res)
+        hook = AFTER_RUN.get(step.kind)
+        if hook is not None:
+            hook(self, step, n, a, res)
 
     def etcd_call(self, a: EtcdCall) -> dict[str, Any]:
         c = self.session.client(a.via)
         members = c.member_list(serializable=False)
         if a.call == "member-add-learner":
             assert a.peer_url and a.result
-            existing = _find(members, a.peer_url)
+            existing = find_member(members, a.peer_url)
             if existing is not None:
                 self.log(f"      {a.name} is already listed ({existing.id:x}); not adding again")
                 value = existing.id
@@ -497,7 +473,7 @@ class Executor:
             return {"result": f"{value:x}"}
         if a.call == "member-promote":
             assert a.peer_url and a.member_ref
-            me = _find(members, a.peer_url)
+            me = find_member(members, a.peer_url)
             if me is None:
                 raise PreconditionError(f"{a.name} ({a.peer_url}) is not in the member list")
             ref = self.refs.get(a.member_ref)
@@ -526,7 +502,7 @@ class Executor:
         else the source's own, read now. A destination that already has it is left alone."""
         want = a.sha256 or str((self.refs.get(f"snapshot:{a.src_host}") or {}).get("sha256", ""))
         if not want:
-            want = self._sha256(a.src_host, a.src_path)
+            want = self.sha256(a.src_host, a.src_path)
         have = self.session.run(a.host, ["sha256sum", a.path], check=False, timeout=600)
         if have.exit_status == 0 and have.stdout.decode(errors="replace")[:64] == want:
             return {"result": "already there", "sha256": want}
@@ -556,7 +532,7 @@ class Executor:
             raise StepFailed(f"{a.src_path}: cannot read it: {exc.strerror or exc}") from exc
         return {"sha256": want, "bytes": sent[0]}
 
-    def _sha256(self, host: str, path: str) -> str:
+    def sha256(self, host: str, path: str) -> str:
         if not host:
             h = hashlib.sha256()
             try:
@@ -647,14 +623,14 @@ class Executor:
         self.session.run(a.host, ["dd", f"of={a.file}", "bs=1M", f"seek={a.offset}",
                                   "oflag=seek_bytes", "conv=notrunc,fsync", "status=none"],
                          stdin=data, timeout=60)
-        wal = self._read_wal(step)
+        wal = self.read_wal(step)
         if wal.hardstate_commit != a.commit:
             raise StepFailed(f"{a.host}: after the write the WAL reads commit "
                              f"{wal.hardstate_commit}, expected {a.commit}")
         return {"file": a.file, "offset": a.offset, "record_hex": a.record_hex,
                 "commit": a.commit}
 
-    def _read_wal(self, step: Step) -> Any:
+    def read_wal(self, step: Step) -> Any:
         t = self.session.t(step.host or "")
         wal_dir = step.params["wal_dir"]
         names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=True))
@@ -667,7 +643,7 @@ class Executor:
         """The plan's align-commit decision (plan.align_decision), taken now from the fenced
         member's WAL; None when there is nothing to write (said in the run's log)."""
         t = self.session.t(host)
-        wal = self._read_wal(step)
+        wal = self.read_wal(step)
         cindex = read_backend(t.open_file(step.params["db"], sudo=True)).consistent_index or 0
         wal_dir = step.params["wal_dir"]
         last = posixpath.join(wal_dir, wal_file_names(
@@ -681,429 +657,39 @@ class Executor:
             self.log(f"      {d.why}")
         return d.record
 
-    # ------------------------------------------------------------------ preconditions
-    def prepare_preflight(self, step: Step) -> dict[int, str]:
-        allow = bool(step.params["allow_quorum"])
-        earlier = self.planned_from
-        if earlier is not None and time.monotonic() - self.fresh_at < FRESH_S:
-            report = earlier
-            self.log("      the plan's inspection, moments old, is the preflight's reading")
-        else:
-            report = inspect_cluster(
-                self.inv, factory=self.factory, allow_quorum=allow, prefer=self.plan.chosen,
-                exclude=step.params["exclude"],
-                known_unreachable=[s for s in earlier.members if not s.reachable]
-                if earlier else ())
-        if report.quorum.has_quorum and not allow:
-            raise PreconditionError(f"the cluster has quorum again ({report.decision.reason})")
-        if report.decision.refused:
-            raise PreconditionError(report.decision.reason)
-        if self.check_fingerprint and fingerprint(report) != self.plan.fingerprint:
-            raise PreconditionError(
-                "the cluster's state differs from the one the plan was made from (fingerprint "
-                f"{fingerprint(report)} != {self.plan.fingerprint}); make a new plan")
-        if report.decision.chosen != self.plan.chosen and not allow:
-            # (With --allow-quorum every member runs and the leader's log moves ahead of the
-            # others' with every write: the choice is taken again from the disks once all are
-            # fenced, before force-new-cluster.)
-            raise PreconditionError(f"the member to keep is now {report.decision.chosen}, "
-                                    f"not {self.plan.chosen}: {report.decision.reason}; "
-                                    "make a new plan")
-        for name in step.params["members"]:
-            st = next(s for s in report.members if s.name == name)
-            if not st.reachable:
-                raise PreconditionError(f"{name} is no longer reachable: {st.error}")
-        return {}
-
-    def prepare_preflight_rejoin(self, step: Step) -> dict[int, str]:
-        via, name = step.params["via"], step.params["name"]
-        c = self.session.client(via)
-        st = c.status()
-        if not st.leader:
-            raise PreconditionError(f"{via} has no leader: the cluster has no quorum; run "
-                                    "`etcd-recovery execute` first")
-        c.get(b"/etcd-recovery/probe", serializable=False)
-        me = _find(c.member_list(serializable=False), self.inv.member(name).peer_url)
-        if me is not None and not me.is_learner and self.session.etcd_pid(name) is not None:
-            try:
-                own = self.session.client(name).status()
-                if own.leader and own.member_id == me.id:
-                    raise RefusedError(f"{name} is already a healthy voting member; nothing "
-                                       "to do")
-            except EtcdApiError:
-                pass
-            finally:
-                self.session.drop_client(name)
-        return {}
-
-    def _check_space(self, name: str, res: CommandResult) -> None:
-        words = res.stdout.decode(errors="replace").split()
-        try:
-            avail, used = int(words[0]), int(words[1])
-        except (IndexError, ValueError) as exc:
-            raise PreconditionError(f"{name}: cannot tell free disk and data size from "
-                                    f"{shell_join(res.argv[-2:])}: got {words!r}") from exc
-        need = int(used * 1.1) + 16 * 1024 * 1024
-        if avail < need:
-            m = self.session.m(name)
-            what = (f"{m.data_dir} and {m.wal} hold" if m.wal_outside_data_dir
-                    else f"{m.data_dir} holds")
-            raise RefusedError(f"{name}: not enough free disk for the backup: "
-                               f"{avail} bytes free under /var/lib/etcd-recovery, "
-                               f"{need} needed ({what} {used} bytes); nothing was changed")
-
-    def _lock_refused(self, step: Step, n: int, a: Run, res: CommandResult) -> None:
-        path = step.params["path"]
-        read = self.session.run(a.host, ["cat", path], check=False)
-        holder = read.stdout.decode(errors="replace").strip() if read.exit_status == 0 else ""
-        if holder == self.plan.run_id:
-            return
-        # Release the locks this step took before this host (the unlock step's command).
-        for done in step.actions[:n - 1]:
-            assert isinstance(done, Run)
-            unlock = unlock_argv(self.plan.run_id)
-            self.journal.append("action-rollback", step.id, host=done.host,
-                                argv=list(unlock))
-            with contextlib.suppress(TransportError):
-                self.session.run(done.host, unlock, check=False)
-        if holder:
-            raise RefusedError(f"{a.host}: another recovery holds the lock {path} (run "
-                               f"{holder!r}); if that run is dead, take the lock over with "
-                               "--take-over-lock")
-        raise lock_failure(a.host, path, res, read)
-
-    def check_reachable(self, step: Step) -> dict[int, str]:
-        self.session.run(step.host or "", ["true"], timeout=30)
-        return {}
-
-    def check_etcd_stopped(self, step: Step) -> dict[int, str]:
-        if self.session.etcd_pid(step.host or "") is not None:
-            raise PreconditionError(f"{step.host}: etcd runs again although fenced; stopping, "
-                                    "nothing done to it")
-        return {}
-
-    def check_backed_up(self, step: Step) -> dict[int, str]:
-        name = step.host or ""
-        sums = posixpath.join(self.rdir, "backup", "B2SUMS")
-        if self.session.run(name, ["test", "-f", sums], check=False).exit_status != 0:
-            raise PreconditionError(f"{name}: no verified backup at {sums}")
-        return {}
-
-    def check_others_fenced(self, step: Step) -> dict[int, str]:
-        names = [n for n in self.plan.steps[0].params["members"] if n != step.host]
-        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-            pids = list(pool.map(self.session.etcd_pid, names))
-        for name, pid in zip(names, pids, strict=True):
-            if pid is not None:
-                raise PreconditionError(f"{name}: etcd is running although it was fenced")
-        return {}
-
-    def check_kept_healthy(self, step: Step) -> dict[int, str]:
-        c = self.session.client(step.host or "")
-        st = c.status()
-        if st.leader != st.member_id:
-            raise PreconditionError(f"{step.host} does not lead (leader {st.leader:x})")
-        c.get(b"/etcd-recovery/probe", serializable=False)
-        return {}
-
-    def check_first_wait(self, step: Step) -> dict[int, str]:
-        """members-after: checked by the step's first action, a wait for the member list."""
-        first = step.actions[0] if step.actions else None
-        if not (isinstance(first, Wait) and first.condition == "members-are"):
-            raise PreconditionError(f"{step.id}: its first action is not the wait for the "
-                                    "member list that checks its precondition")
-        return {}
-
-    def check_all_done(self, step: Step) -> dict[int, str]:
-        done = done_steps(self.journal.events())
-        before = [s.id for s in self.plan.steps[:self.plan.steps.index(step)]]
-        missing = [sid for sid in before if sid not in done]
-        if missing:
-            raise PreconditionError(f"{step.id}: steps not done before it: "
-                                    + ", ".join(missing))
-        return {}
-
-    def check_verified(self, step: Step) -> dict[int, str]:
-        done = done_steps(self.journal.events())
-        verify = [s.id for s in self.plan.steps if s.kind is StepKind.VERIFY]
-        if not verify or any(v not in done for v in verify):
-            raise PreconditionError(f"{step.id}: the verify step has not passed")
-        return {}
-
-    def check_lock_free(self, step: Step) -> dict[int, str]:
-        """lock-free: checked by the step's own actions, which take the lock only where it
-        is free (a race-free test on the host); a refusal names the run that holds it."""
-        if not step.actions or not all(isinstance(a, Run) for a in step.actions):
-            raise PreconditionError(f"{step.id}: its actions are not the lock commands that "
-                                    "check its precondition")
-        return {}
-
-    def prepare_align_commit(self, step: Step) -> dict[int, str]:
-        name = step.host or ""
-        if not step.actions:
-            return {}
-        a = step.actions[0]
-        if not isinstance(a, AppendWal) or a.offset < 0:
-            return {}
-        wal = self._read_wal(step)
-        if wal.hardstate_commit == a.commit and wal.end_offset == a.offset + len(
-                bytes.fromhex(a.record_hex)):
-            return {1: "the WAL already ends with this record (resumed)"}
-        if wal.torn_tail or wal.end_offset != a.offset or wal.last_crc != a.crc_before:
-            raise PreconditionError(
-                f"{name}: the WAL changed since the plan was made (it ends at offset "
-                f"{wal.end_offset} with CRC {wal.last_crc:x}; the plan read offset {a.offset}, "
-                f"CRC {a.crc_before:x}); nothing was written: make a new plan")
-        return {}
-
-    def prepare_force_new_cluster(self, step: Step) -> dict[int, str]:
-        name = step.host or ""
-
-        def resumed() -> dict[int, str]:
-            # Resumed after the start: the restore is under way; only wait for it.
-            self.check_others_fenced(step)
-            why = "etcd already runs with --force-new-cluster (resumed)"
-            wait = next(i for i, a in enumerate(step.actions, 1) if isinstance(a, Wait))
-            return {i: why for i in range(1, wait)}
-
-        if self.session.runs_without_force(name) is False:
-            return resumed()
-        # Every member must be stopped, and then its disk is authoritative: the member to keep
-        # is decided again, by the same function that chose it for the plan. Each host is
-        # checked and read at the same time.
-        names = self.plan.steps[0].params["members"]
-
-        def fenced_disk(n: str) -> MemberState | None:
-            if self.session.etcd_pid(n) is not None:
-                # After a failed start, the kept member's supervisor restarts etcd with the
-                # step's --force-new-cluster (a crash loop); a start between the first look
-                # and this one is the step under way, not a member that escaped its fence.
-                if n == name and self.session.runs_without_force(n) is False:
-                    return None
-                raise PreconditionError(f"{n}: etcd is running although it was fenced")
-            return read_disk(self.session.t(n), self.session.m(n))
-
-        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-            read = list(pool.map(fenced_disk, names))
-        states = [s for s in read if s is not None]
-        if len(states) < len(read):
-            return resumed()
-        require_kept(states, name, self.plan.inventory)
-        return {}
-
-    def finish_force_new_cluster(self, step: Step) -> None:
-        keys = self.session.client(step.host or "").count_keys()
-        self.log(f"      {step.host} holds {keys} keys after the restore")
-        self.journal.append("keys-counted", step.id, keys=keys)
-
-    def prepare_restart_plain(self, step: Step) -> dict[int, str]:
-        if self.session.runs_without_force(step.host or ""):
-            why = "etcd already runs without --force-new-cluster (resumed)"
-            return {1: why, 2: why}
-        return self.check_kept_healthy(step)
-
-    def prepare_remove_stale(self, step: Step) -> dict[int, str]:
-        planned = {int(a.member_id, 16) for a in step.actions
-                   if isinstance(a, EtcdCall) and a.member_id}
-        kept_url = self.session.m(step.host or "").peer_url
-        for x in self.session.client(step.host or "").member_list(serializable=False):
-            if x.id not in planned and kept_url not in x.peer_urls:
-                raise PreconditionError(
-                    f"the member list holds {x.name or '(unstarted)'} {x.id:x} "
-                    f"({', '.join(x.peer_urls)}), which the plan does not know; nothing was "
-                    "removed: make a new plan")
-        return {}
-
-    def prepare_learner_add(self, step: Step) -> dict[int, str]:
-        add = step.actions[1]
-        assert isinstance(add, EtcdCall) and add.peer_url
-        listed = self.session.client(add.via).member_list(serializable=False)
-        if _find(listed, add.peer_url) is not None:
-            return {1: f"{add.name} is already in the member list (resumed)"}
-        return {}
-
-    def prepare_start_learner(self, step: Step) -> dict[int, str]:
-        name = step.host or ""
-        if self.session.etcd_pid(name) is not None:
-            why = "etcd already runs (resumed)"
-            return {2: why, 3: why}
-        m = self.session.m(name)
-        member_dir = posixpath.join(m.data_dir, "member")
-        if self.session.run(name, ["test", "-e", member_dir], check=False).exit_status == 0:
-            raise PreconditionError(f"{name}: {member_dir} exists; a learner starts from an "
-                                    "empty data dir (the move-aside step moves it)")
-        # A WAL dir of its own must hold no WAL file either: etcd would restart from it as the
-        # old member (etcd v3.6.16 server/storage/wal/util.go: Exist = any *.wal in the dir).
-        if m.wal_apart and self.session.run(name, list(wal_files_argv(m.wal)),
-                                            check=False).exit_status == 0:
-            raise PreconditionError(f"{name}: {m.wal} holds WAL files; a learner starts with "
-                                    "no WAL (the move-aside step moves the WAL dir aside)")
-        return {}
-
-    def prepare_promote(self, step: Step) -> dict[int, str]:
-        if self.session.etcd_pid(step.host or "") is None:
-            raise PreconditionError(f"{step.host}: etcd is not running")
-        return {}
-
-    # ------------------------------------------------------------------ the snapshot method
-    def prepare_preflight_file(self, step: Step) -> dict[int, str]:
-        earlier = self.planned_from
-        if earlier is not None and time.monotonic() - self.fresh_at < FRESH_S:
-            report = earlier
-        else:
-            report = inspect_cluster(
-                self.inv, factory=self.factory, prefer=self.plan.chosen,
-                known_unreachable=[s for s in earlier.members if not s.reachable]
-                if earlier else ())
-        if report.quorum.has_quorum:
-            raise PreconditionError(f"the cluster has quorum again ({report.decision.reason})")
-        if self.check_fingerprint and fingerprint(report) != self.plan.fingerprint:
-            raise PreconditionError(
-                "the cluster's state differs from the one the plan was made from (fingerprint "
-                f"{fingerprint(report)} != {self.plan.fingerprint}); make a new plan")
-        for name in step.params["members"]:
-            st = next(s for s in report.members if s.name == name)
-            if not st.reachable:
-                raise PreconditionError(f"{name} is no longer reachable: {st.error}")
-        got = self._sha256("", step.params["file"])
-        if got != step.params["sha256"]:
-            raise PreconditionError(f"{step.params['file']} changed since the plan was made "
-                                    f"(sha256 {got}, the plan's {step.params['sha256']}); "
-                                    "make a new plan")
-        return {}
-
-    def check_snapshot_made(self, step: Step) -> dict[int, str]:
-        for a in step.actions:
-            if isinstance(a, CopyFile) and a.src_host and \
-                    f"snapshot:{a.src_host}" not in self.refs:
-                raise PreconditionError(f"{step.id}: the snapshot on {a.src_host} is not made "
-                                        f"yet (no snapshot:{a.src_host} in the journal)")
-        return {}
-
-    def _snapshot_sha(self, step: Step) -> str:
-        if step.params["sha256"]:
-            return str(step.params["sha256"])
-        ref = self.refs.get(step.params["ref"])
-        if not isinstance(ref, dict) or not ref.get("sha256"):
-            raise PreconditionError(f"{step.id}: no {step.params['ref']} in the journal: the "
-                                    "snapshot is not made yet")
-        return str(ref["sha256"])
-
-    def check_snapshot_here(self, step: Step) -> dict[int, str]:
-        name, snap = step.host or "", step.params["snapshot"]
-        if self.session.run(name, ["test", "-e", posixpath.join(self.rdir, "restore.done")],
-                            check=False).exit_status == 0:
-            return {}  # restored already (resumed): the snapshot is no longer needed there
-        want = self._snapshot_sha(step)
-        got = self._sha256(name, snap) if self.session.run(
-            name, ["test", "-f", snap], check=False).exit_status == 0 else "(no file)"
-        if got != want:
-            raise PreconditionError(f"{name}: {snap} has sha256 {got}, not the snapshot's "
-                                    f"{want}; nothing restored there")
-        return {}
-
-    def check_restored(self, step: Step) -> dict[int, str]:
-        name = step.host or ""
-        done = posixpath.join(self.rdir, "restore.done")
-        if self.session.run(name, ["test", "-e", done], check=False).exit_status != 0:
-            raise PreconditionError(f"{name}: its restore did not finish ({done} is missing)")
-        return {}
-
-    def finish_snapshot_make(self, step: Step) -> None:
-        """Prove the snapshot holds the kept member's whole log (its consistent index is at
-        least the WAL's last index), check etcdutl's status of it against the inspection, and
-        journal what it is (sha256, revision, hash, keys) as the step's named reference."""
-        name, snap = step.host or "", step.params["snapshot"]
-        t = self.session.t(name)
-        cindex = read_backend(t.open_file(snap, sudo=True)).consistent_index or 0
-        wal = self._read_wal(step)
-        if cindex < wal.last_index:
-            raise StepFailed(f"{name}: the snapshot's consistent index {cindex} is below the "
-                             f"WAL's last index {wal.last_index}: it would leave entries of the "
-                             "log out; nothing was restored")
-        if self._snapshot_status is None:  # resumed after the status command ran
-            status = next(a for a in step.actions if isinstance(a, Run)
-                          and a.argv[1:3] == ("snapshot", "status"))
-            self._snapshot_status = _snapshot_status(name, self.session.run(
-                name, status.argv, timeout=status.timeout_s))
-        st = self._snapshot_status
-        if st["revision"] < step.params["min_revision"]:
-            raise StepFailed(f"{name}: the snapshot's revision {st['revision']} is below the "
-                             f"{step.params['min_revision']} inspected; nothing was restored")
-        value = {**st, "sha256": self._sha256(name, snap), "consistent_index": cindex}
-        self.log(f"      snapshot: revision {st['revision']}, {st['total_key']} keys, "
-                 f"{st['total_size']} bytes, consistent index {cindex} >= WAL last index "
-                 f"{wal.last_index}")
-        self.resolve(step.params["ref"], value)
-
-    def finish_restore_check(self, step: Step) -> None:
-        bump = int(step.params["bump_revision"])
-        if step.params["ref"]:
-            ref = self.refs.get(step.params["ref"])
-            if not isinstance(ref, dict):
-                raise PreconditionError(f"no {step.params['ref']} in the journal")
-            rev0 = int(ref["revision"])
-        else:
-            rev0 = int(step.params["revision"])
-        c = self.session.client(self.plan.chosen)
-        st = c.status()
-        if st.revision < rev0 + bump:
-            raise StepFailed(f"the revision is {st.revision}, below the snapshot's {rev0} + "
-                             f"the bump {bump}")
-        canceled, compact, _ = c.watch_compacted(b"/etcd-recovery/probe", max(1, rev0))
-        if not canceled or compact <= rev0:
-            raise StepFailed(f"a watch from revision {rev0} was not refused as compacted "
-                             f"(canceled {canceled}, compact revision {compact})")
-        self.log(f"      revision {st.revision} >= {rev0} + {bump}; a watch from {rev0} is "
-                 f"refused as compacted (compact revision {compact})")
-        self.journal.append("restore-checked", step.id, revision=st.revision,
-                            compact_revision=compact)
-
-    def keys_counted(self) -> int | None:
-        counts = [e.detail.get("keys") for e in self.journal.events()
-                  if e.event == "keys-counted"]
-        return int(counts[-1]) if counts and counts[-1] is not None else None
-
-    def finish_verify(self, step: Step) -> None:
-        keys = step.params["keys_before"]
-        if keys is None:
-            keys = self.keys_counted()
-        problems = verify_cluster(self.session, step.params["members"], keys)
-        if problems:
-            raise StepFailed("verification failed: " + "; ".join(problems))
 
 
-def _snapshot_status(host: str, res: CommandResult) -> dict[str, Any]:
-    """etcdutl snapshot status -w json: {"hash", "revision", "totalKey", "totalSize"} (and
-    "version" from 3.6: etcdutl/snapshot/v3_snapshot.go @v3.6.16, Status)."""
-    try:
-        d = json.loads(res.stdout.decode(errors="replace"))
-        return {"hash": int(d["hash"]), "revision": int(d["revision"]),
-                "total_key": int(d["totalKey"]), "total_size": int(d["totalSize"]),
-                "version": str(d.get("version", ""))}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StepFailed(f"{host}: etcdutl snapshot status printed no status it can read: "
-                         f"{res.stdout_text()[:200]!r}") from exc
 
 
-def lock_failure(host: str, path: str, take: CommandResult, read: CommandResult
-                 ) -> EtcdRecoveryError:
-    """Why taking the lock failed when no other run's ID is in the lock file: the lock
-    command's own error (sudo refused, a read-only or full disk, ...), said as it is. A lock
-    file that exists but names no run is refused as a stale lock."""
-    lines = take.stderr_text().strip().splitlines()
-    why = (f"{lines[-1]} (exit {take.exit_status})" if lines
-           else f"exit {take.exit_status}, no error output")
-    if read.exit_status == 0:
-        return RefusedError(f"{host}: the lock file {path} exists but names no run (a run "
-                            f"that stopped while taking it?); taking it said: {why}. If no "
-                            "recovery is running, take it over with --take-over-lock")
-    return StepFailed(f"{host}: could not take the recovery lock {path}: {why}; no other run "
-                      "holds it")
 
 
-def _find(members: list[MemberInfo], peer_url: str) -> MemberInfo | None:
-    return next((x for x in members if peer_url in x.peer_urls), None)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
 
 
 def _journal_form(a: Action) -> dict[str, Any]:
@@ -1124,18 +710,4 @@ def _journal_form(a: Action) -> dict[str, Any]:
     return {"host": a.host, "file": a.file, "offset": a.offset, "record_hex": a.record_hex}
 
 
-def require_kept(states: list[MemberState], planned: str, inventory: str) -> MemberState:
-    """The force-new-cluster precondition: the disks of the fenced members, decided by
-    ``choose.decide`` (the function that made the plan's choice), must keep ``planned``.
-    Otherwise the step names the member that is now right and how to go on (exit 3)."""
-    decision = choose.decide(states, Quorum(False), prefer=planned)
-    if decision.refused:
-        raise PreconditionError(f"{planned}: {decision.reason}")
-    if decision.chosen != planned:
-        raise PreconditionError(
-            f"the member to keep is now {decision.chosen}, not {planned} as planned: "
-            f"{decision.reason}. Nothing was restored. Close this run with `etcd-recovery "
-            f"execute -i {inventory} --abandon`, then make a new plan (`etcd-recovery plan "
-            f"-i {inventory}`): it will keep {decision.chosen}")
-    return next(s for s in states if s.name == planned)
 

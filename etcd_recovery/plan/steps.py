@@ -55,6 +55,12 @@ class StepKind(StrEnum):
 
 BACKGROUND = "background"
 
+# Kinds whose commands start or stop etcd: the executor drops its client for the host after
+# each of their commands (etcd restarts behind the tunnel).
+RESTARTS_ETCD: frozenset[StepKind] = frozenset({
+    StepKind.FORCE_NEW_CLUSTER, StepKind.RESTART_PLAIN, StepKind.START_LEARNER,
+    StepKind.START_RESTORED, StepKind.STOP_KEPT})
+
 # Each kind's parameters (what the executor needs beyond the actions), with their JSON types.
 _STR_LIST = "list[str]"
 STEP_PARAMS: dict[StepKind, dict[str, str]] = {

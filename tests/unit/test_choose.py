@@ -8,8 +8,8 @@ import pytest
 
 from etcd_recovery.choose import decide
 from etcd_recovery.errors import PreconditionError
-from etcd_recovery.executor import require_kept
 from etcd_recovery.model import MemberState, Quorum
+from etcd_recovery.stepchecks.force_new_cluster import require_kept
 
 NOQ = Quorum(False)
 

@@ -108,3 +108,21 @@ def test_unlock_before_verify_passed_is_stopped(tmp_path: Path) -> None:
         ex._checks["verified"](unlock)
     Journal(tmp_path, RUN).append("step-done", verify.id)
     assert ex._checks["verified"](unlock) == {}
+
+
+def test_the_executor_core_names_no_method_step_kind() -> None:
+    """Adding a method adds a planner (plan/) and its checks (stepchecks/), nothing in the
+    executor: its core names no step kind but the lock, which every run takes."""
+    import ast
+    from pathlib import Path
+
+    import etcd_recovery.executor as executor_mod
+
+    tree = ast.parse(Path(executor_mod.__file__).read_text())
+    named = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+             and isinstance(n.value, ast.Name) and n.value.id == "StepKind"}
+    assert named <= {"LOCK"}, named
+    from etcd_recovery import stepchecks
+    # every finisher and hook is registered by a method's module, none twice
+    assert set(stepchecks.FINISH) <= set(StepKind)
+    assert StepKind.SNAPSHOT_MAKE in stepchecks.AFTER_RUN

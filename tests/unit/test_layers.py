@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("session", ("session",)),
     ("reading the cluster", ("inspect", "discover")),
     ("render", ("render", "runbook")),
-    ("execute and verify", ("executor", "verify", "doctor")),
+    ("execute and verify", ("executor", "stepchecks", "verify", "doctor")),
     ("lab", ("lab",)),
     ("cli", ("cli",)),
 ]

@@ -276,6 +276,7 @@ class Session:
 @pytest.mark.parametrize("wal_files", [False, True])
 def test_a_learner_starts_only_with_no_wal_file_in_its_wal_dir(wal_files: bool) -> None:
     from etcd_recovery.executor import Executor
+    from etcd_recovery.stepchecks.rejoin import prepare_start_learner
 
     plan = make_plan(wal_inventory("systemd"), report(), wal_configs("systemd"), RUN_ID)
     step = next(s for s in plan.steps if s.id == "start-learner:etcd-3")
@@ -283,9 +284,9 @@ def test_a_learner_starts_only_with_no_wal_file_in_its_wal_dir(wal_files: bool) 
     ex.session = Session(member(wal_dir=WAL), wal_files)  # type: ignore[assignment]
     if wal_files:
         with pytest.raises(PreconditionError, match=f"{WAL} holds WAL files"):
-            ex.prepare_start_learner(step)
+            prepare_start_learner(ex, step)
     else:
-        assert ex.prepare_start_learner(step) == {}
+        assert prepare_start_learner(ex, step) == {}
     assert any(WAL in a for a in ex.session.ran)  # type: ignore[attr-defined]
 
 

@@ -52,21 +52,23 @@ from .plan.force_new_cluster import align_decision
 from .plan.scripts import is_guarded, lock_argv
 from .plan.steps import BACKGROUND, RESTARTS_ETCD, Plan, Step, StepKind, run_dir
 from .results import StepTiming, Summary
+from .retry import Backoff, poll, retry
 from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client
 from .stepchecks import AFTER_RUN, CHECKS, FINISH
 from .stepchecks.base import find_member
 from .transport.base import CommandResult
 from .transport.factory import TransportFactory, ssh_transport
-from .verify import poll
 from .watch import LOG_LINES, WATCHED, wait_watching
 
 T = TypeVar("T")
 Log = Callable[[str], None]
 CHUNK = 1024 * 1024  # a copy streams in blocks of this size (each stream holds one or two)
 EARLIER_MAX_S = 1800.0   # waiting for an earlier run's command of unknown step, at most
+EARLIER_BACKOFF = Backoff(first=0.05, factor=1.5, cap=1.0)   # polling its command lock
+API_BACKOFF = Backoff(first=0.05, factor=1.5, cap=0.15)      # a membership call etcd refused
 
-__all__ = ["Executor", "StepFailed", "poll"]
+__all__ = ["Executor", "StepFailed"]
 
 
 class _InStep(Exception):
@@ -433,15 +435,11 @@ class Executor:
             limit = max((a.timeout_s for a in runs if is_guarded(a.argv)),
                         default=max((a.timeout_s for a in runs), default=EARLIER_MAX_S))
             w0 = time.monotonic()
-            delay = 0.05
-            while self.session.command_holder(host) is not None:
-                if time.monotonic() - w0 >= limit:
-                    raise StepFailed(
-                        f"{host}: {what} started by {by} (pid {pid}) still runs after "
-                        f"{limit:.0f} s; nothing more was done on {host}. Let it end (or "
-                        f"stop it: kill -- -{pid} on {host})")
-                time.sleep(delay)
-                delay = min(1.0, delay * 1.5)
+            retry(lambda: self.session.command_holder(host) is None, limit, EARLIER_BACKOFF,
+                  done=bool, timed_out=lambda _: StepFailed(
+                      f"{host}: {what} started by {by} (pid {pid}) still runs after "
+                      f"{limit:.0f} s; nothing more was done on {host}. Let it end (or "
+                      f"stop it: kill -- -{pid} on {host})"))
             waited = time.monotonic() - w0
             self.log(f"{host}: {what} started by {by} ended after {waited:.1f} s more; going on")
             self.journal.append("earlier-ended", step.id, host=host, pid=pid,
@@ -552,19 +550,15 @@ class Executor:
 
     def retry_api(self, fn: Callable[[], T], timeout: float, what: str,
                   retry_on: tuple[str, ...] = (ERR_UNHEALTHY,)) -> T:
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            try:
-                return fn()
-            except EtcdApiError as exc:
-                details = getattr(exc, "details", str(exc))
-                transient = getattr(exc, "retryable", False) or any(
-                    r in details for r in retry_on)
-                if not transient or time.monotonic() >= deadline:
-                    raise StepFailed(f"{what}: {exc}") from exc
-                time.sleep(delay)
-                delay = min(0.15, delay * 1.5)
+        def transient(exc: Exception) -> bool:
+            details = getattr(exc, "details", str(exc))
+            return bool(getattr(exc, "retryable", False) or any(r in details for r in retry_on))
+
+        try:
+            return retry(fn, timeout, API_BACKOFF, retry_on=(EtcdApiError,),
+                         transient=transient)
+        except EtcdApiError as exc:
+            raise StepFailed(f"{what}: {exc}") from exc
 
     def condition(self, w: Wait) -> bool:
         s = self.session

@@ -9,39 +9,16 @@ makes the verification incomplete (not ok). It has no key count to compare with.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from . import etcdflags
 from .errors import EtcdApiError, StepFailed, TransportError
+from .retry import poll
 from .runtimes.base import runtime_for
 from .session import Session
-
-T = TypeVar("T")
-
-
-def poll(fn: Callable[[], T | None], timeout: float, what: str, first: float = 0.02,
-         cap: float = 0.1) -> T:
-    """Call ``fn`` until it returns something other than None, backing off from ``first`` to
-    ``cap`` seconds; raise StepFailed after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = first
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = fn()
-            if value is not None:
-                return value
-        except (EtcdApiError, TransportError) as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            extra = f" (last error: {last_error})" if last_error else ""
-            raise StepFailed(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
-        time.sleep(delay)
-        delay = min(cap, delay * 1.6)
 
 
 def verify_cluster(s: Session, expected: list[str], keys_before: int | None,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from .errors import EtcdApiError, StepFailed, TransportError
 from .etcdlog import Cause, fatal_cause, stall_cause
+from .retry import Backoff, retry
 
 START_GRACE_S = 1.0     # no etcd process this long after the wait began: look at the log
 LOOK_EVERY_S = 0.5      # how often the process is looked at (an SSH round each)
@@ -71,19 +72,19 @@ def wait_watching(condition: Callable[[], bool], timeout: float, what: str, *,
     etcd through ``pid`` and ``log``; StepFailed with etcd's fatal line as soon as it exited,
     or after ``timeout`` with what etcd last said."""
     t0 = time.monotonic()
-    deadline = t0 + timeout
     try:
         before = fatal_cause(log())
     except TransportError:
         before = None
     watch = ExitWatch(t0)
-    delay = first
     last_error: Exception | None = None
     next_look = t0
-    while True:
+
+    def holds() -> bool:
+        nonlocal last_error, next_look
         try:
             if condition():
-                return
+                return True
         except (EtcdApiError, TransportError) as exc:
             last_error = exc
         now = time.monotonic()
@@ -98,15 +99,19 @@ def wait_watching(condition: Callable[[], bool], timeout: float, what: str, *,
                                          f"for {what}: {cause.quote()}")
             except TransportError:
                 pass
-        if now >= deadline:
-            said = ""
-            try:
-                stall = stall_cause(log())
-                if stall is not None:
-                    said = f"; etcd last said: {stall.quote()}"
-            except TransportError:
-                pass
-            extra = f" (last error: {last_error})" if last_error else ""
-            raise StepFailed(f"timed out after {timeout:.0f} s waiting for {what}{extra}{said}")
-        time.sleep(delay)
-        delay = min(cap, delay * 1.6)
+        return False
+
+    def timed_out(_: Exception | None) -> StepFailed:
+        said = ""
+        try:
+            stall = stall_cause(log())
+            if stall is not None:
+                said = f"; etcd last said: {stall.quote()}"
+        except TransportError:
+            pass
+        extra = f" (last error: {last_error})" if last_error else ""
+        return StepFailed(f"timed out after {timeout:.0f} s waiting for {what}{extra}{said}")
+
+    # The deadline counts from t0, before the log was first read.
+    retry(holds, t0 + timeout - time.monotonic(), Backoff(first, 1.6, cap), done=bool,
+          timed_out=timed_out)

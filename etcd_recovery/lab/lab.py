@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import LabError, RefusedError
 from ..inventory import EtcdAuth, Inventory, Member, SshTarget, TlsFiles, dump_inventory
+from ..retry import Backoff, retry
 from . import image, pki
 from .configs import DATA_DIR, env_file_of, host_files, wal_dir_problem, wal_mount
 from .installed import ETCD_ROOT, binary_version, host_builds, in_host, installed_etcd
@@ -36,6 +37,8 @@ HOLD_DIR = "/run/kubelet-lite/hold"          # kubelet-lite: a pod held down (la
 POD_STATUS = "/run/kubelet-lite/status/etcd.json"
 UNIT_DROPIN_DIR = "/run/systemd/system/etcd.service.d"
 UNIT_DROPIN = f"{UNIT_DROPIN_DIR}/zz-lab-stop-etcd.conf"
+WAIT_BACKOFF = Backoff(first=0.05, factor=2.0, cap=0.5)      # sshd up, etcd up or down, a host gone
+HEALTHY_BACKOFF = Backoff(first=0.1, factor=1.5, cap=1.0)   # every member's endpoint health
 
 Log = Callable[[str], None]
 
@@ -424,35 +427,34 @@ class Lab:
         return self.state().peer_network not in nets
 
     def wait_ssh(self, state: LabState, names: list[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         pending = [state.host(n) for n in names]
-        delay = 0.05
-        while pending:
+
+        def all_up() -> bool:
+            nonlocal pending
             pending = [h for h in pending if not ssh_banner(h.mgmt_ip, 22, timeout=1.0)]
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise LabError("sshd did not come up on " + ", ".join(h.name for h in pending)
-                               + f" within {timeout:.0f} s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            return not pending
+
+        retry(all_up, timeout, WAIT_BACKOFF, done=bool, timed_out=lambda _: LabError(
+            "sshd did not come up on " + ", ".join(h.name for h in pending)
+            + f" within {timeout:.0f} s"))
 
     def wait_healthy(self, state: LabState, timeout: float,
                      names: list[str] | None = None) -> None:
         hosts = [state.host(n) for n in names] if names else state.hosts
-        deadline = time.monotonic() + timeout
-        delay = 0.1
-        while True:
+        ok: list[bool] = []
+
+        def all_healthy() -> bool:
+            nonlocal ok
             with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
                 ok = list(pool.map(lambda h: self.endpoint_health(state, h), hosts))
-            if all(ok):
-                return
-            if time.monotonic() > deadline:
-                bad = [h.name for h, good in zip(hosts, ok, strict=True) if not good]
-                raise LabError(f"etcd did not become healthy on {', '.join(bad)} within "
-                               f"{timeout:.0f} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+            return all(ok)
+
+        def unhealthy(_: Exception | None) -> LabError:
+            bad = [h.name for h, good in zip(hosts, ok, strict=True) if not good]
+            return LabError(f"etcd did not become healthy on {', '.join(bad)} within "
+                            f"{timeout:.0f} s")
+
+        retry(all_healthy, timeout, HEALTHY_BACKOFF, done=bool, timed_out=unhealthy)
 
     def load_keys(self, state: LabState, count: int, prefix: str = KEY_PREFIX,
                   batch: int = 100) -> None:
@@ -677,13 +679,8 @@ class Lab:
 
     @staticmethod
     def _wait(cond: Callable[[], bool], timeout: float, message: str) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while not cond():
-            if time.monotonic() > deadline:
-                raise LabError(f"{message} after {timeout:.0f} s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        retry(cond, timeout, WAIT_BACKOFF, done=bool,
+              timed_out=lambda _: LabError(f"{message} after {timeout:.0f} s"))
 
     # ---------------------------------------------------------------- down
     def down(self) -> list[str]:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from .. import versions as ver
 from ..hostchecks import CertInfo
@@ -163,8 +163,10 @@ def _answered(m: MemberReadings) -> bool:
     return m.status is not None
 
 
-def _reached(m: MemberReadings) -> bool:
-    return m.ssh is not None and m.ssh.ok
+def _reached_members(r: ClusterReadings) -> Iterator[MemberReadings]:
+    """The members SSH reached, in the inventory's order: the ones the host checks look at
+    (check_ssh reports the others)."""
+    return (m for m in r.members if m.ssh is not None and m.ssh.ok)
 
 
 def _names(r: ClusterReadings) -> dict[int, str]:
@@ -323,9 +325,7 @@ def _quota(m: MemberReadings) -> int:
 
 def check_db(r: ClusterReadings) -> list[Check]:
     out = []
-    for m in r.members:
-        if not _reached(m):
-            continue
+    for m in _reached_members(r):
         st = m.status
         if st is None:
             for name in ("db-quota", "db-fragmentation"):
@@ -373,9 +373,7 @@ def _read(name: str, m: MemberReadings, t: Timed | None) -> Check:
 
 def check_reads(r: ClusterReadings) -> list[Check]:
     out = []
-    for m in r.members:
-        if not _reached(m):
-            continue
+    for m in _reached_members(r):
         out.append(_read("read-serializable", m, m.read_serializable))
         out.append(_read("read-linearizable", m, m.read_linearizable))
     return out
@@ -397,9 +395,7 @@ _METRICS: tuple[tuple[str, str, float | None, float | None, str], ...] = (
 
 def check_metrics(r: ClusterReadings) -> list[Check]:
     out = []
-    for m in r.members:
-        if not _reached(m):
-            continue
+    for m in _reached_members(r):
         if m.metrics is None:
             for name, *_ in _METRICS:
                 out.append(Check(name, m.name, WARN, "not read",
@@ -480,9 +476,7 @@ def _expiry(name: str, member: str | None, what: str, cert: CertInfo, now: dt.da
 
 def check_certificates(r: ClusterReadings) -> list[Check]:
     out = []
-    for m in r.members:
-        if not _reached(m):
-            continue
+    for m in _reached_members(r):
         if not m.flags:
             out.append(Check("certificates", m.name, WARN, "not checked",
                              "etcd's flags could not be read (no process, no config file)"))
@@ -559,9 +553,7 @@ def advisories_for(version: str | None) -> list[tuple[str, str, str | None]]:
 
 def check_versions(r: ClusterReadings) -> list[Check]:
     out = []
-    for m in r.members:
-        if not _reached(m):
-            continue
+    for m in _reached_members(r):
         version = m.status.version if m.status else m.version
         if not version:
             out.append(Check("versions", m.name, OK, "unknown",
@@ -586,9 +578,7 @@ def check_versions(r: ClusterReadings) -> list[Check]:
 
 def check_disk(r: ClusterReadings) -> list[Check]:
     out = []
-    for m in r.members:
-        if not _reached(m):
-            continue
+    for m in _reached_members(r):
         if m.free_bytes is None or m.data_size is None:
             out.append(Check("disk-space", m.name, WARN, "not read",
                              "free space or the data dir's size could not be read"))
@@ -724,8 +714,8 @@ def check_inventory_config(r: ClusterReadings) -> list[Check]:
     """The inventory against each reached host, field by field (crosscheck's checks, read as
     inspect reads them)."""
     out = []
-    for m in r.members:
-        if not _reached(m) or m.sudo is None or not m.sudo.ok:
+    for m in _reached_members(r):
+        if m.sudo is None or not m.sudo.ok:
             continue
         bad = [c for c in m.config_checks if not c.ok]
         if not m.config_checks:
@@ -783,9 +773,7 @@ def _timed(name: str, m: MemberReadings, t: Timed | None, what: str) -> Check:
 
 def check_rehearsal(r: ClusterReadings) -> list[Check]:
     out = []
-    for m in r.members:
-        if not _reached(m):
-            continue
+    for m in _reached_members(r):
         out.append(_timed("rehearse-data-dir", m, m.data_dir_readable,
                           "the data dir, read as root"))
         if m.etcd_running:

@@ -1,4 +1,7 @@
-"""The command line: parse, build objects, render, confirm, run. No recovery logic lives here."""
+"""The command line: parse, build the options' values, call, render. No decision is made here:
+the plan/execute/rejoin workflow is runs.py, inventory discovery discover.py, what is shown
+render.py; an error becomes its one-line message and exit code (:func:`fail`, :func:`guarded`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from . import __version__
@@ -20,7 +22,6 @@ from .errors import (
     EXIT_FAILED,
     EXIT_REFUSED,
     EtcdRecoveryError,
-    FormatError,
     RefusedError,
     UsageError,
 )
@@ -57,14 +58,167 @@ class Output(StrEnum):
     json = "json"
 
 
-InventoryOpt = Annotated[Path, typer.Option("--inventory", "-i", metavar="FILE",
-                                            help="Inventory YAML file.")]
-LabDirOpt = Annotated[Path, typer.Option("--dir", metavar="DIR", help="Directory of the lab.")]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json.")]
-JournalDirOpt = Annotated[Path | None, typer.Option(
-    "--journal-dir", metavar="DIR", help="Where runs' journals, and the plans shown under "
-    "their IDs, are kept on this machine (default: .etcd-recovery/ beside the inventory).")]
+class PlanOutput(StrEnum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
 
+
+class DoctorOutput(StrEnum):
+    table = "table"
+    json = "json"
+    prometheus = "prometheus"
+
+
+class Runtime(StrEnum):
+    static_pod = "static-pod"
+    systemd = "systemd"
+
+
+# ----------------------------------------------------------------------- options, arguments
+
+def _opt(spec: str, text: str, **kw: Any) -> Any:
+    """A typer option. ``spec``: its flags and metavar as help shows them ("--etcd-image
+    IMAGE", "--verbose -v", "N"; without a flag typer makes one of the parameter's name).
+    ``text``: its help as prose, whose line breaks and indentation are single spaces."""
+    words = spec.split()
+    metavar = next((w for w in words if not w.startswith("-")), None)
+    return typer.Option(*(w for w in words if w.startswith("-")), metavar=metavar,
+                        help=" ".join(text.split()), **kw)
+
+
+def _arg(metavar: str, text: str) -> Any:
+    """A typer argument, its help as in :func:`_opt`."""
+    return typer.Argument(metavar=metavar, help=" ".join(text.split()))
+
+
+InventoryOpt = Annotated[Path, _opt("--inventory -i FILE", "Inventory YAML file.")]
+OutputOpt = Annotated[Output, _opt("--output -o", "table or json.")]
+JournalDirOpt = Annotated[Path | None, _opt("--journal-dir DIR", """
+    Where runs' journals, and the plans shown under their IDs, are kept on this machine
+    (default: .etcd-recovery/ beside the inventory).""")]
+VersionOpt = Annotated[bool, _opt("--version", "Print the version.", is_eager=True)]
+InspectVerboseOpt = Annotated[bool, _opt("--verbose -v", """
+    Also show how each member was read (live or disk), its member ID, raft term, commit and
+    applied index, DB size, bytes read over SSH and time taken (all in -o json too).""")]
+
+# plan and execute: the choices a plan is made with (planid.Options)
+AllowQuorumOpt = Annotated[bool, _opt("--allow-quorum", """
+    Rebuild the cluster from its most up-to-date member even though it still has quorum
+    (every member is fenced and re-added).""")]
+ExcludeOpt = Annotated[list[str] | None, _opt("--exclude MEMBER", """
+    Plan without this member's data (repeatable): a reachable member whose data cannot be
+    read is refused otherwise. It is only moved aside and re-added, never kept.""")]
+TakeOverOpt = Annotated[bool, _opt("--take-over-lock", """
+    Take the hosts' recovery lock over from a dead run (the lock step then overwrites it).""")]
+EtcdImageOpt = Annotated[str | None, _opt("--etcd-image IMAGE", """
+    Static pods: the image the kept member runs from --force-new-cluster on (e.g. a fixed
+    etcd patch release when its own version has a bug the plan names).""")]
+EtcdBinaryOpt = Annotated[str | None, _opt("--etcd-binary PATH", """
+    systemd: an etcd build on the kept member's host (absolute path); the restore installs it
+    where etcd.service runs etcd, the original kept in the run directory (e.g. a fixed etcd
+    patch release when its own version has a bug the plan names).""")]
+MethodOpt = Annotated[str | None, _opt("--method METHOD", """
+    force-new-cluster (the default: the kept member restarts alone, the others rejoin as
+    learners one at a time) or snapshot (one snapshot of the kept member's whole log restored
+    on every member at once, with a new cluster token and a bumped revision).""")]
+FromSnapshotOpt = Annotated[str | None, _opt("--from-snapshot FILE", """
+    Restore every member from this snapshot file on this machine (etcdctl snapshot save, or a
+    copied member/snap/db with --skip-hash-check): for when no member's data is to be
+    trusted.""")]
+BumpOpt = Annotated[int | None, _opt("--bump-revision N", """
+    The snapshot method: add N to the restored revision and mark it compacted (default
+    1000000000, etcd's advice for Kubernetes).""")]
+EtcdutlOpt = Annotated[str | None, _opt("--etcdutl PATH", """
+    The snapshot method: an etcdutl build on this machine, copied to every host's run
+    directory (checked by sha256); needed for static pods, optional for systemd (default: the
+    etcdutl beside the unit's etcd binary).""")]
+SkipHashOpt = Annotated[bool, _opt("--skip-hash-check", """
+    --from-snapshot: restore a file that has no integrity hash (a copied member/snap/db).""")]
+OlderDataOpt = Annotated[bool, _opt("--allow-older-data", """
+    --from-snapshot: restore the file although readable members hold newer data (a
+    rollback).""")]
+
+PlanOutputOpt = Annotated[PlanOutput, _opt("--output -o", """
+    table, json or markdown (a runbook of shell blocks a person can paste).""")]
+SaveOpt = Annotated[Path | None, _opt("--save FILE", """
+    Also write the plan (JSON, with its state fingerprint) to FILE, mode 0600, for execute
+    --plan.""")]
+PlanIdArg = Annotated[str | None, _arg("PLAN_ID", """
+    The ID `plan` printed: the plan derived now from the inventory and the live state runs
+    only if it has this ID (what was reviewed is what runs); otherwise exit 3, naming the
+    first difference. Without it, --confirm derives the plan and runs it in one go (for
+    scripts: it prints the steps and the ID first, and the journal records the run as not
+    bound to a reviewed plan).""")]
+ConfirmOpt = Annotated[bool, _opt("--confirm", """
+    Really act: execute -i FILE --confirm PLAN_ID. Without it, execute shows the whole plan
+    and its ID and exits 4, changing nothing.""")]
+PlanFileOpt = Annotated[Path | None, _opt("--plan FILE", """
+    Run this saved plan: loaded strictly, then derived again from the inventory and the live
+    state; it runs only if both agree on every action. A flag the saved plan contradicts is
+    refused (exit 2).""")]
+ResumeOpt = Annotated[bool, _opt("--resume", """
+    Continue the unfinished run from its journal, once its plan, derived again from the
+    journal and the inventory, is still the journaled one.""")]
+AbandonOpt = Annotated[bool, _opt("--abandon", """
+    Give up the unfinished run (its journal is kept; its host locks then need
+    --take-over-lock) so that a new plan can be made.""")]
+VerboseOpt = Annotated[bool, _opt("--verbose -v", "Show every action as it runs.")]
+MemberArg = Annotated[str, _arg("MEMBER", "Inventory member to bring back.")]
+ReallyOpt = Annotated[bool, _opt("--confirm", "Really act.")]
+
+# inventory discover and import
+HostsArg = Annotated[list[str], _arg("HOST", "The hosts' addresses (or ~/.ssh/config aliases).")]
+SourceArg = Annotated[Path, _arg("SOURCE", """
+    A kubespray / Ansible inventory (YAML or INI, the etcd group) or vmware/etcd-recovery's
+    hosts.json.""")]
+SshUserOpt = Annotated[str | None, _opt("--user USER", "SSH user.")]
+SshPortOpt = Annotated[int | None, _opt("--port PORT", "SSH port.")]
+IdentityOpt = Annotated[Path | None, _opt("--identity-file FILE", """
+    SSH private key (default: the agent and ~/.ssh/config).""")]
+KnownHostsOpt = Annotated[Path | None, _opt("--known-hosts FILE", """
+    known_hosts file to check the hosts' keys against (default: ~/.ssh/config's
+    UserKnownHostsFile, else ~/.ssh/known_hosts).""")]
+JumpOpt = Annotated[str | None, _opt("--jump [USER@]HOST[:PORT]", """
+    Reach the hosts through this jump host (ProxyJump).""")]
+SudoOpt = Annotated[bool, _opt("--sudo", "Read through sudo -n (a non-root user).")]
+ClusterOpt = Annotated[str | None, _opt("--cluster NAME", """
+    Cluster name (default: from the cluster token).""")]
+OutFileOpt = Annotated[Path | None, _opt("--output -o FILE", """
+    Write the inventory here (default: stdout).""")]
+FetchOpt = Annotated[Path | None, _opt("--fetch-client-cert DIR", """
+    Copy a client certificate (kubeadm's healthcheck-client, else the member's peer
+    certificate) and the CA from a host into this directory (mode 0600) and use them.""")]
+
+DoctorOutputOpt = Annotated[DoctorOutput, _opt("--output -o", """
+    table, json (a stable schema) or prometheus (the node_exporter textfile collector
+    format).""")]
+CheckOpt = Annotated[list[str] | None, _opt("--check NAME", "Run only this check (repeatable).")]
+
+# lab
+LabDirOpt = Annotated[Path, _opt("--dir DIR", "Directory of the lab.")]
+LabHostArg = Annotated[str, _arg("HOST", "Lab host name, e.g. etcd-2.")]
+MembersOpt = Annotated[int, _opt("N", "3 or 5 (1-9 accepted).")]
+RuntimeOpt = Annotated[Runtime, _opt("", """
+    How the hosts run etcd: a kubelet static pod or a systemd unit.""")]
+EtcdVersionOpt = Annotated[str, _opt("--etcd-version", """
+    An installed etcd: exact (3.5.30) or a minor (3.5: its newest build); a comma list gives
+    one per host, the last repeating (3.5.16,3.5.16,3.5.30).""")]
+LabBinaryOpt = Annotated[Path | None, _opt("--etcd-binary DIR", """
+    A directory holding any etcd build (etcd, etcdctl): every host runs it instead of
+    --etcd-version.""")]
+KeysOpt = Annotated[int, _opt("N", "Keys to load once healthy.")]
+AuthOpt = Annotated[bool, _opt("", """
+    Turn on etcd user/password auth (user root; password in <dir>/etcd-root-password).""")]
+WalDirOpt = Annotated[str, _opt("--wal-dir DIR", """
+    Give every member a WAL dir of its own (etcd's --wal-dir DIR) on a disk of its own,
+    mounted on DIR's parent directory, e.g. /var/lib/etcd-wal/wal.""")]
+DataDiskOpt = Annotated[bool, _opt("--data-disk", """
+    Put every member's data dir (/var/lib/etcd) on a disk of its own, as on a production
+    host.""")]
+
+
+# ----------------------------------------------------------------------- errors, output
 
 def fail(exc: EtcdRecoveryError) -> NoReturn:
     """Print the error's one line (its text as it is: never read as markup) and exit."""
@@ -83,14 +237,28 @@ def guarded(fn: Callable[[], T]) -> T:
         raise typer.Exit(130) from None
 
 
+def _planned(fn: Callable[[], T]) -> T:
+    """:func:`guarded`, for what derives a plan: a refused inspection shows what it read
+    before its refusal."""
+    from .render import inspect_table
+    from .runs import NoPlan
+
+    def shown() -> T:
+        try:
+            return fn()
+        except NoPlan as exc:
+            inspect_table(exc.report, err)
+            raise
+
+    return guarded(shown)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 @app.callback()
-def _root(ctx: typer.Context,
-          version: Annotated[bool, typer.Option("--version", help="Print the version.",
-                                                is_eager=True)] = False) -> None:
+def _root(ctx: typer.Context, version: VersionOpt = False) -> None:
     if version:
         out.print(f"etcd-recovery {__version__}", markup=False)
         raise typer.Exit(0)
@@ -113,12 +281,7 @@ def _load(inventory: Path) -> Any:
 
 @app.command()
 def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
-            exclude: ExcludeOpt = None,
-            verbose: Annotated[bool, typer.Option(
-                "--verbose", "-v", help="Also show how each member was read (live or disk), "
-                "its member ID, raft term, commit and applied index, DB size, bytes read "
-                "over SSH and time taken (all in -o json too).")] = False
-            ) -> None:
+            exclude: ExcludeOpt = None, verbose: InspectVerboseOpt = False) -> None:
     """Read every member's state over SSH; choose whom to keep.
 
     The member to keep is the one with the most up-to-date raft log. Exit 0 with a member
@@ -126,246 +289,39 @@ def inspect(inventory: InventoryOpt, output: OutputOpt = Output.table,
     nothing readable).
     """
     inv = _load(inventory)  # before the slower imports: the hosts' TCP connects are under way
-    from .inspect import inspect_cluster
-    from .methods import recommend
-    from .render import inspect_table
+    from .render import inspect_json, inspect_table
+    from .runs import inspection
 
-    report = guarded(lambda: inspect_cluster(inv, exclude=exclude or ()))
-    advice = None if report.decision.refused else recommend(report)
+    report, advice = guarded(lambda: inspection(inv, exclude=exclude or ()))
     if output is Output.json:
-        print_json({**report.to_json(), "method": {"recommended": advice.method,
-                                                   "reasons": list(advice.reasons)}
-                    if advice else None})
+        print_json(inspect_json(report, advice))
     else:
-        inspect_table(report, out, verbose=verbose)
-        if advice:
-            out.print(Text(f"recommended method: {advice.method} - "
-                           + "; ".join(advice.reasons)))
+        inspect_table(report, out, verbose=verbose, advice=advice)
     if report.decision.refused:
         raise typer.Exit(EXIT_REFUSED)
 
 
-class PlanOutput(StrEnum):
-    table = "table"
-    json = "json"
-    markdown = "markdown"
+def _keep_reviewed(record: Any, jdir: Path, inventory: Path,
+                   journal_dir: Path | None) -> str | None:
+    """Keep what was shown under its plan ID; the command that runs it, or None (said) when
+    the journal directory cannot keep it."""
+    from .runs import keep_reviewed
 
-
-def new_run_id() -> str:
-    import secrets
-    import time
-
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
-
-
-AllowQuorumOpt = Annotated[bool, typer.Option(
-    "--allow-quorum", help="Rebuild the cluster from its most up-to-date member even though "
-    "it still has quorum (every member is fenced and re-added).")]
-
-
-ExcludeOpt = Annotated[list[str] | None, typer.Option(
-    "--exclude", metavar="MEMBER", help="Plan without this member's data (repeatable): a "
-    "reachable member whose data cannot be read is refused otherwise. It is only moved aside "
-    "and re-added, never kept.")]
-TakeOverOpt = Annotated[bool, typer.Option(
-    "--take-over-lock", help="Take the hosts' recovery lock over from a dead run (the lock "
-    "step then overwrites it).")]
-EtcdImageOpt = Annotated[str | None, typer.Option(
-    "--etcd-image", metavar="IMAGE", help="Static pods: the image the kept member runs from "
-    "--force-new-cluster on (e.g. a fixed etcd patch release when its own version has a bug "
-    "the plan names).")]
-EtcdBinaryOpt = Annotated[str | None, typer.Option(
-    "--etcd-binary", metavar="PATH", help="systemd: an etcd build on the kept member's host "
-    "(absolute path); the restore installs it where etcd.service runs etcd, the original kept "
-    "in the run directory (e.g. a fixed etcd patch release when its own version has a bug the "
-    "plan names).")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v",
-                                          help="Show every action as it runs.")]
-
-
-MethodOpt = Annotated[str | None, typer.Option(
-    "--method", metavar="METHOD", help="force-new-cluster (the default: the kept member "
-    "restarts alone, the others rejoin as learners one at a time) or snapshot (one snapshot "
-    "of the kept member's whole log restored on every member at once, with a new cluster "
-    "token and a bumped revision).")]
-FromSnapshotOpt = Annotated[str | None, typer.Option(
-    "--from-snapshot", metavar="FILE", help="Restore every member from this snapshot file "
-    "on this machine (etcdctl snapshot save, or a copied member/snap/db with "
-    "--skip-hash-check): for when no member's data is to be trusted.")]
-BumpOpt = Annotated[int | None, typer.Option(
-    "--bump-revision", metavar="N", help="The snapshot method: add N to the restored "
-    "revision and mark it compacted (default 1000000000, etcd's advice for Kubernetes).")]
-EtcdutlOpt = Annotated[str | None, typer.Option(
-    "--etcdutl", metavar="PATH", help="The snapshot method: an etcdutl build on this "
-    "machine, copied to every host's run directory (checked by sha256); needed for static "
-    "pods, optional for systemd (default: the etcdutl beside the unit's etcd binary).")]
-SkipHashOpt = Annotated[bool, typer.Option(
-    "--skip-hash-check", help="--from-snapshot: restore a file that has no integrity hash "
-    "(a copied member/snap/db).")]
-OlderDataOpt = Annotated[bool, typer.Option(
-    "--allow-older-data", help="--from-snapshot: restore the file although readable members "
-    "hold newer data (a rollback).")]
-
-
-def _snapshot_input(path: str) -> Any:
-    """--from-snapshot FILE, read and checked here: integrity hash, etcdutl's status
-    figures, its sha256 for the copies, its age."""
-    import hashlib
-    import time
-
-    from .formats.snapshot import read_snapshot
-    from .formats.source import FileSource
-    from .plan.snapshot import SnapshotInput
-
-    p = Path(path)
-    try:
-        st = p.stat()
-        info = read_snapshot(FileSource(p))
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            while block := f.read(4 * 1024 * 1024):
-                h.update(block)
-    except OSError as exc:
-        fail(UsageError(f"--from-snapshot {path}: cannot read it: {exc.strerror or exc}"))
-    except FormatError as exc:
-        fail(UsageError(f"--from-snapshot {path}: {exc}"))
-    return SnapshotInput(path=str(p.resolve()), sha256=h.hexdigest(), revision=info.revision,
-                         total_key=info.total_keys or info.total_entries, hash=info.hash,
-                         size=info.size, has_hash=info.has_hash,
-                         age_s=max(0.0, time.time() - st.st_mtime))
-
-
-def _local_etcdutl(path: str) -> tuple[str | None, str]:
-    """--etcdutl PATH: its version (``etcdutl version``) and sha256."""
-    import hashlib
-    import re
-    import subprocess
-
-    p = Path(path)
-    try:
-        digest = hashlib.sha256(p.read_bytes()).hexdigest()
-        res = subprocess.run([str(p), "version"], capture_output=True, timeout=20, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        fail(UsageError(f"--etcdutl {path}: cannot run it: {exc}"))
-    found = re.search(r"etcdutl version:\s*(\S+)", res.stdout.decode(errors="replace"))
-    if res.returncode != 0 or found is None:
-        fail(UsageError(f"--etcdutl {path}: `{path} version` printed no etcdutl version "
-                        f"(exit {res.returncode})"))
-    return found.group(1), digest
-
-
-def _derive_plan(inv: Any, o: Any, run_id: str | None = None) -> tuple[Any, Any]:
-    """Inspect and lay out the plan of the method the options ask for (planning is pure,
-    over what inspect read); the plan and the inspection it was made from. ``o``: the
-    command line's (or the reviewed plan's) planid.Options."""
-    import dataclasses
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .inspect import inspect_cluster, read_configs, read_etcdutl, read_new_binary
-    from .methods import derive
-    from .plan.snapshot import Etcdutl, etcdutl_on_host
-    from .plan.steps import run_dir
-    from .render import inspect_table
-
-    file = _snapshot_input(o.from_snapshot) if o.from_snapshot else None
-    report = guarded(lambda: inspect_cluster(inv, allow_quorum=o.allow_quorum,
-                                             exclude=o.exclude or ()))
-    if report.decision.refused and file is None:
-        inspect_table(report, err)
-        fail(RefusedError(f"no plan: {report.decision.reason}"))
-    configs = guarded(lambda: read_configs(inv, report))
-    new_binary = None
-    if o.etcd_binary is not None:
-        if inv.runtime != "systemd":
-            fail(UsageError("--etcd-binary applies to a systemd cluster; for a static pod, "
-                            "give the image with --etcd-image"))
-        kept = inv.member(report.decision.chosen)
-        new_binary = guarded(lambda: read_new_binary(kept, o.etcd_binary, kept.unit or ""))
-    run_id = run_id or new_run_id()
-    tools: dict[str, Any] = {}
-    if o.method == "snapshot" or file is not None:
-        reachable = [inv.member(s.name) for s in report.members if s.reachable]
-        if o.etcdutl:
-            version, digest = _local_etcdutl(o.etcdutl)
-            where = etcdutl_on_host(run_dir(run_id))
-            tools = {m.name: Etcdutl(where, version, str(Path(o.etcdutl).resolve()), digest)
-                     for m in reachable}
-        elif inv.runtime == "systemd":
-            with ThreadPoolExecutor(max_workers=max(1, len(reachable))) as pool:
-                found = dict(zip([m.name for m in reachable],
-                                 pool.map(read_etcdutl, reachable), strict=True))
-            tools = {n: Etcdutl(f[0], f[1]) for n, f in found.items() if f is not None}
-    plan = guarded(lambda: derive(
-        inv, report, configs, run_id, method=o.method or "force-new-cluster",
-        allow_quorum=o.allow_quorum, take_over_lock=o.take_over_lock,
-        exclude=o.exclude or (), etcd_image=o.etcd_image, etcd_binary=new_binary,
-        tools=tools, snapshot_file=file, bump_revision=o.bump_revision,
-        skip_hash_check=o.skip_hash_check, allow_older_data=o.allow_older_data))
-    extra = {**report.extra,
-             **({"new_binary": new_binary} if new_binary is not None else {}),
-             **({"tools": tools} if tools else {}),
-             **({"snapshot_file": file} if file is not None else {})}
-    if extra != report.extra:  # the planning inputs a reviewed plan keeps (planid.py)
-        report = dataclasses.replace(report, extra=extra)
-    return plan, report
-
-
-def _execute_command(inventory: Path, pid: str, flags: list[str],
-                     journal_dir: Path | None) -> str:
-    """The exact command that runs the plan shown under ``pid``."""
-    import shlex
-
-    return shlex.join(["etcd-recovery", "execute", "-i", str(inventory), "--confirm", pid,
-                       *flags, *(["--journal-dir", str(journal_dir)] if journal_dir else [])])
-
-
-def _keep_reviewed(record: Any, jdir: Path) -> bool:
-    """Save what was shown under its plan ID; a journal directory that cannot be written is
-    said (the ID is then unknown to a later execute), not fatal to a command that only shows."""
-    from . import planid
-
-    try:
-        planid.save(jdir, record)
-    except EtcdRecoveryError as exc:
-        err.print(f"warning: {exc}; `execute --confirm {record.plan_id}` will not know this "
-                  "plan ID (give a writable --journal-dir)", markup=False)
-        return False
-    return True
-
-
-def _show_plan(plan: Any, output: PlanOutput, inv: Any, pid: str | None = None,
-               command: str | None = None) -> None:
-    from .render import plan_table
-    from .runbook import plan_markdown
-
-    if output is PlanOutput.json:
-        print_json({"plan_id": pid, **plan.to_json()} if pid else plan.to_json())
-        if pid and command:
-            err.print(f"plan ID {pid}; run it with: {command}", markup=False)
-    elif output is PlanOutput.markdown:
-        sys.stdout.write(plan_markdown(plan, inv, plan_id=pid, command=command))
-    else:
-        plan_table(plan, out)
-        if pid:
-            out.print(f"plan ID: {pid}", markup=False)
-        if command:
-            out.print(f"to carry out exactly this plan: {command}", markup=False)
+    command, warning = keep_reviewed(record, jdir, inventory, journal_dir)
+    if warning:
+        err.print(warning, markup=False)
+    return command
 
 
 @app.command()
-def plan(inventory: InventoryOpt,
-         output: Annotated[PlanOutput, typer.Option(
-             "--output", "-o", help="table, json or markdown (a runbook of shell blocks a "
-             "person can paste).")] = PlanOutput.table,
-         save: Annotated[Path | None, typer.Option(
-             "--save", metavar="FILE", help="Also write the plan (JSON, with its state "
-             "fingerprint) to FILE, mode 0600, for execute --plan.")] = None,
-         allow_quorum: AllowQuorumOpt = False, take_over_lock: TakeOverOpt = False,
-         exclude: ExcludeOpt = None, etcd_image: EtcdImageOpt = None,
-         etcd_binary: EtcdBinaryOpt = None, journal_dir: JournalDirOpt = None,
-         method: MethodOpt = None, from_snapshot: FromSnapshotOpt = None,
-         bump_revision: BumpOpt = None, etcdutl: EtcdutlOpt = None,
-         skip_hash_check: SkipHashOpt = False, allow_older_data: OlderDataOpt = False) -> None:
+def plan(inventory: InventoryOpt, output: PlanOutputOpt = PlanOutput.table,
+         save: SaveOpt = None, allow_quorum: AllowQuorumOpt = False,
+         take_over_lock: TakeOverOpt = False, exclude: ExcludeOpt = None,
+         etcd_image: EtcdImageOpt = None, etcd_binary: EtcdBinaryOpt = None,
+         journal_dir: JournalDirOpt = None, method: MethodOpt = None,
+         from_snapshot: FromSnapshotOpt = None, bump_revision: BumpOpt = None,
+         etcdutl: EtcdutlOpt = None, skip_hash_check: SkipHashOpt = False,
+         allow_older_data: OlderDataOpt = False) -> None:
     """Lay out every step of the recovery; nothing is changed.
 
     Inspects the members, chooses the member to keep, and shows each step's precondition,
@@ -373,145 +329,49 @@ def plan(inventory: InventoryOpt,
     and the command that carries out exactly this plan (execute --confirm PLAN_ID); what was
     shown is kept under that ID in the journal directory.
     """
-    from . import planid
-
     inv = _load(inventory)
-    the_plan, report = _derive_plan(inv, planid.Options(
-        allow_quorum, take_over_lock, tuple(exclude or ()), etcd_image, etcd_binary, method,
-        bump_revision, etcdutl, from_snapshot, skip_hash_check, allow_older_data))
+    from . import planid, runs
+    from .render import reviewed_plan
+    from .runbook import plan_markdown
+
+    options = planid.Options(allow_quorum, take_over_lock, tuple(exclude or ()), etcd_image,
+                             etcd_binary, method, bump_revision, etcdutl, from_snapshot,
+                             skip_hash_check, allow_older_data)
+    the_plan, report = _planned(lambda: runs.derive_plan(inv, options))
     record = planid.review(the_plan, inv, report, report.extra.get("new_binary"))
-    kept = _keep_reviewed(record, _journal_dir(inventory, journal_dir))
-    command = _execute_command(inventory, record.plan_id, record.options.flags(),
-                               journal_dir) if kept else None
-    _show_plan(the_plan, output, inv, record.plan_id, command)
+    pid = record.plan_id
+    command = _keep_reviewed(record, runs.journal_dir(inventory, journal_dir), inventory,
+                             journal_dir)
+    if output is PlanOutput.json:
+        print_json({"plan_id": pid, **the_plan.to_json()})
+        if command:
+            err.print(f"plan ID {pid}; run it with: {command}", markup=False)
+    elif output is PlanOutput.markdown:
+        sys.stdout.write(plan_markdown(the_plan, inv, plan_id=pid, command=command))
+    else:
+        reviewed_plan(the_plan, out, pid, command)
     if save is not None:
-        try:
-            write_private(save, json.dumps({"plan_id": record.plan_id, **the_plan.to_json()},
-                                           indent=2) + "\n")
-        except OSError as exc:
-            fail(UsageError(f"{save}: cannot write the plan: {exc.strerror or exc}"))
+        guarded(lambda: runs.save_plan(save, pid, the_plan))
         err.print(f"plan saved to {save}")
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole, mode 0600 whatever the umask (a plan names the
-    cluster's hosts, paths and certificates, like the journal): a temporary file beside it,
-    created 0600, then renamed over it, so an existing file's wider mode does not stay."""
-    import contextlib
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _confirmed_journal(the_plan: Any, confirm: bool, jdir: Path) -> Any:
-    """Without --confirm show the plan and stop there (exit 4: shown, not run); else open its
-    journal."""
-    from .journal import Journal
-    from .render import plan_table
-
-    if not confirm:
-        plan_table(the_plan, err)
-        err.print(f"dry run: nothing was changed. Add --confirm to carry out this plan "
-                  f"(exit {EXIT_DRY_RUN}: shown, not run).")
-        raise typer.Exit(EXIT_DRY_RUN)
-    err.print(f"run {the_plan.run_id}: keep {the_plan.chosen}; {len(the_plan.steps)} steps "
-              f"(journal in {jdir})", markup=False)
-    return guarded(lambda: Journal.create(jdir, the_plan))
 
 
 def _run(inv: Any, the_plan: Any, journal: Any, verbose: bool,
          check_fingerprint: bool, planned_from: Any = None) -> Any:
     """Run the plan; ``planned_from``: the inspection this invocation just made it from."""
-    import contextlib
-
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from .executor import Executor
+    from .render import step_progress
 
-    kw: dict[str, Any] = dict(verbose=verbose, check_fingerprint=check_fingerprint,
-                              planned_from=planned_from)
-    if not err.is_terminal:  # plain lines for logs and pipes
-        return guarded(Executor(inv, the_plan, journal,
-                                log=lambda msg: err.print(msg, markup=False), **kw).run)
-    # On a terminal: finished steps as lines, and a live line per running step with its time.
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
-                        TimeElapsedColumn(), console=err, transient=True)
-    tasks: dict[str, Any] = {}
-
-    def on_step(event: str, step: Any) -> None:
-        if event == "start":
-            tasks[step.id] = progress.add_task(f"{step.id}: {step.title}"[:100])
-        elif step.id in tasks:
-            progress.remove_task(tasks.pop(step.id))
-
-    def log(msg: str) -> None:
-        if verbose or ": done" in msg or "WARNING" in msg or not msg.startswith("["):
-            progress.console.print(msg, markup=False, highlight=False)
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(progress)
-        return guarded(Executor(inv, the_plan, journal, log=log, on_step=on_step, **kw).run)
-
-
-def _journal_dir(inventory: Path, journal_dir: Path | None) -> Path:
-    return journal_dir or inventory.resolve().parent / ".etcd-recovery"
-
-
-def _load_saved_plan(plan_file: Path) -> Any:
-    from .plan.steps import Plan
-
-    try:
-        data = json.loads(plan_file.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(UsageError(f"{plan_file}: cannot read the plan: {exc}"))
-    except ValueError as exc:
-        fail(UsageError(f"{plan_file}: not JSON: {exc}"))
-    try:
-        return Plan.from_json(data, str(plan_file))
-    except FormatError as exc:  # a saved plan that is not one: a usage error, exit 2
-        fail(UsageError(str(exc)))
+    with step_progress(err, verbose) as (log, on_step):
+        return guarded(Executor(inv, the_plan, journal, log=log, on_step=on_step,
+                                verbose=verbose, check_fingerprint=check_fingerprint,
+                                planned_from=planned_from).run)
 
 
 @app.command()
-def execute(inventory: InventoryOpt,
-            plan_id: Annotated[str | None, typer.Argument(
-                metavar="PLAN_ID", help="The ID `plan` printed: the plan derived now from "
-                "the inventory and the live state runs only if it has this ID (what was "
-                "reviewed is what runs); otherwise exit 3, naming the first difference. "
-                "Without it, --confirm derives the plan and runs it in one go (for scripts: "
-                "it prints the steps and the ID first, and the journal records the run as not "
-                "bound to a reviewed plan).")] = None,
-            confirm: Annotated[bool, typer.Option(
-                "--confirm", help="Really act: execute -i FILE --confirm PLAN_ID. Without "
-                "it, execute shows the whole plan and its ID and exits 4, changing "
-                "nothing.")] = False,
-            plan_file: Annotated[Path | None, typer.Option(
-                "--plan", metavar="FILE", help="Run this saved plan: loaded strictly, then "
-                "derived again from the inventory and the live state; it runs only if both "
-                "agree on every action. A flag the saved plan contradicts is refused (exit "
-                "2).")] = None,
-            resume: Annotated[bool, typer.Option(
-                "--resume", help="Continue the unfinished run from its journal, once its "
-                "plan, derived again from the journal and the inventory, is still the "
-                "journaled one.")] = False,
-            take_over_lock: TakeOverOpt = False,
-            journal_dir: JournalDirOpt = None,
-            allow_quorum: AllowQuorumOpt = False,
-            abandon: Annotated[bool, typer.Option(
-                "--abandon", help="Give up the unfinished run (its journal is kept; its host "
-                "locks then need --take-over-lock) so that a new plan can be made.")] = False,
+def execute(inventory: InventoryOpt, plan_id: PlanIdArg = None, confirm: ConfirmOpt = False,
+            plan_file: PlanFileOpt = None, resume: ResumeOpt = False,
+            take_over_lock: TakeOverOpt = False, journal_dir: JournalDirOpt = None,
+            allow_quorum: AllowQuorumOpt = False, abandon: AbandonOpt = False,
             verbose: VerboseOpt = False, exclude: ExcludeOpt = None,
             etcd_image: EtcdImageOpt = None, etcd_binary: EtcdBinaryOpt = None,
             output: OutputOpt = Output.table, method: MethodOpt = None,
@@ -524,12 +384,12 @@ def execute(inventory: InventoryOpt,
     that. Every action is journaled; an interrupted run goes on with --resume. Without
     --confirm it shows the plan and its ID and exits 4 (shown, not run), changing nothing.
     """
-    from . import planid
-    from .journal import Journal
-    from .render import summary_table
-
-    jdir = _journal_dir(inventory, journal_dir)
     inv = _load(inventory)
+    from . import planid, runs
+    from .journal import Journal
+    from .render import dry_run, run_start, summary_table
+
+    jdir = runs.journal_dir(inventory, journal_dir)
     if plan_id is not None:
         guarded(lambda: planid.check_id_form(plan_id))
     given = planid.Options(allow_quorum, take_over_lock, tuple(exclude or ()), etcd_image,
@@ -537,66 +397,29 @@ def execute(inventory: InventoryOpt,
                            skip_hash_check, allow_older_data)
     current = guarded(lambda: Journal.current(jdir))
     if abandon:
-        if current is None:
-            fail(UsageError(f"nothing to abandon: no unfinished run in {jdir}"))
-        current.abandon()
-        err.print(f"run {current.run_id} abandoned; its journal stays in {jdir}. Look at the "
+        run_id = guarded(lambda: runs.abandon(current, jdir))
+        err.print(f"run {run_id} abandoned; its journal stays in {jdir}. Look at the "
                   "cluster (etcd-recovery inspect) before planning again.")
         return
     planned_from = None
     if resume:
-        if current is None:
-            fail(UsageError(f"nothing to resume: no unfinished run in {jdir}"))
-        the_plan = guarded(current.load_plan)
-        guarded(lambda: planid.refuse_contradictions(planid.options_of(the_plan), given,
-                                                     f"run {current.run_id}'s plan"))
-        guarded(lambda: _check_resumed(current, the_plan, inv, plan_id, jdir, inventory))
-        journal = current
+        journal, the_plan, warning = guarded(lambda: runs.resumed(
+            current, inv, jdir, inventory, given, plan_id))
+        if warning:
+            err.print(warning, markup=False)
         if not confirm:
-            from .render import plan_table
-
-            plan_table(the_plan, err)
-            err.print(f"resume: nothing was changed. Add --confirm to continue this run "
-                      f"(exit {EXIT_DRY_RUN}: shown, not run).")
+            dry_run(the_plan, err, resume=True)
             raise typer.Exit(EXIT_DRY_RUN)
     else:
-        if current is not None:
-            fail(RefusedError(f"run {current.run_id} is unfinished (journal in {jdir}): "
-                              "continue it with --resume"))
-        if plan_file is not None:
-            saved = _load_saved_plan(plan_file)
-            o = planid.options_of(saved)
-            guarded(lambda: planid.refuse_contradictions(o, given,
-                                                         f"the saved plan {plan_file}"))
-            derived, planned_from = _derive_plan(inv, o, run_id=saved.run_id)
-            diff = saved.first_difference(derived)
-            if diff is not None:
-                fail(RefusedError(f"{plan_file}: the saved plan is not what this inventory "
-                                  f"and the cluster's state give now: {diff}. Nothing was "
-                                  "changed; make a new plan"))
-            the_plan = saved
-        elif plan_id is not None:
-            reviewed = guarded(lambda: planid.load(jdir, plan_id, str(inventory)))
-            o = reviewed.options
-            guarded(lambda: planid.refuse_contradictions(o, given, f"plan {plan_id}"))
-            the_plan, planned_from = _derive_plan(inv, o)
-        else:
-            the_plan, planned_from = _derive_plan(inv, given)
-        record = planid.review(the_plan, inv, planned_from,
-                               planned_from.extra.get("new_binary"))
-        if plan_id is not None and record.plan_id != plan_id:
-            what = (planid.first_difference(reviewed, record) if plan_file is None else
-                    f"the plan {plan_file} and this inventory have plan ID {record.plan_id}")
-            fail(RefusedError(f"plan {plan_id} is not what this inventory and the cluster's "
-                              f"state give now: {what}. Nothing was changed; review the plan "
-                              f"again (`etcd-recovery plan -i {inventory}`) and run it with "
-                              "the ID it prints"))
-        kept = _keep_reviewed(record, jdir)
-        bound = plan_id is not None or plan_file is not None
-        journal = _start_journal(the_plan, record.plan_id, bound, confirm, jdir,
-                                 _execute_command(inventory, record.plan_id,
-                                                  record.options.flags(), journal_dir)
-                                 if kept else None)
+        bound = _planned(lambda: runs.bind(current, inv, jdir, inventory, given, plan_id,
+                                           plan_file))
+        the_plan, planned_from, pid = bound.plan, bound.planned_from, bound.record.plan_id
+        command = _keep_reviewed(bound.record, jdir, inventory, journal_dir)
+        if not confirm:
+            dry_run(the_plan, err, pid, command)
+            raise typer.Exit(EXIT_DRY_RUN)
+        run_start(the_plan, err, jdir, pid, bound.bound)
+        journal = guarded(lambda: runs.open_journal(jdir, the_plan, pid, bound.bound))
     summary = _run(inv, the_plan, journal, verbose, check_fingerprint=not resume,
                    planned_from=None if resume else planned_from)
     later = {name: f"etcd-recovery rejoin {name} -i {inventory}"
@@ -609,127 +432,27 @@ def execute(inventory: InventoryOpt,
         err.print(f"{name} was unreachable: once it is back, run `{command}`", markup=False)
 
 
-def _start_journal(the_plan: Any, pid: str, bound: bool, confirm: bool, jdir: Path,
-                   command: str | None) -> Any:
-    """Without --confirm: show the whole plan and its ID and stop (exit 4: shown, not run).
-    With it: open the run's journal, its run-start recording whether the run is bound to a
-    reviewed plan; a run that is not (bare --confirm) shows its steps and ID first."""
-    from .journal import Journal
-    from .render import minority_line, plan_table
-
-    if not confirm:
-        plan_table(the_plan, err)
-        err.print(f"plan ID: {pid}", markup=False)
-        err.print(f"dry run: nothing was changed. Add --confirm to carry out this plan "
-                  f"(exit {EXIT_DRY_RUN}: shown, not run)"
-                  + (f": {command}" if command else "."), markup=False)
-        raise typer.Exit(EXIT_DRY_RUN)
-    if not bound:
-        plan_table(the_plan, err)
-        err.print(f"plan ID {pid}: not bound to a reviewed plan (--confirm without a plan "
-                  "ID derives the plan and runs it in one go)", markup=False)
-    elif the_plan.minority_read:  # plan_table said it above when not bound
-        err.print(minority_line(the_plan.minority_read))
-    err.print(f"run {the_plan.run_id}: plan {pid}" + (" (as reviewed)" if bound else "")
-              + f"; keep {the_plan.chosen}; {len(the_plan.steps)} steps (journal in {jdir})",
-              markup=False)
-    return guarded(lambda: Journal.create(jdir, the_plan,
-                                          start_detail={"bound": bound, "plan_id": pid}))
-
-
-def _check_resumed(journal: Any, the_plan: Any, inv: Any, given: str | None, jdir: Path,
-                   inventory: Path) -> None:
-    """A resumed run goes on only with the plan it started with: the journaled plan and
-    today's inventory still have the run's plan ID, and the plan derived again from the
-    planning inputs kept at its start and today's inventory is the journaled one. Refused
-    (exit 3) with the first difference otherwise."""
-    from . import planid
-
-    binding = journal.binding()
-    if binding is None:  # a run started before plan IDs were journaled: nothing to hold to
-        err.print(f"warning: run {journal.run_id} has no plan ID in its journal; its plan is "
-                  "run as journaled", markup=False)
-        return
-    started = str(binding["plan_id"])
-    if given is not None and given != started:
-        raise RefusedError(f"run {journal.run_id} runs plan {started}, not {given}; nothing "
-                           "was changed")
-    how = (f"Nothing was changed. Resume with the inventory and tool the run started with, "
-           f"or close the run (`etcd-recovery execute -i {inventory} --abandon`) and make a "
-           "new plan")
-    try:
-        record = planid.load(jdir, started, str(inventory))
-    except RefusedError:
-        record = None
-    now = planid.plan_id(the_plan, inv)
-    if now != started:
-        what = (f"plan ID {started} then, {now} now" if record is None else
-                planid.first_difference(record, planid.Reviewed(
-                    plan_id=now, plan=the_plan, inventory=planid.inventory_facts(inv),
-                    state=record.state, options=planid.options_of(the_plan))))
-        raise RefusedError(f"run {journal.run_id}: its journaled plan is not the plan it "
-                           f"started with: {what}. {how}")
-    if record is None or not record.inputs:
-        err.print(f"warning: the planning inputs of plan {started} are not in {jdir}; the "
-                  "journaled plan is checked against its ID only", markup=False)
-        return
-    try:
-        derived = planid.rederive(record, inv, journal.run_id)
-    except EtcdRecoveryError as exc:
-        raise RefusedError(f"run {journal.run_id}: its plan cannot be derived again from "
-                           f"what it was made from and this inventory: {exc}. {how}") from exc
-    diff = planid.plan_difference(the_plan, derived)
-    if diff is not None:
-        raise RefusedError(f"run {journal.run_id}: derived again from what it was made from "
-                           f"and this inventory, its plan differs from the journaled one: "
-                           f"{diff}. {how}")
-
-
 @app.command()
-def rejoin(name: Annotated[str, typer.Argument(metavar="MEMBER",
-                                               help="Inventory member to bring back.")],
-           inventory: InventoryOpt,
-           confirm: Annotated[bool, typer.Option("--confirm", help="Really act.")] = False,
-           take_over_lock: TakeOverOpt = False,
-           journal_dir: JournalDirOpt = None,
-           verbose: VerboseOpt = False,
-           output: OutputOpt = Output.table) -> None:
+def rejoin(name: MemberArg, inventory: InventoryOpt, confirm: ReallyOpt = False,
+           take_over_lock: TakeOverOpt = False, journal_dir: JournalDirOpt = None,
+           verbose: VerboseOpt = False, output: OutputOpt = Output.table) -> None:
     """Bring one member back into the healthy cluster.
 
     For a host that was unreachable during the recovery, or one that came back: fence it, back
     it up, move its stale data aside, add it as a learner, start it, promote it, verify.
     Without --confirm it shows the plan and exits 4 (shown, not run), changing nothing.
     """
-    from .inspect import inspect_cluster, read_configs
-    from .journal import Journal
-    from .plan.rejoin import make_rejoin_plan
-    from .render import summary_table
+    from . import runs
+    from .render import dry_run, run_start, summary_table
 
-    jdir = _journal_dir(inventory, journal_dir)
+    jdir = runs.journal_dir(inventory, journal_dir)
     inv = guarded(lambda: load_inventory(inventory, check_files=True))
-    member = guarded(lambda: inv.member(name))
-    current = guarded(lambda: Journal.current(jdir))
-    if current is not None:
-        fail(RefusedError(f"run {current.run_id} is unfinished (journal in {jdir}): "
-                          "continue it with `execute --resume`"))
-    report = guarded(lambda: inspect_cluster(inv))
-    if report.decision.refused == "inventory":
-        fail(RefusedError(f"no plan: {report.decision.reason}"))
-    if not report.quorum.has_quorum or report.quorum.via is None:
-        fail(RefusedError("the cluster has no quorum: recover it first with `etcd-recovery "
-                          "execute`; rejoin adds a member to a healthy cluster"))
-    st = next(s for s in report.members if s.name == name)
-    if not st.reachable:
-        fail(RefusedError(f"{name} is not reachable: {st.error}"))
-    configs = guarded(lambda: read_configs(inv, report, members=[member]))
-    if name not in configs:
-        fail(RefusedError(f"{name}: its etcd configuration could not be read"))
-    via = report.quorum.via if report.quorum.via != name else next(
-        s.name for s in report.members if s.source == "live" and s.name != name)
-    membership = next(s.membership for s in report.members if s.name == via)
-    the_plan = guarded(lambda: make_rejoin_plan(inv, name, via, configs[name], new_run_id(),
-                                                membership, take_over_lock))
-    journal = _confirmed_journal(the_plan, confirm, jdir)
+    the_plan = guarded(lambda: runs.rejoin_plan(inv, name, jdir, take_over_lock))
+    if not confirm:
+        dry_run(the_plan, err)
+        raise typer.Exit(EXIT_DRY_RUN)
+    run_start(the_plan, err, jdir)
+    journal = guarded(lambda: runs.open_journal(jdir, the_plan))
     summary = _run(inv, the_plan, journal, verbose, check_fingerprint=False)
     if output is Output.json:
         print_json(summary.to_json())
@@ -766,130 +489,40 @@ def verify(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
+# ------------------------------------------------------------------------------ inventory
+
 @inventory_app.command("check")
 def inventory_check(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
     """Validate an inventory file and show what it describes."""
+    from .render import inventory_json, inventory_table
+
     inv = guarded(lambda: load_inventory(inventory, check_files=True))
     if output is Output.json:
-        print_json({"cluster": inv.name, "runtime": inv.runtime,
-                    "members": [{"name": m.name, "ssh_host": m.ssh.host,
-                                 "peer_url": m.peer_url, "client_url": m.client_url,
-                                 "data_dir": m.data_dir} for m in inv.members]})
+        print_json(inventory_json(inv))
         return
-    table = Table(title=f"{inv.path}: cluster {inv.name} ({inv.runtime})")
-    for col in ("member", "ssh", "client URL", "peer URL", "data dir"):
-        table.add_column(col, overflow="fold")  # a long value wraps; it is never cut
-    for m in inv.members:
-        user = f"{m.ssh.user}@" if m.ssh.user else ""
-        port = f":{m.ssh.port}" if m.ssh.port else ""
-        table.add_row(m.name, f"{user}{m.ssh.host}{port}", m.client_url, m.peer_url, m.data_dir)
-    out.print(table, soft_wrap=False)  # a long title wraps too
+    inventory_table(inv, out)
 
 
-SshUserOpt = Annotated[str | None, typer.Option("--user", metavar="USER", help="SSH user.")]
-SshPortOpt = Annotated[int | None, typer.Option("--port", metavar="PORT", help="SSH port.")]
-IdentityOpt = Annotated[Path | None, typer.Option(
-    "--identity-file", metavar="FILE", help="SSH private key (default: the agent and "
-    "~/.ssh/config).")]
-KnownHostsOpt = Annotated[Path | None, typer.Option(
-    "--known-hosts", metavar="FILE", help="known_hosts file to check the hosts' keys against "
-    "(default: ~/.ssh/config's UserKnownHostsFile, else ~/.ssh/known_hosts).")]
-JumpOpt = Annotated[str | None, typer.Option(
-    "--jump", metavar="[USER@]HOST[:PORT]", help="Reach the hosts through this jump host "
-    "(ProxyJump).")]
-SudoOpt = Annotated[bool, typer.Option("--sudo", help="Read through sudo -n (a non-root "
-                                                      "user).")]
-ClusterOpt = Annotated[str | None, typer.Option(
-    "--cluster", metavar="NAME", help="Cluster name (default: from the cluster token).")]
-OutFileOpt = Annotated[Path | None, typer.Option(
-    "--output", "-o", metavar="FILE", help="Write the inventory here (default: stdout).")]
-FetchOpt = Annotated[Path | None, typer.Option(
-    "--fetch-client-cert", metavar="DIR", help="Copy a client certificate (kubeadm's "
-    "healthcheck-client, else the member's peer certificate) and the CA from a host into this "
-    "directory (mode 0600) and use them.")]
-
-
-def _abs(p: Path | None) -> str | None:
-    return str(p.expanduser().resolve()) if p else None
-
-
-def _read_remote(t: Any, path: str) -> bytes:
-    src = t.open_file(path, sudo=True)
-    data: bytes = src.read(0, src.size())
-    return data
-
-
-def _write_discovered(hosts: list[Any], common: dict[str, Any], cluster: str | None,
+def _write_discovered(hosts: list[Any], ssh: dict[str, Any], cluster: str | None,
                       output_file: Path | None, fetch_client_cert: Path | None,
                       origin: str) -> None:
     """Probe ``hosts`` (ImportedHost: address, member name, per-host SSH), then write the
     inventory, or report the problems (exit 3) and write nothing."""
-    import yaml
+    from . import discover
 
-    from .discover import client_files_of, inventory_from, local_names, probe_all
-    from .inventory import SshTarget
-    from .transport.factory import host_target
-    from .transport.ssh import SshTransport
-
-    by_address = {h.address: h for h in hosts}
-
-    def per_host(address: str) -> dict[str, Any]:
-        h = by_address[address]
-        mine = {"user": h.user, "port": h.port, "identity_file": h.identity_file}
-        return {**common, **{k: v for k, v in mine.items() if v is not None}}
-
-    def connect(address: str) -> Any:
-        o = per_host(address)
-        return SshTransport(address, host_target(SshTarget(
-            host=address, port=o.get("port"), user=o.get("user"),
-            identity_file=o.get("identity_file"), known_hosts=o.get("known_hosts"),
-            jump=o.get("jump"), sudo=bool(o.get("sudo")))))
-
-    findings = guarded(lambda: probe_all(list(by_address), connect))
+    findings = guarded(lambda: discover.probe(hosts, ssh))
     tls: dict[str, str] | None = None
     if fetch_client_cert is not None:
-        got = client_files_of(findings)
-        if got is None:
-            fail(RefusedError("--fetch-client-cert: no reachable host holds a client "
-                              "certificate (kubeadm's healthcheck-client or a peer certificate)"))
-        finding, remote = got
-        names = local_names(remote)
-        fetch_client_cert.mkdir(parents=True, exist_ok=True, mode=0o700)
-        t = connect(finding.address)
-        try:
-            for path, name in zip(remote, names, strict=True):
-                data = guarded(lambda p=path: _read_remote(t, p))  # type: ignore[misc]
-                dest = fetch_client_cert / name
-                dest.touch(mode=0o600, exist_ok=True)
-                dest.chmod(0o600)
-                dest.write_bytes(data)
-        finally:
-            t.close()
-        d = fetch_client_cert.resolve()
-        tls = {"ca": str(d / names[0]), "cert": str(d / names[1]), "key": str(d / names[2])}
-        err.print(f"client certificate from {finding.address}:{remote[1]} copied to {d}",
-                  markup=False)
-    found = inventory_from(findings, cluster, {k: v for k, v in common.items()
-                                               if v not in (None, False)}, tls)
-    for m in found.inventory["members"]:
-        h = by_address.get(m["ssh"]["host"]) or next(
-            (x for x in hosts if x.member_name == m["name"]), None)
-        if h is None:
-            continue
-        own = {k: v for k, v in (("host", h.address), ("user", h.user), ("port", h.port),
-                                 ("identity_file", h.identity_file)) if v is not None}
-        m["ssh"] = {**m["ssh"], **own}
-        if h.member_name and h.member_name != m["name"] and m["ssh"]["host"] == h.address:
-            found.problems.append(f"{origin} names {h.address} member {h.member_name!r}, but "
-                                  f"its etcd is named {m['name']!r}")
+        tls, copied = guarded(lambda: discover.fetch_client_cert(findings, hosts, ssh,
+                                                                 fetch_client_cert))
+        err.print(copied, markup=False)
+    found = discover.discovered(findings, hosts, ssh, cluster, tls, origin)
     for problem in found.problems:
         err.print(f"problem: {problem}", markup=False)
     if found.problems:
         fail(RefusedError(f"{len(found.problems)} problem(s) above; nothing was written "
                           "(hosts that disagree are not merged)"))
-    text = "".join(f"# {line}\n" for line in (
-        f"Inventory discovered from {origin}.", *(f"MISSING: {m}" for m in found.missing))) \
-        + yaml.safe_dump(found.inventory, sort_keys=False)
+    text = discover.inventory_text(found, origin)
     for m in found.missing:
         err.print(f"missing: {m}", markup=False)
     if output_file is None:
@@ -903,73 +536,48 @@ def _write_discovered(hosts: list[Any], common: dict[str, Any], cluster: str | N
 
 
 @inventory_app.command("discover")
-def inventory_discover(
-        hosts: Annotated[list[str], typer.Argument(metavar="HOST",
-                                                   help="The hosts' addresses (or ~/.ssh/config "
-                                                        "aliases).")],
-        user: SshUserOpt = None, port: SshPortOpt = None, identity_file: IdentityOpt = None,
-        known_hosts: KnownHostsOpt = None, jump: JumpOpt = None, sudo: SudoOpt = False,
-        cluster: ClusterOpt = None, output_file: OutFileOpt = None,
-        fetch_client_cert: FetchOpt = None) -> None:
+def inventory_discover(hosts: HostsArg, user: SshUserOpt = None, port: SshPortOpt = None,
+                       identity_file: IdentityOpt = None, known_hosts: KnownHostsOpt = None,
+                       jump: JumpOpt = None, sudo: SudoOpt = False, cluster: ClusterOpt = None,
+                       output_file: OutFileOpt = None, fetch_client_cert: FetchOpt = None
+                       ) -> None:
     """Write an inventory from what the hosts say about their etcd.
 
     Each host's kubeadm manifest, else its etcd.service and environment file, else the running
     process. Hosts that disagree are reported (exit 3), never merged.
     """
+    from .discover import ssh_settings
     from .importer import ImportedHost
 
-    common = {"user": user, "port": port, "identity_file": _abs(identity_file),
-              "known_hosts": _abs(known_hosts), "jump": jump, "sudo": sudo or None}
-    _write_discovered([ImportedHost(h) for h in hosts], common, cluster, output_file,
+    ssh = ssh_settings(user=user, port=port, identity_file=identity_file,
+                       known_hosts=known_hosts, jump=jump, sudo=sudo)
+    _write_discovered([ImportedHost(h) for h in hosts], ssh, cluster, output_file,
                       fetch_client_cert, ", ".join(hosts))
 
 
 @inventory_app.command("import")
-def inventory_import(
-        source: Annotated[Path, typer.Argument(metavar="SOURCE",
-                                               help="A kubespray / Ansible inventory (YAML or "
-                                                    "INI, the etcd group) or vmware/etcd-"
-                                                    "recovery's hosts.json.")],
-        known_hosts: KnownHostsOpt = None, jump: JumpOpt = None, sudo: SudoOpt = False,
-        cluster: ClusterOpt = None, output_file: OutFileOpt = None,
-        fetch_client_cert: FetchOpt = None) -> None:
+def inventory_import(source: SourceArg, known_hosts: KnownHostsOpt = None, jump: JumpOpt = None,
+                     sudo: SudoOpt = False, cluster: ClusterOpt = None,
+                     output_file: OutFileOpt = None, fetch_client_cert: FetchOpt = None
+                     ) -> None:
     """Write an inventory from one people keep (Ansible, hosts.json).
 
     SOURCE is a kubespray / Ansible inventory or vmware/etcd-recovery's hosts.json. The hosts
     and their SSH settings come from SOURCE; what it does not say is read from the hosts (as
     discover does) or stated as missing.
     """
-    from .importer import ImportedHost, parse_source
+    from .discover import imported_hosts, ssh_settings
 
-    try:
-        text = source.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(UsageError(f"{source}: cannot read: {exc}"))
-    hosts = guarded(lambda: parse_source(text, str(source)))
-    base = source.resolve().parent
-    hosts = [ImportedHost(h.address, h.member_name, h.user, h.port,
-                          str((base / Path(h.identity_file).expanduser()).resolve())
-                          if h.identity_file else None) for h in hosts]
-    common = {"known_hosts": _abs(known_hosts), "jump": jump, "sudo": sudo or None}
-    _write_discovered(hosts, common, cluster, output_file, fetch_client_cert, str(source))
+    hosts = guarded(lambda: imported_hosts(source))
+    _write_discovered(hosts, ssh_settings(known_hosts=known_hosts, jump=jump, sudo=sudo),
+                      cluster, output_file, fetch_client_cert, str(source))
 
 
 # ------------------------------------------------------------------------------- doctor
 
-class DoctorOutput(StrEnum):
-    table = "table"
-    json = "json"
-    prometheus = "prometheus"
-
-
 @app.command()
-def doctor(inventory: InventoryOpt,
-           output: Annotated[DoctorOutput, typer.Option(
-               "--output", "-o", help="table, json (a stable schema) or prometheus (the "
-               "node_exporter textfile collector format).")] = DoctorOutput.table,
-           check: Annotated[list[str] | None, typer.Option(
-               "--check", metavar="NAME", help="Run only this check (repeatable).")] = None
-           ) -> None:
+def doctor(inventory: InventoryOpt, output: DoctorOutputOpt = DoctorOutput.table,
+           check: CheckOpt = None) -> None:
     """Check a running cluster and rehearse its recovery.
 
     Nothing is changed. etcd-diagnosis' checks (membership, endpoint status, DB quota and
@@ -1001,37 +609,11 @@ def _lab(lab_dir: Path) -> Any:
     return Lab(lab_dir, log=lambda msg: err.print(f"[lab] {msg}"))
 
 
-class Runtime(StrEnum):
-    static_pod = "static-pod"
-    systemd = "systemd"
-
-
 @lab_app.command("up")
-def lab_up(members: Annotated[int, typer.Option(metavar="N",
-                                                help="3 or 5 (1-9 accepted).")] = 3,
-           runtime: Annotated[Runtime, typer.Option(
-               help="How the hosts run etcd: a kubelet static pod or a systemd unit."
-               )] = Runtime.static_pod,
-           etcd_version: Annotated[str, typer.Option(
-               "--etcd-version", help="An installed etcd: exact (3.5.30) or a minor (3.5: its "
-               "newest build); a comma list gives one per host, the last repeating "
-               "(3.5.16,3.5.16,3.5.30).")] = "3.5",
-           etcd_binary: Annotated[Path | None, typer.Option(
-               "--etcd-binary", metavar="DIR", help="A directory holding any etcd build (etcd, "
-               "etcdctl): every host runs it instead of --etcd-version.")] = None,
-           keys: Annotated[int, typer.Option(metavar="N",
-                                             help="Keys to load once healthy.")] = 1000,
-           auth: Annotated[bool, typer.Option(help="Turn on etcd user/password auth (user "
-                                               "root; password in <dir>/etcd-root-password)."
-                                               )] = False,
-           wal_dir: Annotated[str, typer.Option(
-               "--wal-dir", metavar="DIR", help="Give every member a WAL dir of its own "
-               "(etcd's --wal-dir DIR) on a disk of its own, mounted on DIR's parent "
-               "directory, e.g. /var/lib/etcd-wal/wal.")] = "",
-           data_disk: Annotated[bool, typer.Option(
-               "--data-disk", help="Put every member's data dir (/var/lib/etcd) on a disk of "
-               "its own, as on a production host.")] = False,
-           lab_dir: LabDirOpt = Path(".lab")) -> None:
+def lab_up(members: MembersOpt = 3, runtime: RuntimeOpt = Runtime.static_pod,
+           etcd_version: EtcdVersionOpt = "3.5", etcd_binary: LabBinaryOpt = None,
+           keys: KeysOpt = 1000, auth: AuthOpt = False, wal_dir: WalDirOpt = "",
+           data_disk: DataDiskOpt = False, lab_dir: LabDirOpt = Path(".lab")) -> None:
     """Start the hosts and a healthy TLS cluster, with keys loaded.
 
     The hosts' image is built first (offline, cached) or reused.
@@ -1072,20 +654,9 @@ def lab_status(lab_dir: LabDirOpt = Path(".lab"), output: OutputOpt = Output.tab
     if output is Output.json:
         print_json(status)
     else:
-        table = Table(title=f"lab {status['lab']} ({status['runtime']}, "
-                            f"etcd {status['etcd_version']})")
-        for col in ("host", "ssh", "client URL", "etcd", "host up", "etcd running", "healthy",
-                    "partitioned"):
-            table.add_column(col, overflow="fold")  # a long value wraps; it is never cut
-        yes = {True: "yes", False: "no"}
-        for h in status["hosts"]:
-            table.add_row(h["name"], h["ssh"], h["client_url"], h["etcd_version"],
-                          yes[h["host_up"]],
-                          yes[h["etcd_running"]], yes[h["etcd_healthy"]], yes[h["partitioned"]])
-        out.print(table, soft_wrap=False)  # a long title wraps too
-        quorum = "has quorum" if status["quorum"] else "has LOST quorum"
-        out.print(f"cluster: {status['healthy_members']}/{status['members']} members healthy; "
-                  f"{quorum}")
+        from .render import lab_status as status_table
+
+        status_table(status, out)
     if not status["healthy"]:
         raise typer.Exit(1)
 
@@ -1099,9 +670,7 @@ def lab_env(lab_dir: LabDirOpt = Path(".lab")) -> None:
 
 
 def _fault(verb: str, help_text: str) -> None:
-    def command(name: Annotated[str, typer.Argument(metavar="HOST",
-                                                    help="Lab host name, e.g. etcd-2.")],
-                lab_dir: LabDirOpt = Path(".lab")) -> None:
+    def command(name: LabHostArg, lab_dir: LabDirOpt = Path(".lab")) -> None:
         lab = _lab(lab_dir)
         guarded(lambda: getattr(lab, verb.replace("-", "_"))(name))
         out.print(f"{verb} {name}: done")

@@ -9,23 +9,29 @@ not merged. With one reachable host, the other
 members come from its ``--initial-cluster`` and are marked as not reached.
 
 Reading a host is the edge (:func:`probe_host`); turning findings into an inventory is pure
-(:func:`inventory_from`).
+(:func:`inventory_from`). The commands' steps, for ``inventory discover`` and ``inventory
+import`` alike, follow: the hosts probed with the SSH settings given (:func:`probe`), a client
+certificate copied (:func:`fetch_client_cert`), the inventory with each host's own SSH
+settings (:func:`discovered`) and its YAML text (:func:`inventory_text`).
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import EtcdRecoveryError, FormatError, TransportError
+from .errors import EtcdRecoveryError, FormatError, RefusedError, TransportError, UsageError
+from .importer import ImportedHost, parse_source
 from .inspect import running_flags
-from .inventory import DEFAULTS, NAME_RE
+from .inventory import DEFAULTS, NAME_RE, SshTarget
 from .runtimes import config as rconf
 from .transport.base import Transport
+from .transport.factory import host_target
 
 MANIFEST = DEFAULTS["static-pod"]["manifest"]
 UNIT = DEFAULTS["systemd"]["unit"]
@@ -244,3 +250,120 @@ def client_files_of(findings: Sequence[Finding]) -> tuple[Finding, tuple[str, st
 
 def local_names(files: tuple[str, str, str]) -> tuple[str, str, str]:
     return ("ca.crt", posixpath.basename(files[1]), posixpath.basename(files[2]))
+
+
+# ------------------------------------------------------------- inventory discover and import
+
+def abs_path(p: Path | None) -> str | None:
+    return str(p.expanduser().resolve()) if p else None
+
+
+def ssh_settings(*, user: str | None = None, port: int | None = None,
+                 identity_file: Path | None = None, known_hosts: Path | None = None,
+                 jump: str | None = None, sudo: bool = False) -> dict[str, Any]:
+    """The SSH settings given for every host, their files as absolute paths (the inventory
+    is read from elsewhere than where it was written)."""
+    return {"user": user, "port": port, "identity_file": abs_path(identity_file),
+            "known_hosts": abs_path(known_hosts), "jump": jump, "sudo": sudo or None}
+
+
+def imported_hosts(source: Path) -> list[ImportedHost]:
+    """inventory import SOURCE: its hosts and their SSH settings, an identity file as an
+    absolute path (one SOURCE names relative to its own directory)."""
+    try:
+        text = source.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{source}: cannot read: {exc}") from exc
+    hosts = parse_source(text, str(source))
+    base = source.resolve().parent
+    return [ImportedHost(h.address, h.member_name, h.user, h.port,
+                         str((base / Path(h.identity_file).expanduser()).resolve())
+                         if h.identity_file else None) for h in hosts]
+
+
+def connector(hosts: Sequence[ImportedHost],
+              ssh: Mapping[str, Any]) -> Callable[[str], Transport]:
+    """The transport to each of ``hosts`` (by address): its own SSH settings over ``ssh``,
+    those given for all."""
+    from .transport.ssh import SshTransport
+
+    by_address = {h.address: h for h in hosts}
+
+    def connect(address: str) -> Transport:
+        h = by_address[address]
+        mine = {"user": h.user, "port": h.port, "identity_file": h.identity_file}
+        o = {**ssh, **{k: v for k, v in mine.items() if v is not None}}
+        return SshTransport(address, host_target(SshTarget(
+            host=address, port=o.get("port"), user=o.get("user"),
+            identity_file=o.get("identity_file"), known_hosts=o.get("known_hosts"),
+            jump=o.get("jump"), sudo=bool(o.get("sudo")))))
+
+    return connect
+
+
+def probe(hosts: Sequence[ImportedHost], ssh: Mapping[str, Any]) -> list[Finding]:
+    """What each of ``hosts`` says about its etcd (each address once)."""
+    return probe_all(list({h.address: h for h in hosts}), connector(hosts, ssh))
+
+
+def read_remote(t: Transport, path: str) -> bytes:
+    src = t.open_file(path, sudo=True)
+    data: bytes = src.read(0, src.size())
+    return data
+
+
+def fetch_client_cert(findings: Sequence[Finding], hosts: Sequence[ImportedHost],
+                      ssh: Mapping[str, Any], directory: Path) -> tuple[dict[str, str], str]:
+    """--fetch-client-cert DIR: a reachable host's client certificate, key and CA copied
+    into ``directory`` (mode 0600); the inventory's tls settings, and a line saying whence."""
+    got = client_files_of(findings)
+    if got is None:
+        raise RefusedError("--fetch-client-cert: no reachable host holds a client "
+                           "certificate (kubeadm's healthcheck-client or a peer certificate)")
+    finding, remote = got
+    names = local_names(remote)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    t = connector(hosts, ssh)(finding.address)
+    try:
+        for path, name in zip(remote, names, strict=True):
+            data = read_remote(t, path)
+            dest = directory / name
+            dest.touch(mode=0o600, exist_ok=True)
+            dest.chmod(0o600)
+            dest.write_bytes(data)
+    finally:
+        t.close()
+    d = directory.resolve()
+    tls = {"ca": str(d / names[0]), "cert": str(d / names[1]), "key": str(d / names[2])}
+    return tls, f"client certificate from {finding.address}:{remote[1]} copied to {d}"
+
+
+def discovered(findings: Sequence[Finding], hosts: Sequence[ImportedHost],
+               ssh: Mapping[str, Any], cluster: str | None, tls: dict[str, str] | None,
+               origin: str) -> Discovered:
+    """The inventory from the findings, each member with its host's own SSH settings; a
+    host ``origin`` names as another member than its etcd is a problem."""
+    by_address = {h.address: h for h in hosts}
+    found = inventory_from(findings, cluster, {k: v for k, v in ssh.items()
+                                               if v not in (None, False)}, tls)
+    for m in found.inventory["members"]:
+        h = by_address.get(m["ssh"]["host"]) or next(
+            (x for x in hosts if x.member_name == m["name"]), None)
+        if h is None:
+            continue
+        own = {k: v for k, v in (("host", h.address), ("user", h.user), ("port", h.port),
+                                 ("identity_file", h.identity_file)) if v is not None}
+        m["ssh"] = {**m["ssh"], **own}
+        if h.member_name and h.member_name != m["name"] and m["ssh"]["host"] == h.address:
+            found.problems.append(f"{origin} names {h.address} member {h.member_name!r}, but "
+                                  f"its etcd is named {m['name']!r}")
+    return found
+
+
+def inventory_text(found: Discovered, origin: str) -> str:
+    """The inventory file: a comment saying whence and what is missing, then the YAML."""
+    import yaml
+
+    return "".join(f"# {line}\n" for line in (
+        f"Inventory discovered from {origin}.", *(f"MISSING: {m}" for m in found.missing))) \
+        + yaml.safe_dump(found.inventory, sort_keys=False)

@@ -8,13 +8,21 @@ it onto the next line instead of cutting it. What the default tables leave out i
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
 from rich import box
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
+from .errors import EXIT_DRY_RUN
+from .inventory import Inventory
+from .methods import Advice
 from .model import InspectReport, MemberState, MinorityRead, id_hex
-from .plan.steps import BACKGROUND, Plan
+from .plan.steps import BACKGROUND, Plan, Step
 from .results import Summary
 
 
@@ -85,10 +93,18 @@ _DETAILS: tuple[Column, ...] = (
     ("DB", "right", True), ("SSH read", "right", True), ("seconds", "right", True))
 
 
-def inspect_table(report: InspectReport, console: Console, verbose: bool = False) -> None:
+def inspect_json(report: InspectReport, advice: Advice | None) -> dict[str, Any]:
+    """inspect -o json: the report, and the method recommended (None when it refused)."""
+    return {**report.to_json(), "method": {"recommended": advice.method,
+                                           "reasons": list(advice.reasons)}
+            if advice else None}
+
+
+def inspect_table(report: InspectReport, console: Console, verbose: bool = False,
+                  advice: Advice | None = None) -> None:
     """The members at a glance (fits 100 columns); ``verbose``: a second table with how each
     member was read, its ID, raft term, commit and applied index, DB size, the bytes read over
-    SSH and the time taken."""
+    SSH and the time taken; ``advice``: the method recommended, last."""
     table = _table(f"cluster {report.cluster}: what each member holds", _MEMBERS)
     for m in report.members:
         style = "bold green" if m.name == report.decision.chosen else ""
@@ -136,6 +152,9 @@ def inspect_table(report: InspectReport, console: Console, verbose: bool = False
                             f" - {report.decision.reason}"))
     console.print(_line(f"inspected {len(report.members)} members in "
                         f"{report.elapsed_s:.2f} s"))
+    if advice:
+        console.print(Text(f"recommended method: {advice.method} - "
+                           + "; ".join(advice.reasons)))
 
 
 def minority_line(m: MinorityRead) -> Text:
@@ -186,6 +205,80 @@ def plan_table(plan: Plan, console: Console) -> None:
     _later(plan, console)
 
 
+def reviewed_plan(plan: Plan, console: Console, pid: str, command: str | None) -> None:
+    """plan's table: the steps, the plan's ID and the command that carries out exactly this
+    plan (None: the plan could not be kept under its ID)."""
+    plan_table(plan, console)
+    console.print(_line(f"plan ID: {pid}"))
+    if command:
+        console.print(_line(f"to carry out exactly this plan: {command}"))
+
+
+def dry_run(plan: Plan, console: Console, pid: str | None = None, command: str | None = None,
+            resume: bool = False) -> None:
+    """Shown, not run (exit 4): the whole plan, its ID, and how to carry it out (``resume``:
+    how to continue the run)."""
+    plan_table(plan, console)
+    if resume:
+        console.print(_line(f"resume: nothing was changed. Add --confirm to continue this run "
+                            f"(exit {EXIT_DRY_RUN}: shown, not run)."))
+        return
+    if pid is not None:
+        console.print(_line(f"plan ID: {pid}"))
+    console.print(_line(f"dry run: nothing was changed. Add --confirm to carry out this plan "
+                        f"(exit {EXIT_DRY_RUN}: shown, not run)"
+                        + (f": {command}" if command else ".")))
+
+
+def run_start(plan: Plan, console: Console, journal_dir: Path, pid: str | None = None,
+              bound: bool = False) -> None:
+    """The line a run starts with. With a plan ID (execute): a run not bound to a reviewed
+    plan shows its steps and ID first; a bound one names a minority read again."""
+    named = ""
+    if pid is not None:
+        if not bound:
+            plan_table(plan, console)
+            console.print(_line(f"plan ID {pid}: not bound to a reviewed plan (--confirm "
+                                "without a plan ID derives the plan and runs it in one go)"))
+        elif plan.minority_read:  # plan_table said it above when not bound
+            console.print(minority_line(plan.minority_read))
+        named = f"plan {pid}" + (" (as reviewed)" if bound else "") + "; "
+    console.print(_line(f"run {plan.run_id}: {named}keep {plan.chosen}; {len(plan.steps)} "
+                        f"steps (journal in {journal_dir})"))
+
+
+Log = Callable[[str], None]
+OnStep = Callable[[str, Step], None]
+
+
+@contextlib.contextmanager
+def step_progress(console: Console, verbose: bool) -> Iterator[tuple[Log, OnStep | None]]:
+    """How a run shows while it runs: the executor's ``log`` and ``on_step``. Off a terminal,
+    every line plainly (for logs and pipes); on one, finished steps as lines and a live line
+    per running step with its time (``verbose``: every action too)."""
+    if not console.is_terminal:
+        yield (lambda msg: console.print(msg, markup=False)), None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                        TimeElapsedColumn(), console=console, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def on_step(event: str, step: Step) -> None:
+        if event == "start":
+            tasks[step.id] = progress.add_task(f"{step.id}: {step.title}"[:100])
+        elif step.id in tasks:
+            progress.remove_task(tasks.pop(step.id))
+
+    def log(msg: str) -> None:
+        if verbose or ": done" in msg or "WARNING" in msg or not msg.startswith("["):
+            progress.console.print(msg, markup=False, highlight=False)
+
+    with progress:
+        yield log, on_step
+
+
 def _later(plan: Plan, console: Console) -> None:
     for name in plan.rejoin_later:
         console.print(_line(f"{name} was unreachable: once it is back, bring it in with "
@@ -201,3 +294,41 @@ def summary_table(summary: Summary, console: Console) -> None:
                       Text("skipped (done before)" if s.skipped else f"{s.seconds:.2f}"))
     console.print(table, soft_wrap=False)  # a long title wraps too
     console.print(_line(summary.message))
+
+
+def inventory_json(inv: Inventory) -> dict[str, Any]:
+    """inventory check -o json: what the inventory describes."""
+    return {"cluster": inv.name, "runtime": inv.runtime,
+            "members": [{"name": m.name, "ssh_host": m.ssh.host, "peer_url": m.peer_url,
+                         "client_url": m.client_url, "data_dir": m.data_dir}
+                        for m in inv.members]}
+
+
+def inventory_table(inv: Inventory, console: Console) -> None:
+    """inventory check: each member's SSH address, URLs and data dir."""
+    table = Table(title=f"{inv.path}: cluster {inv.name} ({inv.runtime})")
+    for col in ("member", "ssh", "client URL", "peer URL", "data dir"):
+        table.add_column(col, overflow="fold")  # a long value wraps; it is never cut
+    for m in inv.members:
+        user = f"{m.ssh.user}@" if m.ssh.user else ""
+        port = f":{m.ssh.port}" if m.ssh.port else ""
+        table.add_row(m.name, f"{user}{m.ssh.host}{port}", m.client_url, m.peer_url, m.data_dir)
+    console.print(table, soft_wrap=False)  # a long title wraps too
+
+
+def lab_status(status: dict[str, Any], console: Console) -> None:
+    """lab status: each host's addresses and state, and the cluster's health."""
+    table = Table(title=f"lab {status['lab']} ({status['runtime']}, "
+                        f"etcd {status['etcd_version']})")
+    for col in ("host", "ssh", "client URL", "etcd", "host up", "etcd running", "healthy",
+                "partitioned"):
+        table.add_column(col, overflow="fold")  # a long value wraps; it is never cut
+    yes = {True: "yes", False: "no"}
+    for h in status["hosts"]:
+        table.add_row(h["name"], h["ssh"], h["client_url"], h["etcd_version"],
+                      yes[h["host_up"]],
+                      yes[h["etcd_running"]], yes[h["etcd_healthy"]], yes[h["partitioned"]])
+    console.print(table, soft_wrap=False)  # a long title wraps too
+    quorum = "has quorum" if status["quorum"] else "has LOST quorum"
+    console.print(_line(f"cluster: {status['healthy_members']}/{status['members']} members "
+                        f"healthy; {quorum}"))

@@ -17,7 +17,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from etcd_recovery import __version__, cli, planid
+from etcd_recovery import __version__, cli, planid, runs
 from etcd_recovery.errors import EXIT_DRY_RUN, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from etcd_recovery.inventory import dump_inventory
 
@@ -158,7 +158,7 @@ def planned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Any]
     inv = tmp_path / "inventory.yaml"
     inv.write_text(dump_inventory(pa_inventory("static-pod")))
     monkeypatch.setattr(cli, "_load", lambda path: pa_inventory("static-pod"))
-    monkeypatch.setattr(cli, "_derive_plan", lambda *a, **kw: (the_plan, pa_report()))
+    monkeypatch.setattr(runs, "derive_plan", lambda *a, **kw: (the_plan, pa_report()))
     return inv, the_plan
 
 

@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("plan", ("plan", "methods", "planid", "journal")),
     ("session", ("session",)),
     ("reading the cluster", ("inspect", "discover")),
+    ("the plan workflow", ("runs",)),
     ("render", ("render", "runbook")),
     ("execute and verify", ("executor", "stepchecks", "verify", "doctor")),
     ("lab", ("lab",)),

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 import yaml
 
 from etcd_recovery.inventory import parse_inventory
@@ -51,7 +50,7 @@ def test_one_mapping_from_ssh_settings_to_a_host_target(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """inspect's transports (from a member) and discover's (from its options, before there is
     an inventory) reach a host the same way: both go through host_target."""
-    from etcd_recovery import cli, discover
+    from etcd_recovery import discover
     from etcd_recovery.errors import UsageError
     from etcd_recovery.importer import ImportedHost
     from etcd_recovery.inventory import SshTarget
@@ -73,8 +72,7 @@ def test_one_mapping_from_ssh_settings_to_a_host_target(
     monkeypatch.setattr(discover, "probe_all", probe_all)
     common = {"user": None, "port": None, "identity_file": None, "known_hosts": "/k/known",
               "jump": "bastion:22", "sudo": True}
-    with pytest.raises(typer.Exit):
-        cli._write_discovered([ImportedHost("h1", user="ops", port=2200,
-                                            identity_file="/k/id")],
-                              common, None, None, None, "h1")
+    with pytest.raises(UsageError):
+        discover.probe([ImportedHost("h1", user="ops", port=2200, identity_file="/k/id")],
+                       common)
     assert seen == [host_target(ssh)]

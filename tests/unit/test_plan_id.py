@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from etcd_recovery import cli, methods, planid
+from etcd_recovery import cli, methods, planid, runs
 from etcd_recovery.errors import EXIT_DRY_RUN, EXIT_REFUSED, EXIT_USAGE
 from etcd_recovery.inventory import dump_inventory, load_inventory
 from etcd_recovery.journal import Journal
@@ -37,7 +37,7 @@ ID = re.compile(r"plan ID: ([0-9a-f]{12})")
 
 
 class Cluster:
-    """The fake cluster behind ``_derive_plan`` and the fake executor behind ``_run``."""
+    """The fake cluster behind ``runs.derive_plan`` and the fake executor behind ``cli._run``."""
 
     def __init__(self, tmp: Path) -> None:
         self.inventory = tmp / "inventory.yaml"
@@ -57,7 +57,7 @@ class Cluster:
                              "take_over_lock": o.take_over_lock,
                              "exclude": list(o.exclude) or None, "etcd_image": o.etcd_image})
         cfg = {m.name: m.config_text for m in self.report.members if m.config_text}
-        return methods.derive(inv, self.report, cfg, run_id or cli.new_run_id(),
+        return methods.derive(inv, self.report, cfg, run_id or runs.new_run_id(),
                               allow_quorum=o.allow_quorum, take_over_lock=o.take_over_lock,
                               exclude=o.exclude, etcd_image=o.etcd_image), self.report
 
@@ -100,7 +100,7 @@ class Cluster:
 def cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Cluster:
     c = Cluster(tmp_path)
     monkeypatch.setattr(cli, "_load", lambda path: load_inventory(path))  # no TCP connects
-    monkeypatch.setattr(cli, "_derive_plan", c.derive)
+    monkeypatch.setattr(runs, "derive_plan", c.derive)
     monkeypatch.setattr(cli, "_run", c.run)
     return c
 

@@ -31,29 +31,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from .. import versions
-from ..actions import (
-    Action,
-    AppendWal,
-    EtcdCall,
-    Run,
-    Wait,
-    WriteFile,
-)
+from ..actions import Action, AppendWal, EtcdCall, Run, Wait, WriteFile
 from ..errors import RefusedError, UsageError
 from ..formats.walwrite import hardstate_frame
 from ..inventory import Inventory, Member
 from ..model import InspectReport, MemberState, NewBinary, WalTail, id_hex
 from ..runtimes import config as rconf
 from ..runtimes.base import runtime_for
-from .common import (
-    backup_step,
-    fence_step,
-    lock_step,
-    members_arg,
-    space_checks,
-    unlock_step,
-    verify_step,
-)
+from . import common
 from .rejoin import rejoin_steps
 from .scripts import guarded, host_record, install_binary_argv
 from .steps import Plan, Step, StepKind, fingerprint, run_dir, with_preconditions
@@ -113,10 +98,10 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
              precondition="",
              check=f"no linearizable read succeeds; cluster IDs agree; {chosen.name} still "
                    "has the most up-to-date log; free space >= data size on every host",
-             actions=space_checks(reachable),
+             actions=common.space_checks(reachable),
              params={"members": names, "fingerprint": fingerprint(report),
                      "allow_quorum": allow_quorum, "exclude": sorted(exclude)}))
-    add(lock_step(run_id, reachable, take_over_lock))
+    add(common.lock_step(run_id, reachable, take_over_lock))
 
     # 2. fence every reachable member, the one to keep last: while others stop, whatever the
     #    rest still sends it (a leader's last entries, say) reaches it too. When no other
@@ -124,16 +109,16 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     others_run = any(states[m.name].etcd_running for m in reachable if m.name != chosen.name)
     for m in reachable:
         if m.name != chosen.name:
-            add(replace(fence_step(rt, m, run_id), group="fence"))
-    add(replace(fence_step(rt, chosen, run_id), group=None if others_run else "fence"))
+            add(replace(common.fence_step(rt, m, run_id), group="fence"))
+    add(replace(common.fence_step(rt, chosen, run_id), group=None if others_run else "fence"))
 
     # 3. back up the kept member's data dir and configuration; every other member's backup
     #    runs in the background while the kept member is restored (their data is untouched
     #    until their move-aside, which waits for it)
-    add(backup_step(rt, chosen, run_id))
+    add(common.backup_step(rt, chosen, run_id))
     for m in reachable:
         if m.name != chosen.name:
-            add(backup_step(rt, m, run_id, background=True))
+            add(common.backup_step(rt, m, run_id, background=True))
 
     # 4. align the kept member's WAL commit, force a new cluster from it, then restart it
     #    without the flag
@@ -194,7 +179,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                                  member_id=id_hex(p.id), if_listed=True, timeout_s=60.0)
                         for p in stale),
                       Wait("members-are", chosen.name, chosen.client_url, 30.0,
-                           members_arg([(chosen.name, chosen.peer_url)])))))
+                           common.members_arg([(chosen.name, chosen.peer_url)])))))
 
     # 5. every peer's old data moved aside at once; then the peers come back one at a time
     #    as learners (one learner at a time is all etcd 3.4/3.5 allow)
@@ -211,8 +196,8 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
 
     # 6. verify and release
     expected = [chosen.name, *[m.name for m in others]]
-    add(verify_step(expected, keys_before))
-    add(unlock_step(run_id, reachable))
+    add(common.verify_step(expected, keys_before))
+    add(common.unlock_step(run_id, reachable))
     return Plan(cluster=inv.name, runtime=inv.runtime, run_id=run_id, chosen=chosen.name,
                 reason=d.reason, fingerprint=fingerprint(report),
                 steps=with_preconditions(steps, chosen.name),

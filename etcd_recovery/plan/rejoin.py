@@ -7,25 +7,12 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Sequence
 
-from ..actions import (
-    EtcdCall,
-    Run,
-    Wait,
-    WriteFile,
-)
+from ..actions import EtcdCall, Run, Wait, WriteFile
 from ..inventory import Inventory, Member
 from ..model import PeerView, id_hex
 from ..runtimes import config as rconf
 from ..runtimes.base import Runtime, runtime_for
-from .common import (
-    backup_step,
-    fence_step,
-    lock_step,
-    members_arg,
-    unlock_step,
-    verify_step,
-    wal_apart_from_data,
-)
+from . import common
 from .scripts import guarded, host_record, move_aside_argv, space_argv
 from .steps import Plan, Step, StepKind, run_dir, with_preconditions
 
@@ -72,7 +59,7 @@ def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
              title=f"Add {m.name} back as a learner ({m.peer_url})",
              precondition="",
              check=f"the member list holds a learner with peer URL {m.peer_url}",
-             actions=(Wait("members-are", via.name, ep, 30.0, members_arg(members_before)),
+             actions=(Wait("members-are", via.name, ep, 30.0, common.members_arg(members_before)),
                       EtcdCall(via.name, "member-add-learner", ep, name=m.name,
                                peer_url=m.peer_url, result=ref, timeout_s=90.0))),
         Step(id=f"start-learner:{m.name}", phase="rejoin", kind=StepKind.START_LEARNER,
@@ -81,7 +68,7 @@ def rejoin_steps(rt: Runtime, m: Member, config: str, run_id: str, via: Member,
                    f"--initial-cluster={rconf.initial_cluster(after)}",
              precondition="",
              check=f"etcd runs on {m.name}",
-             actions=(Wait("members-are", via.name, ep, 30.0, members_arg(after)),
+             actions=(Wait("members-are", via.name, ep, 30.0, common.members_arg(after)),
                       WriteFile(m.name, staged, new_config, 0o600,
                                 rconf.unified_diff(config, new_config, cfg_file)),
                       Run(m.name, tuple(guarded(run_id, f"start-learner:{m.name}",
@@ -116,11 +103,12 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
                    "healthy voting member; free disk for the backup",
              precondition="",
              check=f"a linearizable read through {via} succeeds",
-             actions=(Run(name, tuple(space_argv(m.data_dir, *wal_apart_from_data(m))), 60.0),),
+             actions=(Run(name, tuple(space_argv(m.data_dir, *common.wal_apart_from_data(m))),
+                          60.0),),
              params={"via": via, "name": name}),
-        lock_step(run_id, [m], take_over_lock),
-        fence_step(rt, m, run_id),
-        backup_step(rt, m, run_id),
+        common.lock_step(run_id, [m], take_over_lock),
+        common.fence_step(rt, m, run_id),
+        common.backup_step(rt, m, run_id),
         Step(id=f"remove-old:{name}", phase="rejoin", kind=StepKind.REMOVE_OLD, host=name,
              title=f"Remove {name}'s old voting entry from membership"
                    + ("" if old else " (none listed when planned)"),
@@ -130,8 +118,8 @@ def make_rejoin_plan(inv: Inventory, name: str, via: str, config: str, run_id: s
                                     peer_url=m.peer_url, member_id=id_hex(p.id),
                                     if_listed=True, timeout_s=60.0) for p in old)),
         *rejoin_steps(rt, m, config, run_id, via_m, voters),
-        verify_step(sorted({*(n for n, _ in voters), name}), None),
-        unlock_step(run_id, [m]),
+        common.verify_step(sorted({*(n for n, _ in voters), name}), None),
+        common.unlock_step(run_id, [m]),
     ]
     return Plan(cluster=inv.name, runtime=inv.runtime, run_id=run_id, chosen=via,
                 reason=f"rejoin {name} through {via}", fingerprint="",

@@ -42,15 +42,7 @@ from ..inventory import Inventory, Member
 from ..model import InspectReport, MemberState
 from ..runtimes import config as rconf
 from ..runtimes.base import Runtime, runtime_for, sh
-from .common import (
-    backup_step,
-    fence_step,
-    lock_step,
-    members_arg,
-    space_checks,
-    unlock_step,
-    verify_step,
-)
+from . import common
 from .force_new_cluster import make_plan
 from .scripts import guarded, host_record, move_aside_argv
 from .steps import BACKGROUND, Plan, Step, StepKind, fingerprint, run_dir, with_preconditions
@@ -244,7 +236,7 @@ def _restore_and_start(rt: Runtime, reachable: Sequence[Member], configs: Mappin
         precondition="", check="the member list is exactly the restored members, each a "
                                 "voting member with a leader, serving a linearizable read",
         actions=(Wait("members-are", first.name, first.client_url, 90.0,
-                      members_arg([(m.name, m.peer_url) for m in reachable])),
+                      common.members_arg([(m.name, m.peer_url) for m in reachable])),
                  *(Wait("voting-healthy", m.name, m.client_url, 90.0) for m in reachable))))
     return steps
 
@@ -340,9 +332,9 @@ def make_snapshot_plan(inv: Inventory, report: InspectReport, configs: Mapping[s
     steps += _restore_and_start(rt, kept_first, configs, run_id, snap, ref, "", bump, True,
                                 tools, {chosen.name: orig})
     steps.append(_restore_check(ref, 0, bump))
-    steps.append(verify_step([chosen.name, *[m.name for m in reachable
+    steps.append(common.verify_step([chosen.name, *[m.name for m in reachable
                                              if m.name != chosen.name]], keys_before))
-    steps.append(unlock_step(run_id, reachable))
+    steps.append(common.unlock_step(run_id, reachable))
     return replace(base, steps=with_preconditions(steps, chosen.name),
                    reason=f"{base.reason}; every member restored from one snapshot of it")
 
@@ -389,13 +381,13 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
              precondition="",
              check=f"no linearizable read succeeds; {file.path} has sha256 {file.sha256}; free "
                    "space >= data size on every host",
-             actions=space_checks(reachable),
+             actions=common.space_checks(reachable),
              params={"members": names, "fingerprint": fingerprint(report), "file": file.path,
                      "sha256": file.sha256, "allow_older_data": allow_older_data,
                      "skip_hash_check": skip_hash_check}),
-        lock_step(run_id, reachable, take_over_lock)]
-    steps += [replace(fence_step(rt, m, run_id), group="fence") for m in reachable]
-    steps += [replace(backup_step(rt, m, run_id, background=True), group=BACKGROUND)
+        common.lock_step(run_id, reachable, take_over_lock)]
+    steps += [replace(common.fence_step(rt, m, run_id), group="fence") for m in reachable]
+    steps += [replace(common.backup_step(rt, m, run_id, background=True), group=BACKGROUND)
               for m in reachable]
     steps += _tools_steps(reachable, tools)
     for m in reachable:
@@ -408,8 +400,8 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
     steps += _restore_and_start(rt, reachable, configs, run_id, snap, "", file.sha256, bump,
                                 skip_hash_check or not file.has_hash, tools)
     steps.append(_restore_check("", file.revision, bump))
-    steps.append(verify_step(names, None))
-    steps.append(unlock_step(run_id, reachable))
+    steps.append(common.verify_step(names, None))
+    steps.append(common.unlock_step(run_id, reachable))
     return Plan(cluster=inv.name, runtime=inv.runtime, run_id=run_id, chosen=names[0],
                 reason=f"every member restored from {file.path} (revision {file.revision}, "
                        f"{file.total_key} keys, {file.size} bytes, taken "

@@ -19,29 +19,18 @@ from __future__ import annotations
 
 import struct
 
+from ..proto.raft_pb2 import HardState
+from ..proto.wal_pb2 import Record
 from .wal import crc32c_update
 
 STATE_TYPE = 3
 
 
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field_varint(num: int, value: int) -> bytes:
-    return varint(num << 3) + varint(value)
-
-
 def hardstate_bytes(term: int, vote: int, commit: int) -> bytes:
-    return _field_varint(1, term) + _field_varint(2, vote) + _field_varint(3, commit)
+    """raftpb.HardState as etcd marshals it: every field written, zeros too (gogoproto's
+    non-nullable fields; a proto2 field set explicitly is written the same way), in field
+    order."""
+    return HardState(term=term, vote=vote, commit=commit).SerializeToString()
 
 
 def frame(record: bytes) -> bytes:
@@ -57,6 +46,5 @@ def hardstate_frame(prev_crc: int, term: int, vote: int, commit: int) -> tuple[b
     and the running CRC after it."""
     data = hardstate_bytes(term, vote, commit)
     crc = crc32c_update(prev_crc, data)
-    record = _field_varint(1, STATE_TYPE) + _field_varint(2, crc) + \
-        varint((3 << 3) | 2) + varint(len(data)) + data
+    record = Record(type=STATE_TYPE, crc=crc, data=data).SerializeToString()
     return frame(record), crc

@@ -31,9 +31,9 @@ from etcd_recovery.formats.snap import (
 )
 from etcd_recovery.formats.source import BytesSource, FileSource
 from etcd_recovery.formats.wal import crc32c, read_wal, wal_file_names
-from etcd_recovery.formats.walwrite import varint as _varint
 from tests.formats.conftest import RunFactory
 from tests.formats.realetcd import ROLES, EtcdRun
+from tests.formats.wire import varint as _varint
 
 
 @pytest.fixture(scope="module", params=ROLES)

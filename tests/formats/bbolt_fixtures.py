@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from etcd_recovery.formats.source import BytesSource
 from etcd_recovery.lab.builds import version_of
 from tests.formats.realetcd import build_dir
 
@@ -185,29 +186,16 @@ def running_etcd(role: str, data_dir: Path, name: str = "m1",
         etcd.stop(signal.SIGKILL)
 
 
-class RecordingSource:
-    """A ByteSource over bytes that records every read (offset, length)."""
+class RecordingSource(BytesSource):
+    """A BytesSource that records every read (offset, length)."""
 
     def __init__(self, data: bytes, name: str = "<test>") -> None:
-        self._data = data
-        self._name = name
+        super().__init__(data, name)
         self.reads: list[tuple[int, int]] = []
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def size(self) -> int:
-        return len(self._data)
-
     def read(self, offset: int, length: int) -> bytes:
-        assert offset >= 0 and length >= 0
         self.reads.append((offset, length))
-        return self._data[offset:offset + length]
-
-    @property
-    def bytes_read(self) -> int:
-        return sum(len(self._data[o:o + n]) for o, n in self.reads)
+        return super().read(offset, length)
 
 
 # --- building small bbolt files by hand -------------------------------------------------

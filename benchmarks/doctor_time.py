@@ -37,10 +37,11 @@ def doctor_runs(lab_dir: Path, runs: int) -> list[dict[str, Any]]:
         res = cli("doctor", "-i", str(lab_dir / "inventory.yaml"), "-o", "json", check=False)
         wall = time.monotonic() - t0
         report = json.loads(res.stdout)
-        failed = sorted({c["name"] for c in report["checks"] if c["status"] == "fail"})
+        named = {status: sorted({c["check"] for c in report["checks"] if c["status"] == status})
+                 for status in ("warn", "fail")}
         out.append({"wall_s": round(wall, 2), "elapsed_s": report["elapsed_s"],
                     "exit": res.returncode, "timings_s": report.get("timings_s", {}),
-                    "failed": failed})
+                    "warned": named["warn"], "failed": named["fail"]})
     return out
 
 

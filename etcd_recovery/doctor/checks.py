@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from importlib import resources
 
 from .. import versions as ver
 from ..hostchecks import CertInfo
@@ -64,71 +66,17 @@ CERT_FAIL = dt.timedelta(days=7)
 SOFT_RETRIES = 3                     # etcd-diagnosis epstatus maxRetries
 SOFT_RETRY_WAIT_S = 1.0              # etcd-diagnosis epstatus time.Sleep(time.Second)
 
-_E = "etcd-diagnosis"
-_S = "ssh"
-CHECKS: tuple[CheckInfo, ...] = (
-    CheckInfo("membership", _E, "every member lists the same members (serializable "
-              "MemberList)", "fail: lists differ, or a member gave none (etcd-diagnosis)"),
-    CheckInfo("endpoint-status", _E, "each member answers Status, knows a leader, reports no "
-              "errors", "fail: no answer, no leader, or errors"),
-    CheckInfo("status-hard", _E, "cluster ID, version and storage version equal on every "
-              "member", "fail: they differ (etcd-diagnosis compareHardInfo)"),
-    CheckInfo("status-soft", _E, "revision, raft term, raft index, applied index and leader "
-              "equal on every member, 3 tries 1 s apart", "warn: still differ after 3 tries "
-              "(etcd-diagnosis compareSoftInfo)"),
-    CheckInfo("db-quota", _E, "DB size against the member's --quota-backend-bytes",
-              "warn >= 80 % (etcd-diagnosis); fail > 95 % (etcd mixin "
-              "etcdDatabaseQuotaLowSpace)"),
-    CheckInfo("db-fragmentation", _E, "free pages in the DB file", "warn: free > in use and "
-              "free > 1 GB (etcd-diagnosis checkDBSize)"),
-    CheckInfo("read-serializable", _E, "a serializable read of one key, timed",
-              "fail: it failed; warn > 100 ms (etcd --warning-apply-duration)"),
-    CheckInfo("read-linearizable", _E, "a linearizable read of one key, timed",
-              "fail: it failed; warn > 100 ms (etcd --warning-apply-duration)"),
-    CheckInfo("metric-wal-fsync", _E, "p50-p99 of etcd_disk_wal_fsync_duration_seconds",
-              "warn: p99 > 0.5 s; fail > 1 s (etcd mixin etcdHighFsyncDurations)"),
-    CheckInfo("metric-backend-commit", _E, "p50-p99 of "
-              "etcd_disk_backend_commit_duration_seconds", "warn: p99 > 0.25 s (etcd mixin "
-              "etcdHighCommitDurations)"),
-    CheckInfo("metric-apply", _E, "p50-p99 of etcd_server_apply_duration_seconds",
-              "warn: p99 > 100 ms (etcd --warning-apply-duration)"),
-    CheckInfo("metric-range", _E, "p50-p99 of etcd_server_range_duration_seconds (3.6+)",
-              "none: reported"),
-    CheckInfo("metric-peer-rtt", _E, "p50-p99 of etcd_network_peer_round_trip_time_seconds, "
-              "slowest peer", "warn: p99 > 0.15 s (etcd mixin etcdMemberCommunicationSlow)"),
-    CheckInfo("metric-rss", _E, "process_resident_memory_bytes", "none: reported"),
-    CheckInfo("ssh", _S, "SSH in and run a command as root (sudo -n for a non-root user)",
-              "fail: either does not work"),
-    CheckInfo("certificates", _S, "the member's server, peer and CA certificates on its "
-              "host: expiry, readable by etcd, SANs cover its URLs",
-              "warn < 30 days; fail < 7 days, expired, unreadable or SANs not covering"),
-    CheckInfo("client-certificate", _S, "the inventory's client certificate (this machine)",
-              "warn < 30 days; fail < 7 days or expired"),
-    CheckInfo("versions", _S, "known etcd bugs that matter to a recovery, for the running "
-              "version", "warn: a patch release of its own line fixes one (named)"),
-    CheckInfo("disk-space", _S, "free space where a recovery keeps its backups "
-              "(/var/lib/etcd-recovery) against the data dir's size",
-              "fail < 1x data size (the plan refuses); warn < 2x (backup and a re-added "
-              "member's fresh copy beside its moved-aside data)"),
-    CheckInfo("data-dir-fs", _S, "data dir (and --wal-dir) on a filesystem of its own",
-              "warn: on the root filesystem"),
-    CheckInfo("clock-skew", _S, "spread of the hosts' clocks (each read against ours)",
-              "warn > 1 s beyond the reading's uncertainty (etcd's prober clock drift)"),
-    CheckInfo("learners", _S, "learners in the membership", "warn: a learner not promoted"),
-    CheckInfo("inventory", _S, "membership and inventory name the same members at the same "
-              "peer URLs", "fail: a member unknown to either, or renamed"),
-    CheckInfo("inventory-config", _S, "each member's inventory fields (name, data_dir, "
-              "wal_dir, peer_url, client_url, its configuration file) against the host's "
-              "configuration file and running etcd: what inventory discover would write today",
-              "fail: a field differs, or the configuration file is missing"),
-    CheckInfo("alarms", _S, "active alarms (NOSPACE, CORRUPT)", "fail: any alarm"),
-    CheckInfo("rehearse-data-dir", _S, "the data dir's WAL and snap directories readable as "
-              "root", "fail: not readable"),
-    CheckInfo("rehearse-disk-reader", _S, "inspect's WAL reader, in place while etcd runs",
-              "fail: it cannot read"),
-    CheckInfo("rehearse-plan", _S, "plan --allow-quorum would produce a plan (nothing "
-              "changed)", "fail: no plan"),
-)
+
+
+def _catalogue() -> tuple[CheckInfo, ...]:
+    """Every check, in the table's order, from checks.toml beside this file (a table of
+    names and texts: data, not code)."""
+    raw = tomllib.loads(resources.files(__package__).joinpath("checks.toml").read_text())
+    return tuple(CheckInfo(c["name"], c["group"], c["about"], c["threshold"])
+                 for c in raw["check"])
+
+
+CHECKS = _catalogue()
 CHECK_NAMES = tuple(c.name for c in CHECKS)
 
 

@@ -39,20 +39,13 @@ from etcd_recovery.formats.bbolt import BoltDB, Bucket, Entry, open_db
 from etcd_recovery.formats.source import ByteSource
 from etcd_recovery.proto.etcdserver_pb2 import AlarmMember
 
-META_BUCKET = b"meta"
-KEY_BUCKET = b"key"
-CLUSTER_BUCKET = b"cluster"
-MEMBERS_BUCKET = b"members"
-MEMBERS_REMOVED_BUCKET = b"members_removed"
-ALARM_BUCKET = b"alarm"
-
-CONSISTENT_INDEX_KEY = b"consistent_index"
-TERM_KEY = b"term"
-CONF_STATE_KEY = b"confState"
-SCHEDULED_COMPACT_KEY = b"scheduledCompactRev"
-FINISHED_COMPACT_KEY = b"finishedCompactRev"
-STORAGE_VERSION_KEY = b"storageVersion"
-CLUSTER_VERSION_KEY = b"clusterVersion"
+# The buckets and keys of the module docstring, by the names it gives them.
+META_BUCKET, KEY_BUCKET, CLUSTER_BUCKET = b"meta", b"key", b"cluster"
+MEMBERS_BUCKET, MEMBERS_REMOVED_BUCKET, ALARM_BUCKET = b"members", b"members_removed", b"alarm"
+CONSISTENT_INDEX_KEY, TERM_KEY, CONF_STATE_KEY = b"consistent_index", b"term", b"confState"
+SCHEDULED_COMPACT_KEY, FINISHED_COMPACT_KEY = b"scheduledCompactRev", b"finishedCompactRev"
+STORAGE_VERSION_KEY = b"storageVersion"       # meta bucket, 3.6+
+CLUSTER_VERSION_KEY = b"clusterVersion"       # cluster bucket
 
 REVISION_KEY_LEN = 17
 TOMBSTONE_MARK = ord("t")

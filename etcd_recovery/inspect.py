@@ -418,6 +418,21 @@ def read_etcdutl(member: Member, factory: TransportFactory = ssh_transport
         t.close()
 
 
+def same_file_on_host(member: Member, path: str, sha256: str,
+                      factory: TransportFactory = ssh_transport) -> bool:
+    """Whether the host has ``path`` with this sha256 (--etcdutl PATH when the hosts hold
+    the same build at the same place, as a build mounted or installed everywhere does):
+    then it runs in place and is not copied."""
+    t = factory(member)
+    try:
+        res = t.run(["sha256sum", path], sudo=True, check=False, timeout=20)
+        return res.exit_status == 0 and res.stdout.decode(errors="replace")[:64] == sha256
+    except TransportError:
+        return False
+    finally:
+        t.close()
+
+
 def inspect_member(member: Member, inv: Inventory, factory: TransportFactory = ssh_transport,
                    stopped: StoppedSeen | None = None) -> tuple[MemberState, Quorum]:
     t0 = time.monotonic()

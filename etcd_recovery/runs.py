@@ -19,7 +19,13 @@ from typing import Any, cast
 
 from . import planid
 from .errors import EtcdRecoveryError, FormatError, RefusedError, UsageError
-from .inspect import inspect_cluster, read_configs, read_etcdutl, read_new_binary
+from .inspect import (
+    inspect_cluster,
+    read_configs,
+    read_etcdutl,
+    read_new_binary,
+    same_file_on_host,
+)
 from .inventory import Inventory
 from .journal import Journal
 from .methods import Advice, derive, recommend
@@ -133,8 +139,13 @@ def derive_plan(inv: Inventory, o: planid.Options,
         if o.etcdutl:
             version, digest = local_etcdutl(o.etcdutl)
             where = etcdutl_on_host(run_dir(run_id))
-            tools = {m.name: Etcdutl(where, version, str(Path(o.etcdutl).resolve()), digest)
-                     for m in reachable}
+            local = str(Path(o.etcdutl).resolve())
+            # A host that holds this very build at the same path runs it there: not copied.
+            with ThreadPoolExecutor(max_workers=max(1, len(reachable))) as pool:
+                there = list(pool.map(lambda m: same_file_on_host(m, local, digest), reachable))
+            tools = {m.name: Etcdutl(local, version) if has else
+                     Etcdutl(where, version, local, digest)
+                     for m, has in zip(reachable, there, strict=True)}
         elif inv.runtime == "systemd":
             with ThreadPoolExecutor(max_workers=max(1, len(reachable))) as pool:
                 found = dict(zip([m.name for m in reachable],

@@ -151,6 +151,22 @@ def restore_argv(etcdutl: str, snap: str, m: Member, initial_cluster: str, token
               ': > "$k.done"', m.data_dir, wal, mark, *args)
 
 
+def etcdutl_line(reachable: Sequence[Member], tools: Mapping[str, Etcdutl]) -> str:
+    """The plan's one line on where each host's etcdutl comes from."""
+    in_place: dict[str, list[str]] = {}
+    copied: dict[str, list[str]] = {}
+    for m in reachable:
+        t = tools[m.name]
+        if t.upload_from is None:
+            in_place.setdefault(f"{t.path}, {t.version or 'version unknown'}", []).append(m.name)
+        else:
+            copied.setdefault(f"{t.upload_from}, sha256 {t.sha256[:12]}", []).append(m.name)
+    parts = [f"on {', '.join(names)} the host's own ({what})" for what, names in in_place.items()]
+    parts += [f"copied from this machine to {', '.join(names)} ({what})"
+              for what, names in copied.items()]
+    return "etcdutl: " + "; ".join(parts)
+
+
 def _tools_steps(reachable: Sequence[Member], tools: Mapping[str, Etcdutl],
                  first: str = "") -> list[Step]:
     """The uploads of etcdutl, in the background: nothing before the first etcdutl command
@@ -336,7 +352,8 @@ def make_snapshot_plan(inv: Inventory, report: InspectReport, configs: Mapping[s
                                              if m.name != chosen.name]], keys_before))
     steps.append(common.unlock_step(run_id, reachable))
     return replace(base, steps=with_preconditions(steps, chosen.name),
-                   reason=f"{base.reason}; every member restored from one snapshot of it")
+                   reason=f"{base.reason}; every member restored from one snapshot of it",
+                   advisories=(*base.advisories, etcdutl_line(reachable, tools)))
 
 
 def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
@@ -408,5 +425,6 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
                        f"{file.age_s / 3600:.1f} h ago)",
                 fingerprint=fingerprint(report),
                 steps=with_preconditions(steps, names[0]),
-                unreachable=unreachable, rejoin_later=unreachable, inventory=inv.path)
+                unreachable=unreachable, rejoin_later=unreachable, inventory=inv.path,
+                advisories=(etcdutl_line(reachable, tools),))
 

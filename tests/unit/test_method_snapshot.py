@@ -81,6 +81,23 @@ def test_a_backend_with_its_whole_log_is_copied_without_starting_etcd(runtime: s
     assert plan.rejoin_later == ("etcd-2",)
 
 
+def test_a_host_holding_the_same_etcdutl_runs_it_in_place_and_the_plan_says_where() -> None:
+    # etcd-1 has the build at the same path with the same sha256 (runs.py checks it on the
+    # host): it is not copied there; etcd-3 gets the copy.
+    tools = {**TOOLS, "etcd-1": Etcdutl("/opt/etcd-3.5.16/etcdutl", "3.5.16")}
+    plan = make_snapshot_plan(inventory("static-pod"), versioned(covered(report())),
+                              configs("static-pod"), "r1", tools)
+    ids = kinds(plan.steps)
+    assert "etcdutl:etcd-1" not in ids and "etcdutl:etcd-3" in ids
+    restore = next(s for s in plan.steps if s.id == "restore:etcd-1")
+    assert any(isinstance(a, Run) and "/opt/etcd-3.5.16/etcdutl" in a.argv
+               for a in restore.actions), restore.actions
+    line = next(a for a in plan.advisories if a.startswith("etcdutl: "))
+    assert line == ("etcdutl: on etcd-1 the host's own (/opt/etcd-3.5.16/etcdutl, 3.5.16); "
+                    "copied from this machine to etcd-3 (/opt/etcd-3.5.16/etcdutl, sha256 "
+                    + "ab" * 6 + ")")
+
+
 def test_a_backend_behind_its_log_applies_it_alone_first_and_stops_again() -> None:
     plan = make_snapshot_plan(inventory("systemd"), versioned(report()), configs("systemd"),
                               "r1", TOOLS)

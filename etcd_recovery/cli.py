@@ -123,9 +123,9 @@ MethodOpt = Annotated[str | None, _opt("--method METHOD", """
     learners one at a time) or snapshot (one snapshot of the kept member's whole log restored
     on every member at once, with a new cluster token and a bumped revision).""")]
 FromSnapshotOpt = Annotated[str | None, _opt("--from-snapshot FILE", """
-    Restore every member from this snapshot file on this machine (etcdctl snapshot save, or a
-    copied member/snap/db with --skip-hash-check): for when no member's data is to be
-    trusted.""")]
+    Restore every member from this snapshot file (etcdctl snapshot save, or a copied
+    member/snap/db with --skip-hash-check): for when no member's data is to be trusted. FILE
+    is on this machine, or MEMBER:/PATH on that member's host.""")]
 BumpOpt = Annotated[int | None, _opt("--bump-revision N", """
     The snapshot method: add N to the restored revision and mark it compacted (default
     1000000000, etcd's advice for Kubernetes).""")]

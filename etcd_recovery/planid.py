@@ -162,10 +162,18 @@ def options_of(plan: Plan) -> Options:
                    else force.params.get("etcd_binary"),
                    method="snapshot" if snapshot and file_pre is None else None,
                    bump_revision=int(restore.params["bump_revision"]) if restore else None,
-                   etcdutl=uploads[0] if uploads else None,
-                   from_snapshot=str(file_pre.params["file"]) if file_pre else None,
+                   etcdutl=uploads[0] if uploads else next(
+                       (str(s.params["etcdutl_flag"]) for s in plan.steps
+                        if "etcdutl_flag" in s.params), None),
+                   from_snapshot=_file_given(file_pre.params) if file_pre else None,
                    skip_hash_check=bool(file_pre and file_pre.params["skip_hash_check"]),
                    allow_older_data=bool(file_pre and file_pre.params["allow_older_data"]))
+
+
+def _file_given(params: Mapping[str, Any]) -> str:
+    """--from-snapshot as given: FILE, or HOST:FILE for a file on a member's host."""
+    host = params.get("file_host")
+    return f"{host}:{params['file']}" if host else str(params["file"])
 
 
 def contradictions(planned: Options, given: Options) -> list[str]:

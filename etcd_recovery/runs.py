@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from . import planid
-from .errors import EtcdRecoveryError, FormatError, RefusedError, UsageError
+from .errors import (
+    EtcdRecoveryError,
+    FormatError,
+    RefusedError,
+    TransportError,
+    UsageError,
+)
 from .inspect import (
     inspect_cluster,
     read_configs,
@@ -26,7 +32,7 @@ from .inspect import (
     read_new_binary,
     same_file_on_host,
 )
-from .inventory import Inventory
+from .inventory import Inventory, Member
 from .journal import Journal
 from .methods import Advice, derive, recommend
 from .model import InspectReport
@@ -66,9 +72,17 @@ def inspection(inv: Inventory,
 
 # ----------------------------------------------------------------- deriving a plan
 
-def snapshot_input(path: str) -> SnapshotInput:
-    """--from-snapshot FILE, read and checked here: integrity hash, etcdutl's status
-    figures, its sha256 for the copies, its age."""
+def snapshot_input(given: str, inv: Inventory) -> SnapshotInput:
+    """--from-snapshot FILE (on this machine) or HOST:FILE (an absolute path on the host of
+    the member HOST), read and checked here: integrity hash, etcdutl's status figures, its
+    sha256 for the copies, its age."""
+    host, sep, path = given.partition(":")
+    if sep and path.startswith("/") and host in {m.name for m in inv.members}:
+        return _host_snapshot(inv.member(host), path, given)
+    return _local_snapshot(given)
+
+
+def _local_snapshot(path: str) -> SnapshotInput:
     import hashlib
     import time
 
@@ -92,6 +106,35 @@ def snapshot_input(path: str) -> SnapshotInput:
                          total_key=info.total_keys or info.total_entries, hash=info.hash,
                          size=info.size, has_hash=info.has_hash,
                          age_s=max(0.0, time.time() - st.st_mtime))
+
+
+def _host_snapshot(member: Member, path: str, given: str) -> SnapshotInput:
+    """The file read where it is, over SSH: its bytes through the same reader, its sha256 and
+    modification time from the host (the age is by the host's clock)."""
+    from .formats.snapshot import read_snapshot
+    from .transport.factory import ssh_transport
+
+    t = ssh_transport(member)
+    try:
+        info = read_snapshot(t.open_file(path, sudo=True))
+        res = t.run(["sh", "-c", 'sha256sum "$1" && stat -c %Y "$1" && date +%s',
+                     "etcd-recovery", path], sudo=True, timeout=600)
+        words = res.stdout.decode(errors="replace").split()
+        digest, mtime, now = words[0], int(words[2]), int(words[3])
+    except TransportError as exc:   # (a RemoteCommandError too)
+        raise UsageError(f"--from-snapshot {given}: cannot read it on {member.name}: "
+                         f"{exc}") from exc
+    except FormatError as exc:
+        raise UsageError(f"--from-snapshot {given}: {exc}") from exc
+    except (IndexError, ValueError) as exc:
+        raise UsageError(f"--from-snapshot {given}: {member.name} answered sha256sum/stat "
+                         "with something else than a digest and a time") from exc
+    finally:
+        t.close()
+    return SnapshotInput(path=path, sha256=digest, revision=info.revision,
+                         total_key=info.total_keys or info.total_entries, hash=info.hash,
+                         size=info.size, has_hash=info.has_hash,
+                         age_s=float(max(0, now - mtime)), host=member.name)
 
 
 def local_etcdutl(path: str) -> tuple[str | None, str]:
@@ -119,7 +162,7 @@ def derive_plan(inv: Inventory, o: planid.Options,
     over what inspect read); the plan and the inspection it was made from. ``o``: the
     command line's (or the reviewed plan's) options. A refused inspection raises
     :class:`NoPlan`."""
-    file = snapshot_input(o.from_snapshot) if o.from_snapshot else None
+    file = snapshot_input(o.from_snapshot, inv) if o.from_snapshot else None
     report = inspect_cluster(inv, allow_quorum=o.allow_quorum, exclude=o.exclude or ())
     if report.decision.refused and file is None:
         raise NoPlan(report)
@@ -143,7 +186,7 @@ def derive_plan(inv: Inventory, o: planid.Options,
             # A host that holds this very build at the same path runs it there: not copied.
             with ThreadPoolExecutor(max_workers=max(1, len(reachable))) as pool:
                 there = list(pool.map(lambda m: same_file_on_host(m, local, digest), reachable))
-            tools = {m.name: Etcdutl(local, version) if has else
+            tools = {m.name: Etcdutl(local, version, from_flag=True) if has else
                      Etcdutl(where, version, local, digest)
                      for m, has in zip(reachable, there, strict=True)}
         elif inv.runtime == "systemd":

@@ -63,11 +63,13 @@ class Etcdutl:
     version: str | None
     upload_from: str | None = None
     sha256: str = ""
+    from_flag: bool = False     # --etcdutl PATH, found on the host at PATH: run in place
 
 
 @dataclass(frozen=True)
 class SnapshotInput:
-    """``--from-snapshot FILE``, as read on this machine when planning (formats/snapshot.py)."""
+    """``--from-snapshot FILE`` (or ``HOST:FILE``), as read when planning
+    (formats/snapshot.py): on this machine, or on the member ``host``."""
 
     path: str
     sha256: str
@@ -77,6 +79,11 @@ class SnapshotInput:
     size: int
     has_hash: bool
     age_s: float
+    host: str = ""          # "" on this machine; else the member whose host holds it
+
+    @property
+    def shown(self) -> str:
+        return f"{self.host}:{self.path}" if self.host else self.path
 
 
 def etcdutl_on_host(rdir: str) -> str:
@@ -220,7 +227,9 @@ def _restore_and_start(rt: Runtime, reachable: Sequence[Member], configs: Mappin
                          posixpath.join(rdir, "restore")), 600.0)), 600.0),
                      host_record(m.name, run_id, sid)),
             params={"snapshot": snap, "ref": ref, "sha256": sha256, "bump_revision": bump,
-                    "token": token, "etcdutl": etcdutl, "skip_hash_check": skip_hash_check}))
+                    "token": token, "etcdutl": etcdutl, "skip_hash_check": skip_hash_check,
+                    # (what options_of reads --etcdutl back from when nothing is copied)
+                    **({"etcdutl_flag": etcdutl} if tools[m.name].from_flag else {})}))
     # One at a time, each once the one before serves its peer URL: a member's initial
     # corruption check (on in kubeadm's and kubespray's flags) asks every peer for its
     # HashKV, one after another, each for up to etcd's request timeout (5 s + 2 x the
@@ -377,14 +386,15 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
             raise RefusedError(f"{m.name}: its etcd configuration ({rt.config_path(m)}) could "
                                "not be read")
     if not file.has_hash and not skip_hash_check:
-        raise RefusedError(f"no plan: {file.path} has no integrity hash (a copied "
+        raise RefusedError(f"no plan: {file.shown} has no integrity hash (a copied "
                            "member/snap/db, not `etcdctl snapshot save`): nothing proves it "
                            "whole; give --skip-hash-check to restore it anyway")
     newer = [f"{s.name} (revision {s.revision})" for s in report.members
              if s.readable and s.revision is not None and s.revision > file.revision]
     if newer and not allow_older_data:
-        raise RefusedError(f"no plan: {', '.join(newer)} hold(s) newer data than {file.path} "
-                           f"(revision {file.revision}): restoring the file rolls the cluster "
+        raise RefusedError(f"no plan: {', '.join(newer)} hold(s) newer data than "
+                           f"{file.shown} (revision {file.revision}): restoring the file rolls "
+                           "the cluster "
                            "back; give --allow-older-data to do it anyway, or use "
                            "--method snapshot to restore from the members' own data")
     _check_versions(reachable, states, tools)
@@ -393,13 +403,14 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
     steps: list[Step] = [
         Step(id="preflight", phase="preflight", kind=StepKind.PREFLIGHT_SNAPSHOT, host=None,
              mutating=False,
-             title=f"Re-check: quorum lost, the members as planned, {file.path} unchanged "
+             title=f"Re-check: quorum lost, the members as planned, {file.shown} unchanged "
                    "(sha256), enough free disk for backups",
              precondition="",
-             check=f"no linearizable read succeeds; {file.path} has sha256 {file.sha256}; free "
-                   "space >= data size on every host",
+             check=f"no linearizable read succeeds; {file.shown} has sha256 {file.sha256}; "
+                   "free space >= data size on every host",
              actions=common.space_checks(reachable),
              params={"members": names, "fingerprint": fingerprint(report), "file": file.path,
+                     **({"file_host": file.host} if file.host else {}),
                      "sha256": file.sha256, "allow_older_data": allow_older_data,
                      "skip_hash_check": skip_hash_check}),
         common.lock_step(run_id, reachable, take_over_lock)]
@@ -410,9 +421,10 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
     for m in reachable:
         steps.append(Step(id=f"send:{m.name}", phase="restore", kind=StepKind.SNAPSHOT_SEND,
                           host=m.name, group="send",
-                          title=f"Copy {file.path} to {m.name}:{snap}",
+                          title=f"Copy {file.shown} to {m.name}:{snap}",
                           precondition="", check=f"{snap} on {m.name} has sha256 {file.sha256}",
-                          actions=(CopyFile("", file.path, m.name, snap, 0o600, file.sha256),),
+                          actions=(CopyFile(file.host, file.path, m.name, snap, 0o600,
+                                            file.sha256),),
                           params={"snapshot": snap}))
     steps += _restore_and_start(rt, reachable, configs, run_id, snap, "", file.sha256, bump,
                                 skip_hash_check or not file.has_hash, tools)
@@ -420,7 +432,7 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
     steps.append(common.verify_step(names, None))
     steps.append(common.unlock_step(run_id, reachable))
     return Plan(cluster=inv.name, runtime=inv.runtime, run_id=run_id, chosen=names[0],
-                reason=f"every member restored from {file.path} (revision {file.revision}, "
+                reason=f"every member restored from {file.shown} (revision {file.revision}, "
                        f"{file.total_key} keys, {file.size} bytes, taken "
                        f"{file.age_s / 3600:.1f} h ago)",
                 fingerprint=fingerprint(report),

@@ -42,9 +42,11 @@ def prepare_preflight_file(ex: Runner, step: Step) -> dict[int, str]:
         st = next(s for s in report.members if s.name == name)
         if not st.reachable:
             raise PreconditionError(f"{name} is no longer reachable: {st.error}")
-    got = ex.sha256("", step.params["file"])
+    host = str(step.params.get("file_host", ""))     # "" on this machine
+    got = ex.sha256(host, step.params["file"])
     if got != step.params["sha256"]:
-        raise PreconditionError(f"{step.params['file']} changed since the plan was made "
+        shown = f"{host}:{step.params['file']}" if host else step.params["file"]
+        raise PreconditionError(f"{shown} changed since the plan was made "
                                 f"(sha256 {got}, the plan's {step.params['sha256']}); "
                                 "make a new plan")
     return {}

@@ -10,10 +10,13 @@ exactly the plan's actions."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from etcd_recovery.lab import builds
 from etcd_recovery.lab.lab import KEY_PREFIX
@@ -114,12 +117,23 @@ def test_snapshot_method_restores_five_members_three_lost(
     assert "compacted" in watch.stdout + watch.stderr, watch
 
 
+@pytest.mark.parametrize("where", ["this machine", "a host"])
 def test_from_snapshot_restores_a_cluster_whose_every_disk_is_gone(
-        make_lab: Callable[..., LabHandle], tmp_path: Path) -> None:
+        make_lab: Callable[..., LabHandle], tmp_path: Path, where: str) -> None:
     lab = make_lab(members=3, runtime="static-pod", version="3.6-newest", keys=300)
     snap = tmp_path / "etcd-backup.db"
     saved = etcdctl(lab.dir, f"snapshot save {snap}", lab.client_url("etcd-1"), timeout=60)
     assert saved.returncode == 0, saved.stderr
+    given = str(snap)
+    if where == "a host":   # a backup kept on etcd-2's host, outside its data dir
+        put = subprocess.run(["scp", "-q", "-i", str(lab.dir / "ssh" / "id_ed25519"), "-o",
+                              f"UserKnownHostsFile={lab.dir / 'known_hosts'}", "-o",
+                              "StrictHostKeyChecking=yes", "-F", "/dev/null", str(snap),
+                              f"root@{lab.ip('etcd-2')}:/root/etcd-backup.db"],
+                             capture_output=True, text=True, timeout=60)
+        assert put.returncode == 0, put.stderr
+        snap.unlink()   # not on this machine any more: only the host's copy can serve
+        given = "etcd-2:/root/etcd-backup.db"
     # Written after the backup: a restore from the file cannot have these.
     later = etcdctl(lab.dir, f"put {AFTER}late v", lab.client_url("etcd-1"))
     assert later.returncode == 0, later.stderr
@@ -128,11 +142,14 @@ def test_from_snapshot_restores_a_cluster_whose_every_disk_is_gone(
         gone = ssh(lab.dir, h.mgmt_ip, "rm -rf /var/lib/etcd/member")
         assert gone.returncode == 0, gone.stderr
     etcdutl = f"/opt/etcd-{builds.version_of('3.6-newest')}/etcdutl"
-    flags = ("--from-snapshot", str(snap), "--etcdutl", etcdutl)
+    flags = ("--from-snapshot", given, "--etcdutl", etcdutl)
     plan = plan_and_execute(lab, *flags)
     names = [h.name for h in lab.state.hosts]
     assert {f"send:{n}" for n in names} | {f"restore:{n}" for n in names} <= {
         s["id"] for s in plan["steps"]}
+    sources = {a["src_host"] for s in plan["steps"] if s["id"].startswith("send:")
+               for a in s["actions"]}
+    assert sources == ({"etcd-2"} if where == "a host" else {""}), sources
     check_recovered(lab, names, keys=300, writes=0)
     for n in names:
         assert key_count(lab, KEY_PREFIX, lab.client_url(n)) == 300

@@ -353,3 +353,55 @@ def test_the_peer_probe_tells_a_served_port_from_a_bound_one_and_a_closed_one() 
     finally:
         bound.close()
         served.close()
+
+
+def test_a_snapshot_file_on_a_host_is_sent_from_there_and_read_back_as_given() -> None:
+    from etcd_recovery.planid import options_of
+
+    inv, cfg, r = inventory("systemd"), configs("systemd"), versioned(report())
+    on_host = replace(FILE, host="etcd-3")
+    plan = make_file_plan(inv, r, cfg, "r1", TOOLS, on_host, allow_older_data=True)
+    sends = [s.actions[0] for s in plan.steps if s.id.startswith("send:")]
+    assert [(a.src_host, a.src_path, a.host) for a in sends  # type: ignore[union-attr]
+            ] == [("etcd-3", FILE.path, n) for n in ("etcd-1", "etcd-3")]
+    pre = next(s for s in plan.steps if s.kind is StepKind.PREFLIGHT_SNAPSHOT)
+    assert pre.params["file_host"] == "etcd-3" and "etcd-3:/backups/etcd.db" in pre.title
+    assert "etcd-3:/backups/etcd.db" in plan.reason
+    # what --plan FILE and --resume compare the command line with
+    assert options_of(plan).from_snapshot == "etcd-3:/backups/etcd.db"
+    assert options_of(make_file_plan(inv, r, cfg, "r1", TOOLS, FILE, allow_older_data=True)
+                      ).from_snapshot == FILE.path
+    # a file on this machine leaves the plan as it was: no file_host
+    local = make_file_plan(inv, r, cfg, "r1", TOOLS, FILE, allow_older_data=True)
+    assert "file_host" not in next(s for s in local.steps
+                                   if s.kind is StepKind.PREFLIGHT_SNAPSHOT).params
+
+
+def test_from_snapshot_host_form_needs_a_member_name_and_an_absolute_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from etcd_recovery import runs
+
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(runs, "_host_snapshot",
+                        lambda m, path, given: seen.append((m.name, path)) or FILE)
+    monkeypatch.setattr(runs, "_local_snapshot", lambda path: seen.append(("", path)) or FILE)
+    inv = inventory("systemd")
+    for given in ("etcd-2:/var/backups/etcd.db", "etcd-9:/x.db", "etcd-2:rel.db",
+                  "/a:b/c.db", "backup.db"):
+        runs.snapshot_input(given, inv)
+    assert seen == [("etcd-2", "/var/backups/etcd.db"), ("", "etcd-9:/x.db"),
+                    ("", "etcd-2:rel.db"), ("", "/a:b/c.db"), ("", "backup.db")]
+
+
+def test_an_etcdutl_run_in_place_everywhere_is_still_read_back_as_the_flag() -> None:
+    from etcd_recovery.planid import options_of
+
+    tools = {n: Etcdutl("/opt/etcd-3.5.16/etcdutl", "3.5.16", from_flag=True)
+             for n in ("etcd-1", "etcd-2", "etcd-3")}
+    plan = make_snapshot_plan(inventory("static-pod"), versioned(covered(report())),
+                              configs("static-pod"), "r1", tools)
+    assert not any(s.id.startswith("etcdutl:") for s in plan.steps)
+    assert options_of(plan).etcdutl == "/opt/etcd-3.5.16/etcdutl"
+    beside = {n: Etcdutl("/usr/local/bin/etcdutl", "3.5.16") for n in tools}
+    assert options_of(make_snapshot_plan(inventory("systemd"), versioned(covered(report())),
+                                         configs("systemd"), "r1", beside)).etcdutl is None

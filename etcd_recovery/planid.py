@@ -163,8 +163,8 @@ def options_of(plan: Plan) -> Options:
                    method="snapshot" if snapshot and file_pre is None else None,
                    bump_revision=int(restore.params["bump_revision"]) if restore else None,
                    etcdutl=uploads[0] if uploads else next(
-                       (str(s.params["etcdutl_flag"]) for s in plan.steps
-                        if "etcdutl_flag" in s.params), None),
+                       (str(s.params["etcdutl"]) for s in plan.steps
+                        if s.kind is StepKind.RESTORE and s.params["etcdutl_flag"]), None),
                    from_snapshot=_file_given(file_pre.params) if file_pre else None,
                    skip_hash_check=bool(file_pre and file_pre.params["skip_hash_check"]),
                    allow_older_data=bool(file_pre and file_pre.params["allow_older_data"]))

@@ -228,8 +228,8 @@ def _restore_and_start(rt: Runtime, reachable: Sequence[Member], configs: Mappin
                      host_record(m.name, run_id, sid)),
             params={"snapshot": snap, "ref": ref, "sha256": sha256, "bump_revision": bump,
                     "token": token, "etcdutl": etcdutl, "skip_hash_check": skip_hash_check,
-                    # (what options_of reads --etcdutl back from when nothing is copied)
-                    **({"etcdutl_flag": etcdutl} if tools[m.name].from_flag else {})}))
+                    # --etcdutl's file, run in place: what options_of reads the flag back from
+                    "etcdutl_flag": tools[m.name].from_flag}))
     # One at a time, each once the one before serves its peer URL: a member's initial
     # corruption check (on in kubeadm's and kubespray's flags) asks every peer for its
     # HashKV, one after another, each for up to etcd's request timeout (5 s + 2 x the
@@ -410,7 +410,7 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
                    "free space >= data size on every host",
              actions=common.space_checks(reachable),
              params={"members": names, "fingerprint": fingerprint(report), "file": file.path,
-                     **({"file_host": file.host} if file.host else {}),
+                     "file_host": file.host,
                      "sha256": file.sha256, "allow_older_data": allow_older_data,
                      "skip_hash_check": skip_hash_check}),
         common.lock_step(run_id, reachable, take_over_lock)]

@@ -54,7 +54,9 @@ def prepare_preflight_file(ex: Runner, step: Step) -> dict[int, str]:
 
 def check_snapshot_made(ex: Runner, step: Step) -> dict[int, str]:
     for a in step.actions:
-        if isinstance(a, CopyFile) and a.src_host and \
+        # (a copy that carries its own sha256 is of a file the plan read: --from-snapshot
+        # HOST:FILE, not a snapshot this run makes)
+        if isinstance(a, CopyFile) and a.src_host and not a.sha256 and \
                 f"snapshot:{a.src_host}" not in ex.refs:
             raise PreconditionError(f"{step.id}: the snapshot on {a.src_host} is not made "
                                     f"yet (no snapshot:{a.src_host} in the journal)")

@@ -31,7 +31,7 @@ from etcd_recovery.plan.snapshot import (
     make_snapshot_plan,
     restore_argv,
 )
-from etcd_recovery.plan.steps import StepKind
+from etcd_recovery.plan.steps import Plan, StepKind
 from etcd_recovery.runbook import plan_markdown
 
 from .test_plan_actions import configs, inventory, report
@@ -371,10 +371,11 @@ def test_a_snapshot_file_on_a_host_is_sent_from_there_and_read_back_as_given() -
     assert options_of(plan).from_snapshot == "etcd-3:/backups/etcd.db"
     assert options_of(make_file_plan(inv, r, cfg, "r1", TOOLS, FILE, allow_older_data=True)
                       ).from_snapshot == FILE.path
-    # a file on this machine leaves the plan as it was: no file_host
     local = make_file_plan(inv, r, cfg, "r1", TOOLS, FILE, allow_older_data=True)
-    assert "file_host" not in next(s for s in local.steps
-                                   if s.kind is StepKind.PREFLIGHT_SNAPSHOT).params
+    assert next(s for s in local.steps
+                if s.kind is StepKind.PREFLIGHT_SNAPSHOT).params["file_host"] == ""
+    # the saved plan reads back whole through the strict loader
+    assert Plan.from_json(json.loads(json.dumps(plan.to_json())), "p").steps == plan.steps
 
 
 def test_from_snapshot_host_form_needs_a_member_name_and_an_absolute_path(
@@ -402,6 +403,8 @@ def test_an_etcdutl_run_in_place_everywhere_is_still_read_back_as_the_flag() -> 
                               configs("static-pod"), "r1", tools)
     assert not any(s.id.startswith("etcdutl:") for s in plan.steps)
     assert options_of(plan).etcdutl == "/opt/etcd-3.5.16/etcdutl"
+    loaded = Plan.from_json(json.loads(json.dumps(plan.to_json())), "p")
+    assert options_of(loaded).etcdutl == "/opt/etcd-3.5.16/etcdutl"
     beside = {n: Etcdutl("/usr/local/bin/etcdutl", "3.5.16") for n in tools}
     assert options_of(make_snapshot_plan(inventory("systemd"), versioned(covered(report())),
                                          configs("systemd"), "r1", beside)).etcdutl is None

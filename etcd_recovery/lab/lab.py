@@ -37,6 +37,8 @@ HOLD_DIR = "/run/kubelet-lite/hold"          # kubelet-lite: a pod held down (la
 POD_STATUS = "/run/kubelet-lite/status/etcd.json"
 UNIT_DROPIN_DIR = "/run/systemd/system/etcd.service.d"
 UNIT_DROPIN = f"{UNIT_DROPIN_DIR}/zz-lab-stop-etcd.conf"
+SSH_UP_S = 120.0      # a host's sshd up after its container starts (systemd boots first)
+SSH_BANNER_S = 5.0    # one connection's wait for sshd's banner
 WAIT_BACKOFF = Backoff(first=0.05, factor=2.0, cap=0.5)      # sshd up, etcd up or down, a host gone
 HEALTHY_BACKOFF = Backoff(first=0.1, factor=1.5, cap=1.0)   # every member's endpoint health
 
@@ -154,7 +156,7 @@ class Lab:
                           hosts))
         self._write_known_hosts(state, host_keys)
         (self.dir / "inventory.yaml").write_text(self._inventory_text(state))
-        self.wait_ssh(state, [h.name for h in hosts], timeout=60)
+        self.wait_ssh(state, [h.name for h in hosts], timeout=SSH_UP_S)
         self.wait_healthy(state, timeout=90)
         if keys:
             self.load_keys(state, keys)
@@ -427,11 +429,19 @@ class Lab:
         return self.state().peer_network not in nets
 
     def wait_ssh(self, state: LabState, names: list[str], timeout: float) -> None:
+        """Until every host's sshd sends its banner. The hosts are asked together, and each
+        banner is given SSH_BANNER_S: a loaded machine's sshd (it forks and re-executes itself
+        per connection) can take over a second to send it, and a wait that drops the
+        connection at 1 s may then never see one (the likely cause when a full CI run lost
+        two labs booting together: "sshd did not come up ... within 60 s"). A host whose sshd
+        is not listening refuses at once, so the longer wait costs nothing."""
         pending = [state.host(n) for n in names]
 
         def all_up() -> bool:
             nonlocal pending
-            pending = [h for h in pending if not ssh_banner(h.mgmt_ip, 22, timeout=1.0)]
+            with ThreadPoolExecutor(max_workers=len(pending)) as pool:
+                up = list(pool.map(lambda h: ssh_banner(h.mgmt_ip, 22, SSH_BANNER_S), pending))
+            pending = [h for h, ok in zip(pending, up, strict=True) if not ok]
             return not pending
 
         retry(all_up, timeout, WAIT_BACKOFF, done=bool, timed_out=lambda _: LabError(
@@ -581,7 +591,7 @@ class Lab:
                     for end, selectors in self._cut_rules(state, cut):
                         if end.name == name:
                             self.exec(h, ["sh", "-c", _add_rules(selectors)])
-        self.wait_ssh(state, [name], timeout=60)
+        self.wait_ssh(state, [name], timeout=SSH_UP_S)
 
     def partition(self, name: str) -> None:
         """Cut the host from its peers; it stays reachable over SSH and on its client port.

@@ -21,6 +21,7 @@ import pytest
 from etcd_recovery.actions import CopyFile, Run, action_from_json, action_to_json, receive_argv
 from etcd_recovery.choose import decide
 from etcd_recovery.errors import FormatError, RefusedError, UsageError
+from etcd_recovery.inventory import Member
 from etcd_recovery.methods import derive
 from etcd_recovery.model import InspectReport, Quorum
 from etcd_recovery.plan.snapshot import (
@@ -383,9 +384,17 @@ def test_from_snapshot_host_form_needs_a_member_name_and_an_absolute_path(
     from etcd_recovery import runs
 
     seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(runs, "_host_snapshot",
-                        lambda m, path, given: seen.append((m.name, path)) or FILE)
-    monkeypatch.setattr(runs, "_local_snapshot", lambda path: seen.append(("", path)) or FILE)
+
+    def on_host(m: Member, path: str, given: str) -> SnapshotInput:
+        seen.append((m.name, path))
+        return FILE
+
+    def here(path: str) -> SnapshotInput:
+        seen.append(("", path))
+        return FILE
+
+    monkeypatch.setattr(runs, "_host_snapshot", on_host)
+    monkeypatch.setattr(runs, "_local_snapshot", here)
     inv = inventory("systemd")
     for given in ("etcd-2:/var/backups/etcd.db", "etcd-9:/x.db", "etcd-2:rel.db",
                   "/a:b/c.db", "backup.db"):

@@ -37,12 +37,16 @@ HOLD_DIR = "/run/kubelet-lite/hold"          # kubelet-lite: a pod held down (la
 POD_STATUS = "/run/kubelet-lite/status/etcd.json"
 UNIT_DROPIN_DIR = "/run/systemd/system/etcd.service.d"
 UNIT_DROPIN = f"{UNIT_DROPIN_DIR}/zz-lab-stop-etcd.conf"
-SSH_UP_S = 120.0      # a host's sshd up after its container starts (systemd boots first)
+SSH_UP_S = 60.0       # a host's sshd up after its container starts (systemd boots first)
 SSH_BANNER_S = 5.0    # one connection's wait for sshd's banner
 WAIT_BACKOFF = Backoff(first=0.05, factor=2.0, cap=0.5)      # sshd up, etcd up or down, a host gone
 HEALTHY_BACKOFF = Backoff(first=0.1, factor=1.5, cap=1.0)   # every member's endpoint health
 
 Log = Callable[[str], None]
+
+
+class _Silent(Exception):
+    """wait_ssh's own: some sshd sent no banner in time."""
 
 
 def _nolog(_: str) -> None:
@@ -156,7 +160,7 @@ class Lab:
                           hosts))
         self._write_known_hosts(state, host_keys)
         (self.dir / "inventory.yaml").write_text(self._inventory_text(state))
-        self.wait_ssh(state, [h.name for h in hosts], timeout=SSH_UP_S)
+        self.wait_ssh(state, [h.name for h in hosts], timeout=SSH_UP_S, restart_stuck=True)
         self.wait_healthy(state, timeout=90)
         if keys:
             self.load_keys(state, keys)
@@ -428,13 +432,32 @@ class Lab:
         nets = (c.attrs.get("NetworkSettings") or {}).get("Networks") or {}
         return self.state().peer_network not in nets
 
-    def wait_ssh(self, state: LabState, names: list[str], timeout: float) -> None:
+    def wait_ssh(self, state: LabState, names: list[str], timeout: float,
+                 restart_stuck: bool = False) -> None:
         """Until every host's sshd sends its banner. The hosts are asked together, and each
         banner is given SSH_BANNER_S: a loaded machine's sshd (it forks and re-executes itself
-        per connection) can take over a second to send it, and a wait that drops the
-        connection at 1 s may then never see one (the likely cause when a full CI run lost
-        two labs booting together: "sshd did not come up ... within 60 s"). A host whose sshd
-        is not listening refuses at once, so the longer wait costs nothing."""
+        per connection) can take over a second to send it. A host whose sshd is not listening
+        refuses at once, so the longer wait costs nothing.
+
+        ``restart_stuck`` (a fresh lab): a host still silent after ``timeout`` is restarted
+        once, said with what its container and systemd show, and waited for again. Full test
+        runs lost a lab now and then to one host whose sshd never answered, while the same lab
+        came up in seconds alone; the error names what was seen."""
+        pending = self._ssh_pending(state, names, timeout)
+        if pending and restart_stuck:
+            self.log(f"sshd silent on {', '.join(h.name for h in pending)} after {timeout:.0f} "
+                     f"s ({self._why_silent(pending)}); restarting them once")
+            for h in pending:
+                c = self.container(h)
+                if c is not None:
+                    c.restart(timeout=5)
+            pending = self._ssh_pending(state, [h.name for h in pending], timeout)
+        if pending:
+            raise LabError("sshd did not come up on " + ", ".join(h.name for h in pending)
+                           + f" within {timeout:.0f} s ({self._why_silent(pending)})")
+
+    def _ssh_pending(self, state: LabState, names: list[str], timeout: float) -> list[LabHost]:
+        """The hosts whose sshd has sent no banner after ``timeout`` (empty: all up)."""
         pending = [state.host(n) for n in names]
 
         def all_up() -> bool:
@@ -444,9 +467,30 @@ class Lab:
             pending = [h for h, ok in zip(pending, up, strict=True) if not ok]
             return not pending
 
-        retry(all_up, timeout, WAIT_BACKOFF, done=bool, timed_out=lambda _: LabError(
-            "sshd did not come up on " + ", ".join(h.name for h in pending)
-            + f" within {timeout:.0f} s"))
+        try:
+            retry(all_up, timeout, WAIT_BACKOFF, done=bool, timed_out=lambda _: _Silent())
+        except _Silent:
+            pass
+        return pending
+
+    def _why_silent(self, hosts: list[LabHost]) -> str:
+        """One line per host: its container's state and what its systemd says."""
+        out = []
+        for h in hosts:
+            c = self.container(h)
+            if c is None:
+                out.append(f"{h.name}: no container")
+                continue
+            c.reload()
+            if c.status != "running":
+                out.append(f"{h.name}: container {c.status}")
+                continue
+            code, text = self.exec(h, ["sh", "-c", "systemctl is-system-running; "
+                                       "systemctl is-active ssh; systemctl --failed "
+                                       "--no-legend --plain | head -n 3"], check=False)
+            out.append(f"{h.name}: " + " / ".join(x.strip() for x in text.splitlines()
+                                                  if x.strip()))
+        return "; ".join(out)
 
     def wait_healthy(self, state: LabState, timeout: float,
                      names: list[str] | None = None) -> None:

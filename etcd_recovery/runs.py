@@ -119,8 +119,9 @@ def _host_snapshot(member: Member, path: str, given: str) -> SnapshotInput:
         info = read_snapshot(t.open_file(path, sudo=True))
         res = t.run(["sh", "-c", 'sha256sum "$1" && stat -c %Y "$1" && date +%s',
                      "etcd-recovery", path], sudo=True, timeout=600)
-        words = res.stdout.decode(errors="replace").split()
-        digest, mtime, now = words[0], int(words[2]), int(words[3])
+        # one line each: "<digest>  <path>" (the path may hold spaces), mtime, the host's now
+        lines = res.stdout.decode(errors="replace").splitlines()
+        digest, mtime, now = lines[0].split(" ", 1)[0], int(lines[1]), int(lines[2])
     except TransportError as exc:   # (a RemoteCommandError too)
         raise UsageError(f"--from-snapshot {given}: cannot read it on {member.name}: "
                          f"{exc}") from exc

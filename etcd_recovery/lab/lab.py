@@ -485,9 +485,9 @@ class Lab:
             if c.status != "running":
                 out.append(f"{h.name}: container {c.status}")
                 continue
-            code, text = self.exec(h, ["sh", "-c", "systemctl is-system-running; "
-                                       "systemctl is-active ssh; systemctl --failed "
-                                       "--no-legend --plain | head -n 3"], check=False)
+            _, text = self.exec(h, ["sh", "-c", "systemctl is-system-running; "
+                                    "systemctl is-active ssh; systemctl --failed "
+                                    "--no-legend --plain | head -n 3"], check=False)
             out.append(f"{h.name}: " + " / ".join(x.strip() for x in text.splitlines()
                                                   if x.strip()))
         return "; ".join(out)
@@ -564,7 +564,7 @@ class Lab:
         digest = rest[0] if rest else ""  # no manifest: no pod, so nothing to hold
 
         def held() -> bool:
-            code, text = self.exec(h, ["sh", "-c", f"pgrep -x etcd >/dev/null && echo running;"
+            _, text = self.exec(h, ["sh", "-c", f"pgrep -x etcd >/dev/null && echo running;"
                                                    f" cat {POD_STATUS} 2>/dev/null; true"])
             if text.startswith("running"):
                 return False
@@ -595,7 +595,7 @@ class Lab:
             "systemctl daemon-reload; systemctl stop etcd.service")])
 
         def stopped() -> bool:
-            code, text = self.exec(h, ["sh", "-c", "pgrep -x etcd >/dev/null && echo running; "
+            _, text = self.exec(h, ["sh", "-c", "pgrep -x etcd >/dev/null && echo running; "
                                                    "systemctl is-active etcd.service; true"])
             return text.split()[:1] == ["inactive"]
 

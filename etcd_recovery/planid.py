@@ -46,7 +46,7 @@ from .model import (
     WalTail,
 )
 from .plan.scripts import lock_argv
-from .plan.snapshot import Etcdutl, SnapshotInput
+from .plan.snapshot import Etcdutl, SnapshotInput, file_given
 from .plan.steps import _WORDS, Plan, StepKind, _comparable, fingerprint_facts
 
 ID_LEN = 12
@@ -165,15 +165,10 @@ def options_of(plan: Plan) -> Options:
                    etcdutl=uploads[0] if uploads else next(
                        (str(s.params["etcdutl"]) for s in plan.steps
                         if s.kind is StepKind.RESTORE and s.params["etcdutl_flag"]), None),
-                   from_snapshot=_file_given(file_pre.params) if file_pre else None,
+                   from_snapshot=file_given(str(file_pre.params["file_host"]),
+                                            str(file_pre.params["file"])) if file_pre else None,
                    skip_hash_check=bool(file_pre and file_pre.params["skip_hash_check"]),
                    allow_older_data=bool(file_pre and file_pre.params["allow_older_data"]))
-
-
-def _file_given(params: Mapping[str, Any]) -> str:
-    """--from-snapshot as given: FILE, or HOST:FILE for a file on a member's host."""
-    host = params.get("file_host")
-    return f"{host}:{params['file']}" if host else str(params["file"])
 
 
 def contradictions(planned: Options, given: Options) -> list[str]:

@@ -83,7 +83,12 @@ class SnapshotInput:
 
     @property
     def shown(self) -> str:
-        return f"{self.host}:{self.path}" if self.host else self.path
+        return file_given(self.host, self.path)
+
+
+def file_given(host: str, path: str) -> str:
+    """--from-snapshot as given: FILE on this machine, MEMBER:FILE on a member's host."""
+    return f"{host}:{path}" if host else path
 
 
 def etcdutl_on_host(rdir: str) -> str:

@@ -17,6 +17,7 @@ from ..errors import (
 from ..formats.backend import read_backend
 from ..inspect import inspect_cluster
 from ..plan import Step, StepKind, fingerprint
+from ..plan.snapshot import file_given
 from ..transport.base import CommandResult
 from .base import FRESH_S, AfterRun, Checker, Finisher, Runner
 from .common import space_read
@@ -42,11 +43,10 @@ def prepare_preflight_file(ex: Runner, step: Step) -> dict[int, str]:
         st = next(s for s in report.members if s.name == name)
         if not st.reachable:
             raise PreconditionError(f"{name} is no longer reachable: {st.error}")
-    host = str(step.params.get("file_host", ""))     # "" on this machine
-    got = ex.sha256(host, step.params["file"])
+    host, path = str(step.params["file_host"]), str(step.params["file"])  # host "": here
+    got = ex.sha256(host, path)
     if got != step.params["sha256"]:
-        shown = f"{host}:{step.params['file']}" if host else step.params["file"]
-        raise PreconditionError(f"{shown} changed since the plan was made "
+        raise PreconditionError(f"{file_given(host, path)} changed since the plan was made "
                                 f"(sha256 {got}, the plan's {step.params['sha256']}); "
                                 "make a new plan")
     return {}

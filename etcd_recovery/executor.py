@@ -42,6 +42,7 @@ from .errors import (
     RefusedError,
     StepFailed,
 )
+from .fanout import Fanout
 from .formats.backend import read_backend
 from .formats.wal import read_wal, wal_file_names
 from .inventory import Inventory
@@ -50,6 +51,7 @@ from .live import ERR_LEARNER_NOT_READY, ERR_TOO_MANY_LEARNERS, ERR_UNHEALTHY
 from .model import InspectReport, WalTail
 from .plan.force_new_cluster import align_decision
 from .plan.scripts import is_guarded, lock_argv
+from .plan.snapshot import file_given
 from .plan.steps import BACKGROUND, RESTARTS_ETCD, Plan, Step, StepKind, run_dir
 from .results import StepTiming, Summary
 from .retry import Backoff, poll, retry
@@ -78,6 +80,23 @@ class _InStep(Exception):
         super().__init__(str(error))
         self.step = step
         self.error = error
+
+
+def source_of(a: CopyFile) -> tuple[str, str]:
+    return a.src_host, a.src_path
+
+
+def fanouts_for(steps: list[Step], blocks: Callable[[str, str], Iterator[bytes]]
+                ) -> dict[tuple[str, str], Fanout]:
+    """One shared read for each host's file that two or more of ``steps`` copy, each to its
+    own host (a file on this machine is read by each send: reading it costs nothing)."""
+    to: dict[tuple[str, str], list[str]] = {}
+    for step in steps:
+        for a in step.actions:
+            if isinstance(a, CopyFile) and a.src_host:
+                to.setdefault(source_of(a), []).append(a.host)
+    return {src: Fanout(hosts, functools.partial(blocks, *src)) for src, hosts in to.items()
+            if len(hosts) > 1 and len(set(hosts)) == len(hosts)}
 
 
 def done_actions(events: list[Event]) -> set[tuple[str, int]]:
@@ -120,6 +139,8 @@ class Executor:
         # Steps of the "background" group run while the plan goes on; each is waited for
         # before the next step on its host (or on every host) and before the run ends.
         self._bg_pool: ThreadPoolExecutor | None = None
+        # A group's sends of one host's file share one read of it (fanout.py)
+        self._fanouts: dict[tuple[str, str], Fanout] = {}
         self._bg: list[tuple[Step, Future[StepTiming]]] = []
         self._bg_lock = threading.Lock()
         self._bg_timings: list[StepTiming] = []
@@ -312,9 +333,18 @@ class Executor:
                  acts_done: set[tuple[str, int]], t0: float) -> list[StepTiming]:
         """Run steps of one group (each on its own host) at the same time; when one fails,
         the others still finish what they started, then the first failure is raised."""
+        self._fanouts = fanouts_for([step for _, step in todo], self._source_blocks)
+
+        def one(n: int, step: Step) -> StepTiming:
+            try:
+                return self.one_step(n, total, step, acts_done, t0)
+            finally:   # a send that never got to its copy must not hold the others' read
+                for a in step.actions:
+                    if isinstance(a, CopyFile) and (f := self._fanouts.get(source_of(a))):
+                        f.leave(a.host)
+
         with ThreadPoolExecutor(max_workers=len(todo)) as pool:
-            futures = [pool.submit(self.one_step, n, total, step, acts_done, t0)
-                       for n, step in todo]
+            futures = [pool.submit(one, n, step) for n, step in todo]
             results: list[StepTiming] = []
             failure: BaseException | None = None
             failed: Step | None = None
@@ -325,6 +355,7 @@ class Executor:
                     if failure is None:
                         failure, failed = ((exc.error, exc.step) if isinstance(exc, _InStep)
                                            else (exc, step))
+        self._fanouts = {}
         if failure is not None:
             raise _InStep(failed, failure)
         return results
@@ -501,34 +532,59 @@ class Executor:
         want = a.sha256 or str((self.refs.get(f"snapshot:{a.src_host}") or {}).get("sha256", ""))
         if not want:
             want = self.sha256(a.src_host, a.src_path)
+        fan = self._fanouts.get(source_of(a))
         have = self.session.run(a.host, ["sha256sum", a.path], check=False, timeout=600)
         if have.exit_status == 0 and have.stdout.decode(errors="replace")[:64] == want:
+            if fan is not None:
+                fan.leave(a.host)
             return {"result": "already there", "sha256": want}
         sent = [0]
+        failed: list[BaseException] = []
+        shared = fan.join(a.host) if fan is not None else None
 
-        def chunks() -> Iterator[bytes]:
-            if not a.src_host:
-                with open(a.src_path, "rb") as f:
-                    while block := f.read(CHUNK):
-                        sent[0] += len(block)
-                        yield block
-                return
-            src = self.session.t(a.src_host).open_file(a.src_path, sudo=True)
-            size, off = src.size(), 0
-            while off < size:
-                block = src.read(off, min(CHUNK, size - off))
-                if not block:
-                    break
-                off += len(block)
-                sent[0] = off
-                yield block
+        def counted(blocks: Iterator[bytes]) -> Iterator[bytes]:
+            # A read that fails ends the stream (the receiving end then refuses the short
+            # copy by its sha256) and is named below, rather than dying in the feeder thread.
+            try:
+                for block in blocks:
+                    sent[0] += len(block)
+                    yield block
+            except Exception as exc:  # noqa: BLE001 - raised below as the step's failure
+                failed.append(exc)
 
         try:
-            self.session.run(a.host, receive_argv(a.path, a.mode, want), stdin=chunks(),
+            self.session.run(a.host, receive_argv(a.path, a.mode, want),
+                             stdin=counted(shared if shared is not None else
+                                           self._source_blocks(*source_of(a))),
                              timeout=a.timeout_s)
-        except OSError as exc:
-            raise StepFailed(f"{a.src_path}: cannot read it: {exc.strerror or exc}") from exc
+        except EtcdRecoveryError:
+            if not failed and (fan is None or fan.error is None):
+                raise
+        finally:
+            if fan is not None:
+                fan.leave(a.host)
+        if lost := failed or ([fan.error] if fan is not None and fan.error else []):
+            exc = lost[0]
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StepFailed(f"{file_given(a.src_host, a.src_path)}: cannot read it: {why}") \
+                from exc
         return {"sha256": want, "bytes": sent[0]}
+
+    def _source_blocks(self, host: str, path: str) -> Iterator[bytes]:
+        """The file's blocks, read from ``host`` ("" for this machine)."""
+        if not host:
+            with open(path, "rb") as f:
+                while block := f.read(CHUNK):
+                    yield block
+            return
+        src = self.session.t(host).open_file(path, sudo=True)
+        size, off = src.size(), 0
+        while off < size:
+            block = src.read(off, min(CHUNK, size - off))
+            if not block:
+                break
+            off += len(block)
+            yield block
 
     def sha256(self, host: str, path: str) -> str:
         if not host:

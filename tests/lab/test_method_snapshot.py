@@ -117,10 +117,16 @@ def test_snapshot_method_restores_five_members_three_lost(
     assert "compacted" in watch.stdout + watch.stderr, watch
 
 
-@pytest.mark.parametrize("where", ["this machine", "a host"])
+# Cells: the file on this machine or on a host (static pod, 3.6, etcdutl copied from this
+# machine); and systemd, 3.5, with the etcdutl found beside each host's etcd.
+@pytest.mark.parametrize(("runtime", "version", "where"), [
+    ("static-pod", "3.6-newest", "this machine"),
+    ("static-pod", "3.6-newest", "a host"),
+    ("systemd", "3.5-newest", "this machine")])
 def test_from_snapshot_restores_a_cluster_whose_every_disk_is_gone(
-        make_lab: Callable[..., LabHandle], tmp_path: Path, where: str) -> None:
-    lab = make_lab(members=3, runtime="static-pod", version="3.6-newest", keys=300)
+        make_lab: Callable[..., LabHandle], tmp_path: Path, runtime: str, version: str,
+        where: str) -> None:
+    lab = make_lab(members=3, runtime=runtime, version=version, keys=300)
     snap = tmp_path / "etcd-backup.db"
     saved = etcdctl(lab.dir, f"snapshot save {snap}", lab.client_url("etcd-1"), timeout=60)
     assert saved.returncode == 0, saved.stderr
@@ -141,9 +147,14 @@ def test_from_snapshot_restores_a_cluster_whose_every_disk_is_gone(
         cli("lab", "stop-etcd", h.name, "--dir", str(lab.dir))
         gone = ssh(lab.dir, h.mgmt_ip, "rm -rf /var/lib/etcd/member")
         assert gone.returncode == 0, gone.stderr
-    etcdutl = f"/opt/etcd-{builds.version_of('3.6-newest')}/etcdutl"
-    flags = ("--from-snapshot", given, "--etcdutl", etcdutl)
+    flags: tuple[str, ...] = ("--from-snapshot", given)
+    if runtime == "static-pod":
+        flags += ("--etcdutl", f"/opt/etcd-{builds.version_of(version)}/etcdutl")
     plan = plan_and_execute(lab, *flags)
+    if runtime == "systemd":   # no --etcdutl: each host's own, beside the etcd its unit runs
+        assert not [s["id"] for s in plan["steps"] if s["id"].startswith("etcdutl:")]
+        assert any(a.startswith("etcdutl: on ") and "the host's own" in a
+                   for a in plan["advisories"]), plan["advisories"]
     names = [h.name for h in lab.state.hosts]
     assert {f"send:{n}" for n in names} | {f"restore:{n}" for n in names} <= {
         s["id"] for s in plan["steps"]}

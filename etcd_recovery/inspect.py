@@ -418,6 +418,24 @@ def read_etcdutl(member: Member, factory: TransportFactory = ssh_transport
         t.close()
 
 
+def image_on_host(member: Member, image: str, factory: TransportFactory = ssh_transport
+                  ) -> bool:
+    """kubeadm: whether containerd on the host holds the etcd image its static pod names
+    (``ctr -n k8s.io images ls -q``), so that etcdutl can be taken from it."""
+    from .plan.snapshot import CTR_NAMESPACE
+
+    t = factory(member)
+    try:
+        res = t.run(["sh", "-c", f'command -v ctr >/dev/null 2>&1 && ctr -n {CTR_NAMESPACE} '
+                     'images ls -q 2>/dev/null | grep -Fxq -- "$1"', "etcd-recovery", image],
+                    sudo=True, check=False, timeout=20)
+        return res.exit_status == 0
+    except TransportError:
+        return False
+    finally:
+        t.close()
+
+
 def same_file_on_host(member: Member, path: str, sha256: str,
                       factory: TransportFactory = ssh_transport) -> bool:
     """Whether the host has ``path`` with this sha256 (--etcdutl PATH when the hosts hold

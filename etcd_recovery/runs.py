@@ -26,6 +26,7 @@ from .errors import (
     UsageError,
 )
 from .inspect import (
+    image_on_host,
     inspect_cluster,
     read_configs,
     read_etcdutl,
@@ -37,8 +38,9 @@ from .journal import Journal
 from .methods import Advice, derive, recommend
 from .model import InspectReport
 from .plan.rejoin import make_rejoin_plan
-from .plan.snapshot import Etcdutl, SnapshotInput, etcdutl_on_host
+from .plan.snapshot import Etcdutl, SnapshotInput, etcdutl_on_host, image_version
 from .plan.steps import Plan, run_dir
+from .runtimes import config as rconf
 
 
 class NoPlan(RefusedError):
@@ -195,6 +197,18 @@ def derive_plan(inv: Inventory, o: planid.Options,
                 found = dict(zip([m.name for m in reachable],
                                  pool.map(read_etcdutl, reachable), strict=True))
             tools = {n: Etcdutl(f[0], f[1]) for n, f in found.items() if f is not None}
+        elif inv.runtime == "static-pod":
+            # kubeadm: etcdutl from the etcd image each static pod names, where containerd
+            # holds it (the image's own, so of the member's very release)
+            images = {m.name: rconf.manifest_image(configs[m.name], m.manifest or "")
+                      for m in reachable if m.name in configs}
+            with ThreadPoolExecutor(max_workers=max(1, len(reachable))) as pool:
+                held = dict(zip([m.name for m in reachable], pool.map(
+                    lambda m: bool(images.get(m.name)) and image_on_host(
+                        m, str(images[m.name])), reachable), strict=True))
+            where = etcdutl_on_host(run_dir(run_id))
+            tools = {n: Etcdutl(where, image_version(str(images[n])), image=str(images[n]))
+                     for n, has in held.items() if has}
     plan = derive(
         inv, report, configs, run_id, method=o.method or "force-new-cluster",
         allow_quorum=o.allow_quorum, take_over_lock=o.take_over_lock,

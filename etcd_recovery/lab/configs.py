@@ -293,6 +293,8 @@ def host_files(state: LabState, h: LabHost, ca: pki.KeyPair, host_key: pki.SshKe
         files["/etc/kubernetes/manifests/etcd.yaml"] = (
             static_pod_manifest(flags, state.version_of(h)).encode(), 0o600)
         files["/usr/local/bin/kubelet-lite"] = ((FILES / "kubelet-lite.py").read_bytes(), 0o755)
+        # containerd's ctr as far as the snapshot method uses it (etcdutl from the image)
+        files["/usr/local/bin/ctr"] = ((FILES / "ctr-lite").read_bytes(), 0o755)
         files["/etc/systemd/system/kubelet-lite.service"] = (
             (FILES / "kubelet-lite.service").read_bytes(), 0o644)
         links["/etc/systemd/system/multi-user.target.wants/kubelet-lite.service"] = \

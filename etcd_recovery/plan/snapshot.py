@@ -64,6 +64,7 @@ class Etcdutl:
     upload_from: str | None = None
     sha256: str = ""
     from_flag: bool = False     # --etcdutl PATH, found on the host at PATH: run in place
+    image: str = ""             # kubeadm: taken from this etcd image (ctr), to ``path``
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,35 @@ def file_given(host: str, path: str) -> str:
 
 def etcdutl_on_host(rdir: str) -> str:
     return posixpath.join(rdir, "etcdutl")
+
+
+# kubeadm's etcd images (registry.k8s.io/etcd:3.5.x-0 and later) hold etcdutl beside etcd in
+# /usr/local/bin; containerd keeps the image the static pod runs in its k8s.io namespace.
+IMAGE_ETCDUTL = "/usr/local/bin/etcdutl"
+CTR_NAMESPACE = "k8s.io"
+
+
+def image_version(image: str) -> str | None:
+    """The etcd release of a kubeadm image tag: registry.k8s.io/etcd:3.5.16-0 -> 3.5.16."""
+    tag = image.rpartition(":")[2] if ":" in image.rpartition("/")[2] else ""
+    v = tag.split("-")[0].lstrip("v")
+    return v if versions.parse_version(v) is not None else None
+
+
+def extract_argv(image: str, dest: str, minor: str) -> list[str]:
+    """Copy etcdutl out of the etcd image to ``dest``: the image mounted read-only with
+    containerd's ``ctr images mount`` (a view snapshot, removed again by ``unmount --rm``),
+    etcdutl copied to ``.partial``, its version checked against the member's minor, renamed.
+    Rerun, it does it again (a mount left by a killed run is unmounted first)."""
+    return sh('set -e; umask 077; t="$2.image"; mkdir -p "$t"; '
+              f'ctr -n {CTR_NAMESPACE} images unmount --rm "$t" >/dev/null 2>&1 || true; '
+              f'ctr -n {CTR_NAMESPACE} images mount "$1" "$t" >/dev/null; '
+              f'trap \'ctr -n {CTR_NAMESPACE} images unmount --rm "$t" >/dev/null\' EXIT; '
+              f'cp "$t{IMAGE_ETCDUTL}" "$2.partial"; chmod 0700 "$2.partial"; '
+              'v=$("$2.partial" version | sed -n "s/^etcdutl version: //p"); '
+              'case "$v" in "$3".*) ;; *) echo "etcdutl in $1 is ${v:-of no version}, not '
+              'of etcd $3" >&2; exit 1 ;; esac; mv -f "$2.partial" "$2"; echo "etcdutl $v"',
+              image, dest, minor)
 
 
 def _check_versions(reachable: Sequence[Member], states: Mapping[str, MemberState],
@@ -167,26 +197,46 @@ def etcdutl_line(reachable: Sequence[Member], tools: Mapping[str, Etcdutl]) -> s
     """The plan's one line on where each host's etcdutl comes from."""
     in_place: dict[str, list[str]] = {}
     copied: dict[str, list[str]] = {}
+    images: dict[str, list[str]] = {}
     for m in reachable:
         t = tools[m.name]
-        if t.upload_from is None:
+        if t.image:
+            images.setdefault(t.image, []).append(m.name)
+        elif t.upload_from is None:
             in_place.setdefault(f"{t.path}, {t.version or 'version unknown'}", []).append(m.name)
         else:
             copied.setdefault(f"{t.upload_from}, sha256 {t.sha256[:12]}", []).append(m.name)
     parts = [f"on {', '.join(names)} the host's own ({what})" for what, names in in_place.items()]
     parts += [f"copied from this machine to {', '.join(names)} ({what})"
               for what, names in copied.items()]
+    parts += [f"on {', '.join(names)} taken from the etcd image {image} (ctr images mount)"
+              for image, names in images.items()]
     return "etcdutl: " + "; ".join(parts)
 
 
-def _tools_steps(reachable: Sequence[Member], tools: Mapping[str, Etcdutl],
+def _tools_steps(reachable: Sequence[Member], tools: Mapping[str, Etcdutl], run_id: str,
                  first: str = "") -> list[Step]:
-    """The uploads of etcdutl, in the background: nothing before the first etcdutl command
-    on a host needs them, and a background step is waited for before the next step on its
-    host. ``first``'s upload (the kept member's, needed soonest) starts first."""
+    """The uploads of etcdutl (or its extraction from the etcd image), in the background:
+    nothing before the first etcdutl command on a host needs them, and a background step is
+    waited for before the next step on its host. ``first``'s (the kept member's, needed
+    soonest) starts first."""
     out = []
     for m in sorted(reachable, key=lambda m: m.name != first):
         t = tools[m.name]
+        if t.image:
+            sid = f"etcdutl:{m.name}"
+            minor = ".".join((image_version(t.image) or "").split(".")[:2])
+            out.append(Step(
+                id=sid, phase="restore", kind=StepKind.SNAPSHOT_SEND, host=m.name,
+                group=BACKGROUND,
+                title=f"Take etcdutl {t.version or ''} from the etcd image {t.image} to "
+                      f"{m.name}:{t.path} (ctr images mount, read-only)".replace("  ", " "),
+                precondition="", check=f"{t.path} on {m.name} is etcdutl of etcd {minor}",
+                actions=(Run(m.name, tuple(guarded(run_id, sid, extract_argv(
+                    t.image, t.path, minor), 300.0)), 300.0),
+                    host_record(m.name, run_id, sid)),
+                params={"snapshot": t.path}))
+            continue
         if t.upload_from is None:
             continue
         out.append(Step(id=f"etcdutl:{m.name}", phase="restore", kind=StepKind.SNAPSHOT_SEND,
@@ -310,7 +360,7 @@ def make_snapshot_plan(inv: Inventory, report: InspectReport, configs: Mapping[s
     covered = (st.source == "disk" and st.consistent_index is not None
                and st.last_index is not None and st.consistent_index >= st.last_index)
     # etcdutl is on every host before the first step that runs it (the snapshot's status).
-    steps = [*head, *_tools_steps(reachable, tools, chosen.name)]
+    steps = [*head, *_tools_steps(reachable, tools, run_id, chosen.name)]
     if covered:
         why = (f"{chosen.name}'s backend already holds its whole log (read from its disk with "
                f"etcd stopped: consistent index {st.consistent_index} >= the WAL's last index "
@@ -422,7 +472,7 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
     steps += [replace(common.fence_step(rt, m, run_id), group="fence") for m in reachable]
     steps += [replace(common.backup_step(rt, m, run_id, background=True), group=BACKGROUND)
               for m in reachable]
-    steps += _tools_steps(reachable, tools)
+    steps += _tools_steps(reachable, tools, run_id)
     for m in reachable:
         steps.append(Step(id=f"send:{m.name}", phase="restore", kind=StepKind.SNAPSHOT_SEND,
                           host=m.name, group="send",

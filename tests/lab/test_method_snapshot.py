@@ -95,13 +95,16 @@ def test_snapshot_method_restores_every_survivor_from_the_kept_members_log(
 
 def test_snapshot_method_restores_five_members_three_lost(
         make_lab: Callable[..., LabHandle]) -> None:
-    """5 members on static pods, etcd 3.5 with etcdutl copied from this machine: two hosts
-    gone, etcd-5 stale; the three left are restored at once from the kept member's log."""
+    """5 members on static pods, etcd 3.5, etcdutl taken from the etcd image each pod names
+    (no --etcdutl; the lab's ctr-lite stands in for containerd's ctr): two hosts gone, etcd-5
+    stale; the three left are restored at once from the kept member's log."""
     lab = make_lab(members=5, runtime="static-pod", version="3.5-newest", keys=500)
     before = revision(lab, "etcd-1")
     lose_quorum(lab, newest="etcd-1", stale="etcd-5", gone=["etcd-2", "etcd-3"], writes=150)
-    etcdutl = f"/opt/etcd-{builds.version_of('3.5-newest')}/etcdutl"
-    plan = plan_and_execute(lab, "--method", "snapshot", "--etcdutl", etcdutl)
+    plan = plan_and_execute(lab, "--method", "snapshot")
+    image = f"registry.k8s.io/etcd:{builds.version_of('3.5-newest')}-0"
+    assert f"etcdutl: on etcd-1, etcd-4, etcd-5 taken from the etcd image {image} (ctr " \
+           "images mount)" in plan["advisories"], plan["advisories"]
     # etcd-4 took the writes too (their quorum was etcd-1 to etcd-4): either may be kept.
     assert plan["chosen"] in ("etcd-1", "etcd-4"), plan["reason"]
     assert plan["unreachable"] == ["etcd-2", "etcd-3"]
@@ -109,6 +112,7 @@ def test_snapshot_method_restores_five_members_three_lost(
     ids = {s["id"] for s in plan["steps"]}
     assert {f"restore:{n}" for n in survivors} | {"cluster-up", "restore-check"} <= ids
     assert {f"send:{n}" for n in survivors if n != plan["chosen"]} <= ids
+    assert {f"etcdutl:{n}" for n in survivors} <= ids
     check_recovered(lab, survivors, keys=500, writes=150)
     for name in survivors:   # (the 150 writes were two transactions: two revisions)
         assert revision(lab, name) >= before + 2 + BUMP

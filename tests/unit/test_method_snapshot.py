@@ -28,6 +28,8 @@ from etcd_recovery.plan.snapshot import (
     DEFAULT_BUMP,
     Etcdutl,
     SnapshotInput,
+    extract_argv,
+    image_version,
     make_file_plan,
     make_snapshot_plan,
     restore_argv,
@@ -417,3 +419,81 @@ def test_an_etcdutl_run_in_place_everywhere_is_still_read_back_as_the_flag() -> 
     beside = {n: Etcdutl("/usr/local/bin/etcdutl", "3.5.16") for n in tools}
     assert options_of(make_snapshot_plan(inventory("systemd"), versioned(covered(report())),
                                          configs("systemd"), "r1", beside)).etcdutl is None
+
+
+# ------------------------------------------------- kubeadm: etcdutl from the etcd image
+
+IMAGE_TOOLS = {n: Etcdutl("/var/lib/etcd-recovery/r1/etcdutl", "3.5.16",
+                          image="registry.k8s.io/etcd:3.5.16-0")
+               for n in ("etcd-1", "etcd-2", "etcd-3")}
+
+
+def test_image_versions_are_read_from_kubeadm_tags() -> None:
+    assert image_version("registry.k8s.io/etcd:3.5.16-0") == "3.5.16"
+    assert image_version("localhost:5000/etcd:v3.6.5") == "3.6.5"
+    assert image_version("localhost:5000/etcd") is None       # a port, not a tag
+    assert image_version("registry.k8s.io/etcd:latest") is None
+
+
+def test_kubeadm_hosts_take_etcdutl_from_their_etcd_image_and_the_plan_says_so() -> None:
+    plan = make_snapshot_plan(inventory("static-pod"), versioned(covered(report())),
+                              configs("static-pod"), "r1", IMAGE_TOOLS)
+    steps = {s.id: s for s in plan.steps}
+    take = steps["etcdutl:etcd-3"]
+    run = take.actions[0]
+    assert isinstance(run, Run) and "registry.k8s.io/etcd:3.5.16-0" in run.argv
+    assert take.group == "background" and "ctr images mount" in take.title
+    line = next(a for a in plan.advisories if a.startswith("etcdutl: "))
+    assert line == ("etcdutl: on etcd-1, etcd-3 taken from the etcd image "
+                    "registry.k8s.io/etcd:3.5.16-0 (ctr images mount)")
+    from etcd_recovery.planid import options_of
+
+    assert options_of(plan).etcdutl is None     # no --etcdutl to read back
+    text = plan_markdown(plan, inventory("static-pod"))
+    assert "ctr -n k8s.io images mount" in text
+
+
+FAKE_CTR = """#!/bin/sh
+# ctr -n k8s.io images mount REF DIR / unmount --rm DIR, over $IMAGES/<tag>/etcdutl
+shift 2
+case "$1 $2" in
+  "images mount") tag=${3##*:}; [ -d "$IMAGES/$tag" ] || exit 1
+    mkdir -p "$4/usr/local/bin"; cp "$IMAGES/$tag/etcdutl" "$4/usr/local/bin/"
+    echo mounted >> "$IMAGES/log" ;;
+  "images unmount") rm -rf "$4/usr"; echo unmounted >> "$IMAGES/log" ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def test_etcdutl_is_copied_out_of_the_image_checked_and_unmounted(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    for tag, version in (("3.5.16-0", "3.5.16"), ("3.6.5-0", "3.6.5")):
+        (images / tag).mkdir(parents=True)
+        tool = images / tag / "etcdutl"
+        tool.write_text(f"#!/bin/sh\necho 'etcdutl version: {version}'\n")
+        tool.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ctr").write_text(FAKE_CTR)
+    (bin_dir / "ctr").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "IMAGES": str(images)}
+    dest = tmp_path / "run" / "etcdutl"
+
+    def extract(image: str, minor: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(extract_argv(image, str(dest), minor), capture_output=True,
+                              text=True, timeout=30, env=env)
+
+    wrong = extract("registry.k8s.io/etcd:3.6.5-0", "3.5")
+    assert wrong.returncode != 0 and "is 3.6.5, not of etcd 3.5" in wrong.stderr
+    assert not dest.exists()
+    for _ in range(2):   # rerun (a resumed run): the same result
+        ok = extract("registry.k8s.io/etcd:3.5.16-0", "3.5")
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.strip() == "etcdutl 3.5.16"
+        assert "3.5.16" in subprocess.run([str(dest), "version"], capture_output=True,
+                                          text=True).stdout
+    log = (images / "log").read_text().split()
+    assert log.count("mounted") == 3 and log[-1] == "unmounted"   # every mount is undone
+    assert not (tmp_path / "run" / "etcdutl.image" / "usr").exists()
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700

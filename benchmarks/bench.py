@@ -65,17 +65,25 @@ def lab_up(d: Path, members: int, runtime: str, keys: int, big_mb: int = 0) -> N
     cli("lab", "up", "--dir", str(d), "--members", str(members), "--runtime", runtime,
         "--etcd-version", ETCD_VERSION, "--keys", str(keys))
     if big_mb:
-        from etcd_recovery.lab.lab import Lab
-        from etcd_recovery.live import EtcdClient
+        # In a process of its own: gRPC keeps what it sent resident (about the 1 GB), and
+        # every CLI run forked from this process afterwards would report it as its peak RSS
+        # (Linux keeps the largest RSS across fork and exec in ru_maxrss).
+        subprocess.run([sys.executable, __file__, "--fill", str(d), str(big_mb)], check=True,
+                       timeout=1800)
 
-        lab = Lab(d)
-        state = lab.state()
-        tls = lab._tls()
-        value = b"v" * BIG_VALUE
-        count = big_mb * 1024 * 1024 // BIG_VALUE
-        with EtcdClient(f"{state.hosts[0].mgmt_ip}:2379", ca_file=tls.ca, cert_file=tls.cert,
-                        key_file=tls.key, timeout=60.0) as client:
-            client.put_many(((f"/bench/big/{n:06d}", value) for n in range(count)), batch=8)
+
+def fill(d: Path, big_mb: int) -> None:
+    from etcd_recovery.lab.lab import Lab
+    from etcd_recovery.live import EtcdClient
+
+    lab = Lab(d)
+    state = lab.state()
+    tls = lab._tls()
+    value = b"v" * BIG_VALUE
+    count = big_mb * 1024 * 1024 // BIG_VALUE
+    with EtcdClient(f"{state.hosts[0].mgmt_ip}:2379", ca_file=tls.ca, cert_file=tls.cert,
+                    key_file=tls.key, timeout=60.0) as client:
+        client.put_many(((f"/bench/big/{n:06d}", value) for n in range(count)), batch=8)
 
 
 def breakage(d: Path, members: int) -> list[str]:
@@ -220,6 +228,9 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
+    if args[:1] == ["--fill"]:
+        fill(Path(args[1]), int(args[2]))
+        return
     out = Path(args[args.index("--out") + 1]) if "--out" in args else ROOT / "benchmarks"
     shapes = args[args.index("--shapes") + 1] if "--shapes" in args else \
         "3:static-pod,3:systemd,5:static-pod"

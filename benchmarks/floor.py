@@ -182,9 +182,10 @@ class SnapshotFloor(Floor):
     6. start every member at once and poll until each is healthy; 7. one HashKV check.
     """
 
-    def ssh_bytes(self, name: str, command: str, data: bytes) -> None:
-        res = subprocess.run(self.ssh_argv(name, command), input=data, capture_output=True,
-                             timeout=600)
+    def ssh_file(self, name: str, command: str, path: Path) -> None:
+        with path.open("rb") as f:
+            res = subprocess.run(self.ssh_argv(name, command), stdin=f, capture_output=True,
+                                 timeout=600)
         if res.returncode != 0:
             raise RuntimeError(f"{name}: {command}: {res.stderr.decode().strip()}")
 
@@ -218,9 +219,8 @@ class SnapshotFloor(Floor):
             raise RuntimeError(f"snapshot save: {saved.stderr}")
         self.stop_one(kept)
         t0 = self.phase("snapshot", t0)
-        data = snap.read_bytes()
         with ThreadPoolExecutor(max_workers=len(reachable)) as pool:
-            list(pool.map(lambda n: self.ssh_bytes(n, "cat > /root/snapshot.db", data),
+            list(pool.map(lambda n: self.ssh_file(n, "cat > /root/snapshot.db", snap),
                           reachable))
         t0 = self.phase("copy", t0)
         cluster = rconf.initial_cluster([(n, self.hosts[n].peer_url) for n in reachable])

@@ -233,10 +233,16 @@ class CopyFile:
 
 
 def receive_argv(path: str, mode: int, sha256: str) -> list[str]:
-    """What the far end of a copy runs: stdin to ``<path>.partial``, its sha256 checked, then
-    renamed onto ``path``; a copy cut short leaves only the ``.partial``, redone next time."""
-    return ["sh", "-c", 'set -e; umask 077; mkdir -p "$(dirname "$1")"; cat > "$1.partial"; '
-            'printf "%s  %s\\n" "$3" "$1.partial" | sha256sum -c --quiet -; '
+    """What the far end of a copy runs: stdin to ``<path>.partial``, hashed as it is written
+    (tee into sha256sum: no second pass over the file, which for 1 GB was seconds after the
+    last byte), then renamed onto ``path`` when the sha256 matches and tee wrote every byte
+    (GNU tee goes on feeding the hash after a failed write: its status is kept in a mark).
+    A copy cut short leaves only the ``.partial``, redone next time."""
+    return ["sh", "-c", 'set -e; umask 077; mkdir -p "$(dirname "$1")"; rm -f "$1.failed"; '
+            'got=$( { tee "$1.partial" || : > "$1.failed"; } | sha256sum); got=${got%% *}; '
+            'if [ -e "$1.failed" ]; then rm -f "$1.failed"; echo "$1.partial: not written '
+            'whole" >&2; exit 1; fi; if [ "$got" != "$3" ]; then echo "$1.partial: sha256 '
+            '$got, not $3" >&2; exit 1; fi; '
             'chmod "$2" "$1.partial"; mv -f "$1.partial" "$1"', "etcd-recovery", path,
             f"{mode:04o}", sha256]
 

@@ -131,9 +131,9 @@ BumpOpt = Annotated[int | None, _opt("--bump-revision N", """
     1000000000, etcd's advice for Kubernetes).""")]
 EtcdutlOpt = Annotated[str | None, _opt("--etcdutl PATH", """
     The snapshot method: an etcdutl build on this machine, copied to every host's run
-    directory (checked by sha256), except to a host that has the same file at PATH; needed
-    for static pods, optional for systemd (default: the etcdutl beside the unit's etcd
-    binary).""")]
+    directory (checked by sha256), except to a host that has the same file at PATH.
+    Default: on systemd, the etcdutl beside the unit's etcd binary; on static pods, the one
+    in the etcd image the manifest names, where containerd holds it (ctr images mount).""")]
 SkipHashOpt = Annotated[bool, _opt("--skip-hash-check", """
     --from-snapshot: restore a file that has no integrity hash (a copied member/snap/db).""")]
 OlderDataOpt = Annotated[bool, _opt("--allow-older-data", """

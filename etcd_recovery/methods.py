@@ -76,6 +76,12 @@ def derive(inv: Inventory, report: InspectReport, configs: Mapping[str, str], ru
 # A db this size or more, streamed through this machine to every host, is named as a cost of
 # the snapshot method (the default method's learners get it from the kept member directly).
 BIG_DB_BYTES = 512 << 20
+# What the snapshot method's sends take, per host, all at once (measured on the lab with
+# benchmarks/bench.py: 1 GB to 2 hosts in 38 s, to 3 in 40 s: about 27 MB/s each), and what
+# each learner add after the first waits in the default method (etcd's strict
+# reconfiguration check: 5 s).
+STREAM_BYTES_PER_S = 27e6
+LEARNER_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -109,11 +115,18 @@ def recommend(report: InspectReport) -> Advice:
     newest = max((v for v in vs if v is not None), default=None)
     for_snapshot: list[str] = []
     against: list[str] = []
-    if len(reachable) >= 4:
+    db = max((m.db_size_bytes or 0 for m in reachable), default=0)
+    saved_s = LEARNER_WAIT_S * max(0, len(reachable) - 2)
+    stream_s = db / STREAM_BYTES_PER_S
+    if len(reachable) >= 4 and stream_s < saved_s:
         for_snapshot.append(f"{len(reachable)} members to bring back: the default method adds "
                             f"{len(reachable) - 1} learners one at a time, each after the first "
                             "waiting 5 s (etcd's strict reconfiguration check); the snapshot "
                             "method starts every member at once")
+    elif len(reachable) >= 4:
+        against.append(f"{len(reachable)} members to bring back, but sending the "
+                       f"{db >> 20} MiB db to each host takes about {stream_s:.0f} s, more "
+                       f"than the {saved_s:.0f} s of learner waits the snapshot method saves")
     else:
         against.append(f"{len(reachable)} member(s) to bring back: the default method adds "
                        f"{max(0, len(reachable) - 1)} learner(s) and restarts fewer things")
@@ -122,7 +135,6 @@ def recommend(report: InspectReport) -> Advice:
                             "3.6's recovery docs restore from a snapshot rather than with "
                             "--force-new-cluster, and the restored cluster's new token makes "
                             "every old member a stranger to it")
-    db = max((m.db_size_bytes or 0 for m in reachable), default=0)
     if db >= BIG_DB_BYTES:
         against.append(f"the db is {db >> 20} MiB: the snapshot method streams it through this "
                        f"machine to {max(0, len(reachable) - 1)} host(s); the default method's "

@@ -66,6 +66,7 @@ from .watch import LOG_LINES, WATCHED, wait_watching
 T = TypeVar("T")
 Log = Callable[[str], None]
 CHUNK = 1024 * 1024  # a copy streams in blocks of this size (each stream holds one or two)
+COPY_READ_S = 3600.0  # a copy's source read off a host, at most (1 GB took 30 s on the lab)
 EARLIER_MAX_S = 1800.0   # waiting for an earlier run's command of unknown step, at most
 EARLIER_BACKOFF = Backoff(first=0.05, factor=1.5, cap=1.0)   # polling its command lock
 API_BACKOFF = Backoff(first=0.05, factor=1.5, cap=0.15)      # a membership call etcd refused
@@ -577,14 +578,10 @@ class Executor:
                 while block := f.read(CHUNK):
                     yield block
             return
-        src = self.session.t(host).open_file(path, sudo=True)
-        size, off = src.size(), 0
-        while off < size:
-            block = src.read(off, min(CHUNK, size - off))
-            if not block:
-                break
-            off += len(block)
-            yield block
+        # streamed with cat, not read over SFTP: paramiko's readv keeps a slice of every
+        # block it prefetched until the file is closed (transport/ssh.py, stream)
+        yield from self.session.t(host).stream(["cat", "--", path], sudo=True,
+                                               timeout=COPY_READ_S)
 
     def sha256(self, host: str, path: str) -> str:
         if not host:

@@ -8,7 +8,7 @@ inject shell syntax.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -109,6 +109,12 @@ class Transport(Protocol):
 
     def open_file(self, path: str, *, sudo: bool = False) -> ByteSource:
         """A random-access reader over a remote file (it counts ``bytes_read``)."""
+        ...
+
+    def stream(self, argv: Sequence[str], *, sudo: bool = False,
+               timeout: float = 30.0) -> Iterator[bytes]:
+        """``argv``'s standard output as it comes (held to SSH's flow-control window, never
+        all in memory); after the last block, a non-zero exit raises."""
         ...
 
     def list_dir(self, path: str, *, sudo: bool = False) -> list[FileInfo]:

@@ -119,6 +119,10 @@ class DirTransport:
         self.sources.append(src)
         return src
 
+    def stream(self, argv: Sequence[str], *, sudo: bool = False,
+               timeout: float = 30.0) -> Iterator[bytes]:
+        raise AssertionError(f"read_disk streamed {argv}")
+
     def list_dir(self, path: str, *, sudo: bool = False) -> list[FileInfo]:
         local = self._path(path)
         try:

@@ -142,7 +142,7 @@ def test_a_group_of_sends_from_one_host_reads_it_once(tmp_path: Path) -> None:
         hosts[n].expect(receive_argv(SRC, 0o600, sha))
     summary = run_sends(hosts, tmp_path, sha).run()
     assert summary.ok, summary.message
-    assert [c.op for c in hosts["a"].calls].count("open_file") == 1
+    assert [c.op for c in hosts["a"].calls].count("stream") == 1   # cat of it, once
     for n in NAMES[1:]:
         sent = [c.stdin for c in hosts[n].calls if c.args == tuple(receive_argv(SRC, 0o600, sha))]
         assert sent == [data]
@@ -152,21 +152,11 @@ def test_a_read_that_fails_midway_is_named_as_the_sends_failure(tmp_path: Path) 
     hosts = world(b"x" * 3_000_000)
     sha = "0" * 64
 
-    class Broken:
-        name = "a:" + SRC
+    def broken(argv: object, sudo: bool = False, timeout: float = 30.0) -> Iterator[bytes]:
+        yield b"x" * 1_000_000
+        raise OSError(5, "Input/output error")
 
-        def size(self) -> int:
-            return 3_000_000
-
-        def read(self, offset: int, length: int) -> bytes:
-            if offset:
-                raise OSError(5, "Input/output error")
-            return b"x" * length
-
-        def close(self) -> None:
-            return None
-
-    hosts["a"].open_file = lambda path, sudo=False: Broken()  # type: ignore[method-assign,assignment,misc]
+    hosts["a"].stream = broken  # type: ignore[method-assign]
     for n in NAMES[1:]:   # the short copy fails its sha256 at the receiving end
         hosts[n].expect(receive_argv(SRC, 0o600, sha), exit_status=1,
                         stderr="sha256sum: WARNING: 1 computed checksum did NOT match")

@@ -229,6 +229,34 @@ class SshTransport:
     def _sudo_prefix(self, sudo: bool) -> tuple[str, ...]:
         return self.sudo_command if sudo and self.target.sudo else ()
 
+    def _open_session(self, transport: paramiko.Transport, shown: str,
+                      timeout: float) -> paramiko.Channel:
+        try:
+            return transport.open_session(timeout=self.target.connect_timeout)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C and exits pass through
+                raise
+            raise TransportError(self._label, f"cannot open a session for {shown!r}: "
+                                 f"{describe(exc, timeout)}") from exc
+
+    @contextmanager
+    def _command_errors(self, chan: paramiko.Channel, shown: str,
+                        timeout: float) -> Iterator[None]:
+        """A command's channel: its errors as TransportError (a deadline passed: the
+        command killed), and closed afterwards."""
+        try:
+            try:
+                yield
+            except (TimeoutError, CommandTimeout):
+                kill(chan)
+                raise TransportError(
+                    self._label, f"command {shown!r} timed out after {timeout:g} s") from None
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise TransportError(self._label, f"command {shown!r}: "
+                                     f"{describe(exc, timeout)}") from exc
+        finally:
+            chan.close()
+
     def run(self, argv: Sequence[str], *, sudo: bool = False, timeout: float = 30.0,
             stdin: bytes | Iterable[bytes] | None = None,
             check: bool = True) -> CommandResult:
@@ -240,32 +268,16 @@ class SshTransport:
         started = time.monotonic()
         deadline = started + timeout
         transport = self._transport()
-        try:
-            chan = transport.open_session(timeout=self.target.connect_timeout)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):  # Ctrl-C and exits pass through
-                raise
-            raise TransportError(self._label, f"cannot open a session for {shown!r}: "
-                                 f"{describe(exc, timeout)}") from exc
-        try:
-            try:
-                chan.exec_command(command)
-                feeder = start_stdin_feeder(chan, stdin)
-                stdout, stderr = collect(chan, deadline)
-                if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
-                    raise CommandTimeout()
-                status = chan.recv_exit_status()
-                if feeder is not None:
-                    feeder.join(max(0.0, deadline - time.monotonic()))
-            except CommandTimeout:
-                kill(chan)
-                raise TransportError(
-                    self._label, f"command {shown!r} timed out after {timeout:g} s") from None
-            except (OSError, EOFError, paramiko.SSHException) as exc:
-                raise TransportError(self._label, f"command {shown!r}: "
-                                     f"{describe(exc, timeout)}") from exc
-        finally:
-            chan.close()
+        chan = self._open_session(transport, shown, timeout)
+        with self._command_errors(chan, shown, timeout):
+            chan.exec_command(command)
+            feeder = start_stdin_feeder(chan, stdin)
+            stdout, stderr = collect(chan, deadline)
+            if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+                raise CommandTimeout()
+            status = chan.recv_exit_status()
+            if feeder is not None:
+                feeder.join(max(0.0, deadline - time.monotonic()))
         if status == -1:
             # the channel closed with no exit-status: the SSH connection went away, or sshd
             # sent exit-signal instead (the command was killed by a signal on the host), a
@@ -291,36 +303,20 @@ class SshTransport:
         args = tuple(str(a) for a in argv)
         shown = shlex.join(args)
         deadline = time.monotonic() + timeout
-        try:
-            chan = self._transport().open_session(timeout=self.target.connect_timeout)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                raise
-            raise TransportError(self._label, f"cannot open a session for {shown!r}: "
-                                 f"{describe(exc, timeout)}") from exc
+        chan = self._open_session(self._transport(), shown, timeout)
         err: list[bytes] = []
-        try:
-            try:
-                chan.exec_command(shell_command(args, self._sudo_prefix(sudo)))
-                chan.shutdown_write()
+        with self._command_errors(chan, shown, timeout):
+            chan.exec_command(shell_command(args, self._sudo_prefix(sudo)))
+            chan.shutdown_write()
+            chan.settimeout(max(0.1, deadline - time.monotonic()))
+            while block := chan.recv(READ_CHUNK * 16):
+                yield block
                 chan.settimeout(max(0.1, deadline - time.monotonic()))
-                while block := chan.recv(READ_CHUNK * 16):
-                    yield block
-                    chan.settimeout(max(0.1, deadline - time.monotonic()))
-                while part := chan.recv_stderr(READ_CHUNK):
-                    err.append(part)
-                if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
-                    raise CommandTimeout()
-                status = chan.recv_exit_status()
-            except (TimeoutError, CommandTimeout):
-                kill(chan)
-                raise TransportError(
-                    self._label, f"command {shown!r} timed out after {timeout:g} s") from None
-            except (OSError, EOFError, paramiko.SSHException) as exc:
-                raise TransportError(self._label, f"command {shown!r}: "
-                                     f"{describe(exc, timeout)}") from exc
-        finally:
-            chan.close()
+            while part := chan.recv_stderr(READ_CHUNK):
+                err.append(part)
+            if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+                raise CommandTimeout()
+            status = chan.recv_exit_status()
         if status != 0:
             raise RemoteCommandError(self._label, shown, status,
                                      b"".join(err).decode(errors="replace").strip()

@@ -86,6 +86,28 @@ def test_stdin_and_large_interleaved_output(transport: SshTransport) -> None:
     assert len(both.stderr) == 3_000_000
 
 
+def test_stream_yields_output_as_it_comes_and_then_the_exit(transport: SshTransport,
+                                                            tmp_path: Path) -> None:
+    data = os.urandom(20_000_000)
+    path = tmp_path / "snapshot.db"
+    path.write_bytes(data)
+    blocks = transport.stream(["cat", "--", str(path)], timeout=60)
+    first = next(blocks)
+    assert 0 < len(first) < len(data)   # before the command has sent it all
+    assert first + b"".join(blocks) == data
+    with pytest.raises(RemoteCommandError, match="No such file"):
+        list(transport.stream(["cat", "--", str(tmp_path / "nope")]))
+    started = time.monotonic()
+    with pytest.raises(TransportError, match=r"timed out after 1 s"):
+        list(transport.stream(["sh", "-c", "echo a; sleep 4"], timeout=1))
+    assert time.monotonic() - started < 2.5
+    # a reader that stops early closes the channel; the connection serves on
+    partial = transport.stream(["cat", "/dev/zero"], timeout=30)
+    assert len(next(partial)) > 0
+    partial.close()
+    assert transport.run(["echo", "still here"]).stdout == b"still here\n"
+
+
 def test_command_timeout(transport: SshTransport) -> None:
     transport.run(["true"])  # connect first: measure the command, not the handshake
     started = time.monotonic()

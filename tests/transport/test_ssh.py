@@ -8,6 +8,7 @@ import stat
 import subprocess
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,7 @@ def test_stream_yields_output_as_it_comes_and_then_the_exit(transport: SshTransp
     # a reader that stops early closes the channel; the connection serves on
     partial = transport.stream(["cat", "/dev/zero"], timeout=30)
     assert len(next(partial)) > 0
+    assert isinstance(partial, types.GeneratorType)
     partial.close()
     assert transport.run(["echo", "still here"]).stdout == b"still here\n"
 

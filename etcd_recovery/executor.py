@@ -356,7 +356,7 @@ class Executor:
                     if failure is None:
                         failure, failed = ((exc.error, exc.step) if isinstance(exc, _InStep)
                                            else (exc, step))
-        self._fanouts = {}
+        self._fanouts = {}   # (one left by an exception is harmless: no send of it is pending)
         if failure is not None:
             raise _InStep(failed, failure)
         return results
@@ -534,14 +534,8 @@ class Executor:
         if not want:
             want = self.sha256(a.src_host, a.src_path)
         fan = self._fanouts.get(source_of(a))
-        have = self.session.run(a.host, ["sha256sum", a.path], check=False, timeout=600)
-        if have.exit_status == 0 and have.stdout.decode(errors="replace")[:64] == want:
-            if fan is not None:
-                fan.leave(a.host)
-            return {"result": "already there", "sha256": want}
         sent = [0]
         failed: list[BaseException] = []
-        shared = fan.join(a.host) if fan is not None else None
 
         def counted(blocks: Iterator[bytes]) -> Iterator[bytes]:
             # A read that fails ends the stream (the receiving end then refuses the short
@@ -553,19 +547,23 @@ class Executor:
             except Exception as exc:  # noqa: BLE001 - raised below as the step's failure
                 failed.append(exc)
 
-        try:
+        try:   # (a send sharing a read leaves it as soon as it takes no more: fanout.py)
+            have = self.session.run(a.host, ["sha256sum", a.path], check=False, timeout=600)
+            if have.exit_status == 0 and have.stdout.decode(errors="replace")[:64] == want:
+                return {"result": "already there", "sha256": want}
+            shared = fan.join(a.host) if fan is not None else None
             self.session.run(a.host, receive_argv(a.path, a.mode, want),
                              stdin=counted(shared if shared is not None else
                                            self._source_blocks(*source_of(a))),
                              timeout=a.timeout_s)
         except EtcdRecoveryError:
-            if not failed and (fan is None or fan.error is None):
+            if not failed:
                 raise
         finally:
             if fan is not None:
                 fan.leave(a.host)
-        if lost := failed or ([fan.error] if fan is not None and fan.error else []):
-            exc = lost[0]
+        if failed:
+            exc = failed[0]
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise StepFailed(f"{file_given(a.src_host, a.src_path)}: cannot read it: {why}") \
                 from exc

@@ -7,8 +7,8 @@ and a read and two writes at once 0.28 s. A :class:`Fanout` reads each block onc
 on a short queue per send still taking it; a send that finds the file already there, fails,
 or stops reading leaves, and the others go on. Reading starts when every send it was made
 for has either joined or left, so no send misses the first blocks; a read error ends every
-stream (each receiving end then refuses its short copy by its sha256) and is kept in
-:attr:`Fanout.error` for the step to name.
+stream with that error, raised after its last block (as a send reading the source itself
+would meet it), and is kept in :attr:`Fanout.error`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ class Fanout:
         self._started = False
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
-        self.reads = 0   # blocks read from the source (each given to every send joined)
 
     def join(self, key: str) -> Iterator[bytes] | None:
         """The stream for ``key``; None when ``key`` is not one this fan-out waits for (then
@@ -101,7 +100,6 @@ class Fanout:
     def _read(self) -> None:
         try:
             for block in self._blocks():
-                self.reads += 1
                 taking = self._taking()
                 if not taking:
                     return   # every send left: reading on would be for no one
@@ -113,7 +111,8 @@ class Fanout:
             for key, q in self._taking():
                 self._put(key, q, None)
 
-    @staticmethod
-    def _drain(q: queue.Queue[Item]) -> Iterator[bytes]:
+    def _drain(self, q: queue.Queue[Item]) -> Iterator[bytes]:
         while (item := q.get()) is not None:
             yield item
+        if self.error is not None:   # (set before the end is queued)
+            raise self.error

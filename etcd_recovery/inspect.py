@@ -42,6 +42,7 @@ from .formats.wal import WalState, read_wal, wal_file_names
 from .inventory import Inventory, Member
 from .live import EtcdClient
 from .model import Decision, InspectReport, MemberState, NewBinary, PeerView, Quorum, WalTail
+from .plan.snapshot import CTR_NAMESPACE
 from .processes import Processes, etcd_processes, own_pid
 from .runtimes import config as rconf
 from .runtimes.base import runtime_for
@@ -418,22 +419,26 @@ def read_etcdutl(member: Member, factory: TransportFactory = ssh_transport
         t.close()
 
 
+def _asked(member: Member, argv: list[str], factory: TransportFactory) -> str | None:
+    """One command's output on the member's host (as root, on a connection of its own), or
+    None when it failed or the host could not be asked: the planning-time probes below."""
+    t = factory(member)
+    try:
+        res = t.run(argv, sudo=True, check=False, timeout=20)
+        return res.stdout.decode(errors="replace") if res.exit_status == 0 else None
+    except TransportError:
+        return None
+    finally:
+        t.close()
+
+
 def image_on_host(member: Member, image: str, factory: TransportFactory = ssh_transport
                   ) -> bool:
     """kubeadm: whether containerd on the host holds the etcd image its static pod names
     (``ctr -n k8s.io images ls -q``), so that etcdutl can be taken from it."""
-    from .plan.snapshot import CTR_NAMESPACE
-
-    t = factory(member)
-    try:
-        res = t.run(["sh", "-c", f'command -v ctr >/dev/null 2>&1 && ctr -n {CTR_NAMESPACE} '
-                     'images ls -q 2>/dev/null | grep -Fxq -- "$1"', "etcd-recovery", image],
-                    sudo=True, check=False, timeout=20)
-        return res.exit_status == 0
-    except TransportError:
-        return False
-    finally:
-        t.close()
+    return _asked(member, ["sh", "-c", f'command -v ctr >/dev/null 2>&1 && ctr -n '
+                           f'{CTR_NAMESPACE} images ls -q 2>/dev/null | grep -Fxq -- "$1"',
+                           "etcd-recovery", image], factory) is not None
 
 
 def same_file_on_host(member: Member, path: str, sha256: str,
@@ -441,14 +446,8 @@ def same_file_on_host(member: Member, path: str, sha256: str,
     """Whether the host has ``path`` with this sha256 (--etcdutl PATH when the hosts hold
     the same build at the same place, as a build mounted or installed everywhere does):
     then it runs in place and is not copied."""
-    t = factory(member)
-    try:
-        res = t.run(["sha256sum", path], sudo=True, check=False, timeout=20)
-        return res.exit_status == 0 and res.stdout.decode(errors="replace")[:64] == sha256
-    except TransportError:
-        return False
-    finally:
-        t.close()
+    out = _asked(member, ["sha256sum", path], factory)
+    return out is not None and out[:64] == sha256
 
 
 def inspect_member(member: Member, inv: Inventory, factory: TransportFactory = ssh_transport,

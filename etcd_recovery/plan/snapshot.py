@@ -225,7 +225,7 @@ def _tools_steps(reachable: Sequence[Member], tools: Mapping[str, Etcdutl], run_
         t = tools[m.name]
         if t.image:
             sid = f"etcdutl:{m.name}"
-            minor = ".".join((image_version(t.image) or "").split(".")[:2])
+            minor = ".".join((t.version or "").split(".")[:2])   # (the image tag's)
             out.append(Step(
                 id=sid, phase="restore", kind=StepKind.SNAPSHOT_SEND, host=m.name,
                 group=BACKGROUND,

@@ -207,7 +207,11 @@ def derive_plan(inv: Inventory, o: planid.Options,
                     lambda m: bool(images.get(m.name)) and image_on_host(
                         m, str(images[m.name])), reachable), strict=True))
             where = etcdutl_on_host(run_dir(run_id))
-            tools = {n: Etcdutl(where, image_version(str(images[n])), image=str(images[n]))
+            # A tag that names no release (etcd:latest) is checked against the member's
+            # own version as inspect read it; with neither, the plan refuses (_check_versions)
+            known = {s.name: s.etcd_version for s in report.members}
+            tools = {n: Etcdutl(where, image_version(str(images[n])) or known.get(n),
+                                image=str(images[n]))
                      for n, has in held.items() if has}
     plan = derive(
         inv, report, configs, run_id, method=o.method or "force-new-cluster",

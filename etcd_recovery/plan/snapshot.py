@@ -138,6 +138,12 @@ def _check_versions(reachable: Sequence[Member], states: Mapping[str, MemberStat
             raise UsageError(f"{m.name}: no etcdutl to restore with; give --etcdutl PATH "
                              "(a build on this machine, copied to every host)")
         tv = versions.parse_version(tool.version)
+        if tool.image and tv is None:
+            raise RefusedError(
+                f"no plan: {m.name}: the etcd image {tool.image} names no etcd release in its "
+                "tag and the member's version is not known (etcd is not answering), so the "
+                "etcdutl taken from it cannot be checked against the member's; give --etcdutl "
+                "PATH (a build of the member's minor version)")
         if v is not None and tv is not None and tv[:2] != v[:2]:
             raise RefusedError(f"no plan: {m.name}: etcdutl {tool.version} ({tool.path}) is "
                                f"not of etcd {states[m.name].etcd_version}'s minor version")

@@ -446,6 +446,22 @@ def test_image_versions_are_read_from_kubeadm_tags() -> None:
     assert image_version("registry.k8s.io/etcd:latest") is None
 
 
+def test_an_image_tag_without_a_release_is_checked_against_the_members_version() -> None:
+    # etcd:latest names no release: the version inspect read from the member stands in for
+    # the tag's (the extraction checks etcdutl's own against its minor); with neither, refused
+    latest = {n: replace(t, image="registry.k8s.io/etcd:latest") for n, t in IMAGE_TOOLS.items()}
+    plan = make_snapshot_plan(inventory("static-pod"), versioned(covered(report())),
+                              configs("static-pod"), "r1", latest)
+    take = next(s for s in plan.steps if s.id == "etcdutl:etcd-3")
+    run = take.actions[0]
+    assert isinstance(run, Run) and run.argv[-1] == "3.5" and "etcd 3.5" in take.check
+    unknown = {n: replace(t, version=None) for n, t in latest.items()}
+    with pytest.raises(RefusedError, match="etcd-1: the etcd image registry.k8s.io/etcd:latest "
+                                           "names no etcd release.*--etcdutl PATH"):
+        make_snapshot_plan(inventory("static-pod"), versioned(covered(report())),
+                           configs("static-pod"), "r1", unknown)
+
+
 def test_kubeadm_hosts_take_etcdutl_from_their_etcd_image_and_the_plan_says_so() -> None:
     plan = make_snapshot_plan(inventory("static-pod"), versioned(covered(report())),
                               configs("static-pod"), "r1", IMAGE_TOOLS)

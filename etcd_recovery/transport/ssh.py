@@ -35,6 +35,7 @@ from etcd_recovery.errors import (
     TransportError,
 )
 from etcd_recovery.formats.source import ByteSource
+from etcd_recovery.retry import Backoff, retry
 from etcd_recovery.transport import early, files, forward
 from etcd_recovery.transport.base import (
     DEFAULT_SUDO_COMMAND,
@@ -54,6 +55,18 @@ __all__ = ["KEEPALIVE_S", "SshTransport", "fingerprint", "parse_jump"]
 _log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 5
+# commands at once on one connection: under sshd's default MaxSessions (10), with room for
+# the shared SFTP session
+SESSION_SLOTS = 8
+OPEN_BACKOFF = Backoff(0.05, 2.0, 0.4)
+
+
+class _Refused(Exception):
+    """The server refused a channel open at once (sshd's MaxSessions, for one)."""
+
+    def __init__(self, cause: paramiko.SSHException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class SshTransport:
@@ -72,6 +85,7 @@ class SshTransport:
         self.io_timeout = io_timeout
         self._lock = threading.Lock()
         self._sftp_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(SESSION_SLOTS)
         self._client: paramiko.SSHClient | None = None
         self._jump_client: paramiko.SSHClient | None = None
         self._sftp_client: paramiko.SFTPClient | None = None
@@ -229,15 +243,48 @@ class SshTransport:
     def _sudo_prefix(self, sudo: bool) -> tuple[str, ...]:
         return self.sudo_command if sudo and self.target.sudo else ()
 
+    @contextmanager
+    def _session(self, transport: paramiko.Transport, shown: str,
+                 timeout: float) -> Iterator[paramiko.Channel]:
+        """A session channel for one command, its errors translated, closed afterwards.
+
+        sshd allows MaxSessions (10 by default) sessions per connection and refuses the next
+        channel open; paramiko then raises a bare "Unable to open channel." when another
+        thread's open took the saved reason.  So at most SESSION_SLOTS commands run at once
+        on one connection (the shared SFTP session takes one more), and an open the server
+        refused at once is tried again with a short backoff: nothing has run yet.  A slot
+        not free within the connect timeout is not waited for any longer (a caller that
+        nests streams must not deadlock), the retry covers that case."""
+        held = self._slots.acquire(timeout=self.target.connect_timeout)
+        try:
+            chan = self._open_session(transport, shown, timeout)
+            with self._command_errors(chan, shown, timeout):
+                yield chan
+        finally:
+            if held:
+                self._slots.release()
+
     def _open_session(self, transport: paramiko.Transport, shown: str,
                       timeout: float) -> paramiko.Channel:
+        open_timeout = self.target.connect_timeout
+
+        def attempt() -> paramiko.Channel:
+            started = time.monotonic()
+            try:
+                return transport.open_session(timeout=open_timeout)
+            except paramiko.SSHException as exc:
+                if transport.is_active() and time.monotonic() - started < open_timeout:
+                    raise _Refused(exc) from exc  # refused, not timed out: try again
+                raise
+
         try:
-            return transport.open_session(timeout=self.target.connect_timeout)
+            return retry(attempt, open_timeout, OPEN_BACKOFF, retry_on=(_Refused,))
         except BaseException as exc:
             if not isinstance(exc, Exception):  # Ctrl-C and exits pass through
                 raise
+            cause = exc.cause if isinstance(exc, _Refused) else exc
             raise TransportError(self._label, f"cannot open a session for {shown!r}: "
-                                 f"{describe(exc, timeout)}") from exc
+                                 f"{describe(cause, timeout)}") from cause
 
     @contextmanager
     def _command_errors(self, chan: paramiko.Channel, shown: str,
@@ -268,8 +315,7 @@ class SshTransport:
         started = time.monotonic()
         deadline = started + timeout
         transport = self._transport()
-        chan = self._open_session(transport, shown, timeout)
-        with self._command_errors(chan, shown, timeout):
+        with self._session(transport, shown, timeout) as chan:
             chan.exec_command(command)
             feeder = start_stdin_feeder(chan, stdin)
             stdout, stderr = collect(chan, deadline)
@@ -303,9 +349,8 @@ class SshTransport:
         args = tuple(str(a) for a in argv)
         shown = shlex.join(args)
         deadline = time.monotonic() + timeout
-        chan = self._open_session(self._transport(), shown, timeout)
         err: list[bytes] = []
-        with self._command_errors(chan, shown, timeout):
+        with self._session(self._transport(), shown, timeout) as chan:
             chan.exec_command(shell_command(args, self._sudo_prefix(sudo)))
             chan.shutdown_write()
             chan.settimeout(max(0.1, deadline - time.monotonic()))

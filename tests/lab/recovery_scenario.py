@@ -204,7 +204,13 @@ def host_command(lab: LabHandle, name: str) -> tuple[str, str, str] | None:
     code, out = lab.lab.exec(lab.state.host(name), probe_argv(), check=False)
     assert code == 0, out
     words = out.split()
-    return (words[1], words[2], words[3]) if words[:1] == ["busy"] else None
+    if words[:1] != ["busy"]:
+        return None
+    # (in the moment between the guard taking the lock and writing its line, the line is
+    # missing or still the command before's: as Session.command_holder, "?" for what is not
+    # there yet)
+    pid, run, step = (*words[1:4], "?", "?", "?")[:3]
+    return pid, run, step
 
 
 def wait_host_command(lab: LabHandle, name: str, step: str,

@@ -148,7 +148,10 @@ exec {real} "$@"
         return subprocess.run(argv, env=self.env(shims), capture_output=True, timeout=60)
 
     def holder_pid(self) -> int:
-        return int((self.state / "commands.pid").read_text().split()[0])
+        """(The guard writes it just after the command has started: wait for it.)"""
+        line = self.state / "commands.pid"
+        wait_until(lambda: line.exists() and line.read_text()[:1].isdigit(), "its pid")
+        return int(line.read_text().split()[0])
 
     def kill_command(self, proc: subprocess.Popen[bytes]) -> None:
         """Kill the guarded command's whole process group (its own session), as one kills a

@@ -175,7 +175,7 @@ def test_doctor_on_the_lab(make_lab: Callable[..., LabHandle], runtime: str,
     res = etcdctl(lab.dir, "member add doctor-learner --learner "
                            "--peer-urls=https://172.31.16.99:2380")
     assert res.returncode == 0, res.stderr
-    learner_id = re.search(r"Member ([0-9a-f]+) added", res.stdout)
+    learner_id = re.search(r"Member +([0-9a-f]+) added", res.stdout)  # (%16x: padded)
     assert learner_id is not None, res.stdout
     try:
         proc, rep = doctor(lab, "--check", "learners")

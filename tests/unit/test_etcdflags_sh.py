@@ -136,3 +136,16 @@ def test_the_runbook_header_defines_them_with_each_members_data_dir() -> None:
     for m in inv.members:
         assert f"    {m.name}) echo {m.data_dir} ;;" in lines
     assert "pgrep -x etcd | head" not in lines and "grep -q -e --force-new-cluster" not in lines
+
+
+@pytest.mark.parametrize("member_id", ["340f8e1abe7c9d3", "8e9e05c52164694d", "1"])
+def test_the_runbooks_add_learner_reads_etcdctls_padded_member_id(member_id: str) -> None:
+    """etcdctl prints ``Member %16x added``: an ID of fewer than 16 hex digits comes padded
+    with spaces (etcdctl/ctlv3/command/printer_simple.go, MemberAdd; as the lab's 3.6.16
+    etcdctl printed it)."""
+    from etcd_recovery.runbook import _PREDICATES
+
+    fake = ('etcdctl() { printf "Member %16s added to cluster %16s\\n\\nETCD_NAME=x\\n" '
+            f'{member_id} b97dccc8a717c945; }}\n')
+    out = bash(_PREDICATES + "\n" + fake + "add_learner --endpoints=x n https://h:2380")
+    assert out == f"{member_id}\n"

@@ -32,12 +32,12 @@ from dataclasses import dataclass, replace
 
 from .. import versions
 from ..actions import Action, AppendWal, EtcdCall, Run, Wait, WriteFile
-from ..errors import RefusedError, UsageError
+from ..errors import FormatError, RefusedError, UsageError
 from ..formats.walwrite import hardstate_frame
 from ..inventory import Inventory, Member
 from ..model import InspectReport, MemberState, NewBinary, WalTail, id_hex
 from ..runtimes import config as rconf
-from ..runtimes.base import runtime_for
+from ..runtimes.base import Runtime, runtime_for
 from . import common
 from .rejoin import rejoin_steps
 from .scripts import guarded, host_record, install_binary_argv
@@ -129,7 +129,7 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     if etcd_image is not None:
         # the kept member keeps the image it is restored with (a patch-level change)
         orig = rconf.manifest_with_image(orig, cfg_file, etcd_image)
-    forced = rt.with_flags(orig, cfg_file, {rconf.FLAG_FORCE_NEW_CLUSTER: "true"})
+    forced, timed = forced_config(rt, orig, cfg_file)
     staged = posixpath.join(rdir, "config.staged")
     fnc_id, plain_id = f"force-new-cluster:{chosen.name}", f"remove-flag:{chosen.name}"
     start_forced = tuple(guarded(run_id, fnc_id, rt.start_argv(chosen, staged), 60.0))
@@ -137,6 +137,8 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     add(Step(id=f"force-new-cluster:{chosen.name}", phase="restore",
              kind=StepKind.FORCE_NEW_CLUSTER, host=chosen.name,
              title=f"Start {chosen.name} with --force-new-cluster ({d.reason})"
+                   + (", for this start with a 100 ms election timeout (it leads at once)"
+                      if timed else "")
                    + (f", from image {etcd_image}" if etcd_image else "")
                    + (f", with the etcd {etcd_binary.version or '(version unknown)'} build "
                       f"{etcd_binary.path} installed as {etcd_binary.replaces} (the original "
@@ -212,6 +214,22 @@ class Align:
     outcome: str                 # "planned" | "none" | "etcd-does-it" | "skipped"
     why: str                     # one line, for the plan's title or the run's log
     record: AppendWal | None = None
+
+
+def forced_config(rt: Runtime, orig: str, cfg_file: str) -> tuple[str, bool]:
+    """The kept member's configuration for its forced start, and whether it carries
+    rconf.FORCED_TIMING. Only a manifest does: it is the whole command line, so the flags
+    set there are the ones etcd runs with. A systemd environment file is not (the unit's own
+    command line may set --election-timeout, and etcd refuses to start when a variable shadows
+    a flag), nor is a manifest whose container env sets the variables (refused by
+    with_flags): those start with their own timing, a second or two slower."""
+    force = {rconf.FLAG_FORCE_NEW_CLUSTER: "true"}
+    if rt.name == rconf.STATIC_POD:
+        try:
+            return rt.with_flags(orig, cfg_file, {**force, **rconf.FORCED_TIMING}), True
+        except FormatError:
+            pass
+    return rt.with_flags(orig, cfg_file, force), False
 
 
 def align_decision(host: str, hardstate_commit: int, last_index: int, consistent: int,

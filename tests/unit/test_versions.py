@@ -17,7 +17,12 @@ from etcd_recovery.plan.force_new_cluster import align_decision, make_plan
 from etcd_recovery.plan.scripts import install_binary_argv
 from etcd_recovery.plan.steps import Plan
 from etcd_recovery.runbook import plan_markdown
-from etcd_recovery.runtimes.config import manifest_flags, manifest_image, manifest_with_image
+from etcd_recovery.runtimes.config import (
+    FORCED_TIMING,
+    manifest_flags,
+    manifest_image,
+    manifest_with_image,
+)
 from etcd_recovery.versions import advisories, commit_fix, parse_version
 
 from .test_plan_actions import TAIL, configs, inventory, report
@@ -152,7 +157,9 @@ def test_3_6_0_is_refused_unless_a_fixed_image_restores() -> None:
 
 def test_no_flag_a_version_removed_is_written() -> None:
     # etcd 3.7 removed every --experimental-* flag (etcd-io/etcd#19959): the plan writes
-    # only --force-new-cluster, --initial-cluster and --initial-cluster-state.
+    # only --force-new-cluster (with its start's raft timing, --heartbeat-interval and
+    # --election-timeout, which 3.7 keeps: embed/config.go at v3.7.3), --initial-cluster and
+    # --initial-cluster-state.
     plan = make_plan(inventory("static-pod"), with_version(report(), "3.7.1"),
                      configs("static-pod"), RUN)
     before = {n: set(manifest_flags(c, n)) for n, c in configs("static-pod").items()}
@@ -160,7 +167,8 @@ def test_no_flag_a_version_removed_is_written() -> None:
         for a in s.actions:
             if isinstance(a, WriteFile) and s.host:
                 added = set(manifest_flags(a.content, a.path)) - before[s.host]
-                assert added <= {"force-new-cluster", "initial-cluster-state"}, added
+                assert added <= {"force-new-cluster", "initial-cluster-state",
+                                 *FORCED_TIMING}, added
                 assert not any(f.startswith("experimental") for f in added)
 
 
@@ -236,3 +244,46 @@ def test_an_older_minor_cannot_rejoin_a_newer_kept_member(runtime: str) -> None:
     # The other way round (kept 3.5, re-added 3.6), and the same minor, are fine.
     assert not [a for a in advisories("a", {"a": "3.5.35", "b": "3.6.16"}, runtime) if a.refuse]
     assert not [a for a in advisories("a", {"a": "3.6.16", "b": "3.6.5"}, runtime) if a.refuse]
+
+
+def _forced_and_plain(plan: Plan) -> tuple[WriteFile, WriteFile]:
+    force = next(s for s in plan.steps if s.kind.value == "force_new_cluster")
+    plain = next(s for s in plan.steps if s.kind.value == "restart_plain")
+    fw, pw = force.actions[0], plain.actions[0]
+    assert isinstance(fw, WriteFile) and isinstance(pw, WriteFile)
+    return fw, pw
+
+
+def test_the_forced_start_of_a_static_pod_leads_at_once_and_the_restart_drops_it() -> None:
+    """A manifest is the whole command line: the forced start gets a 100 ms election
+    timeout (etcd would otherwise wait out a whole default one, 1-2 s, before it leads
+    alone); the restart without --force-new-cluster writes the member's own manifest back."""
+    conf = configs("static-pod")
+    plan = make_plan(inventory("static-pod"), report(), conf, RUN)
+    fw, pw = _forced_and_plain(plan)
+    forced = manifest_flags(fw.content, fw.path)
+    assert {k: forced[k] for k in FORCED_TIMING} == FORCED_TIMING
+    assert int(forced["election-timeout"]) >= 5 * int(forced["heartbeat-interval"])  # etcd's rule
+    assert "+    - --election-timeout=100" in fw.diff
+    assert pw.content == conf["etcd-1"] and not set(FORCED_TIMING) & set(
+        manifest_flags(pw.content, pw.path))
+    force = next(s for s in plan.steps if s.kind.value == "force_new_cluster")
+    assert "100 ms election timeout" in force.title
+
+
+def test_the_forced_start_keeps_its_own_timing_where_a_flag_could_be_shadowed() -> None:
+    """systemd: the unit's command line may set --election-timeout, and etcd refuses to start
+    when an ETCD_* variable shadows a flag; a manifest whose container env sets one: the
+    same. Neither gets the timing; each still gets its plan."""
+    plan = make_plan(inventory("systemd"), report(), configs("systemd"), RUN)
+    fw, _ = _forced_and_plain(plan)
+    assert "ETCD_FORCE_NEW_CLUSTER" in fw.content and "ETCD_ELECTION_TIMEOUT" not in fw.content
+    conf = configs("static-pod")
+    with_env = {n: c.replace("    image:", "    env:\n    - name: ETCD_ELECTION_TIMEOUT\n"
+                                         "      value: \"1000\"\n    image:", 1)
+                for n, c in conf.items()}
+    assert all("ETCD_ELECTION_TIMEOUT" in c for c in with_env.values())
+    plan = make_plan(inventory("static-pod"), report(), with_env, RUN)
+    fw, _ = _forced_and_plain(plan)
+    forced = manifest_flags(fw.content, fw.path)
+    assert forced.get("force-new-cluster") == "true" and "election-timeout" not in forced

@@ -19,6 +19,11 @@ from etcd_recovery.errors import TransportError
 from etcd_recovery.transport.base import CommandResult, FileInfo
 
 _PIPELINE_THRESHOLD = 65536
+# paramiko's readv keeps, in the handle's prefetch buffers, the part of each block before the
+# position read from (sftp_file.py, _read_prefetch): read in 1 MiB steps, a 64 MiB WAL file
+# held 14 MiB until its handle closed. A handle that has served this much through readv is
+# closed and opened again for the next read, which bounds what it holds for one round trip.
+_REOPEN_AFTER = 8 << 20
 _SUDO_READ_TIMEOUT_S = 120.0
 
 _FIND_TYPES = {
@@ -65,6 +70,7 @@ class SftpSource:
         self._path = path
         self._handle: paramiko.SFTPFile | None = None
         self._generation = -1
+        self._pipelined = 0      # bytes readv served through the open handle
         self.bytes_read = 0
 
     @property
@@ -75,6 +81,7 @@ class SftpSource:
         if self._handle is None or self._generation != generation:
             self._handle = sftp.open(self._path, "rb")
             self._generation = generation
+            self._pipelined = 0
         return self._handle
 
     def _drop(self) -> None:
@@ -105,6 +112,9 @@ class SftpSource:
                     size = int(handle.stat().st_size or 0)
                     length = max(0, min(length, size - offset))
                     data = b"".join(handle.readv([(offset, length)])) if length else b""
+                    self._pipelined += len(data)
+                    if self._pipelined >= _REOPEN_AFTER:
+                        self._drop()
                 else:
                     handle.seek(offset)
                     data = handle.read(length)

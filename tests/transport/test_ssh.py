@@ -26,6 +26,7 @@ from etcd_recovery.transport.base import (
     Transport,
     shell_command,
 )
+from etcd_recovery.transport.files import SftpSource
 from etcd_recovery.transport.ssh import SshTransport, parse_jump
 
 from .conftest import MakeTransport, SshEnv, free_port, key_fingerprint, keygen
@@ -172,6 +173,7 @@ def test_a_long_read_in_steps_does_not_pile_up_in_memory(transport: SshTransport
     body = os.urandom(48 << 20)
     path.write_bytes(body)
     source = transport.open_file(str(path))
+    assert isinstance(source, SftpSource)
     tracemalloc.start()
     try:
         off, digest = 0, hashlib.sha256()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import posixpath
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -85,6 +86,19 @@ class _InStep(Exception):
 
 def source_of(a: CopyFile) -> tuple[str, str]:
     return a.src_host, a.src_path
+
+
+# A file's identity (Executor.file_identity): GNU stat's device, inode, size, and mtime and
+# ctime with nanoseconds ("%.9Y": coreutils 8.x and later)
+IDENTITY = re.compile(r"\d+:\d+:\d+:\d+\.\d{9}:\d+\.\d{9}")
+
+
+def identity_argv(path: str) -> list[str]:
+    return ["stat", "-c", "%d:%i:%s:%.9Y:%.9Z", "--", path]
+
+
+def verified_ref(host: str, path: str) -> str:
+    return f"verified:{host}:{path}"
 
 
 def fanouts_for(steps: list[Step], blocks: Callable[[str, str], Iterator[bytes]]
@@ -550,6 +564,7 @@ class Executor:
         try:   # (a send sharing a read leaves it as soon as it takes no more: fanout.py)
             have = self.session.run(a.host, ["sha256sum", a.path], check=False, timeout=600)
             if have.exit_status == 0 and have.stdout.decode(errors="replace")[:64] == want:
+                self.note_verified(a.host, a.path, want)
                 return {"result": "already there", "sha256": want}
             shared = fan.join(a.host) if fan is not None else None
             self.session.run(a.host, receive_argv(a.path, a.mode, want),
@@ -567,7 +582,34 @@ class Executor:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise StepFailed(f"{file_given(a.src_host, a.src_path)}: cannot read it: {why}") \
                 from exc
+        self.note_verified(a.host, a.path, want)
         return {"sha256": want, "bytes": sent[0]}
+
+    def file_identity(self, host: str, path: str) -> str | None:
+        """The file's device, inode, size, mtime and ctime (to the nanosecond), or None when
+        the host's ``stat`` cannot say them all (or the file is on this machine: "" host).
+        A file written, truncated, replaced or renamed over since shows another: its ctime is
+        the kernel's, not settable from user space (stat(2))."""
+        if not host:
+            return None
+        res = self.session.run(host, identity_argv(path), check=False)
+        out = res.stdout.decode(errors="replace").strip()
+        return out if res.exit_status == 0 and IDENTITY.fullmatch(out) else None
+
+    def note_verified(self, host: str, path: str, sha256: str) -> None:
+        """Journal that ``host:path`` was found to have ``sha256``, with the file's identity
+        read after it: a later check of the same file (the restore's precondition) compares
+        the identity instead of reading 1 GB again."""
+        ident = self.file_identity(host, path)
+        if ident is not None:
+            self.resolve(verified_ref(host, path), {"sha256": sha256, "identity": ident})
+
+    def still_verified(self, host: str, path: str, sha256: str) -> bool:
+        """``host:path`` is the file journaled with ``sha256`` (note_verified) and has not
+        been changed since: the same device, inode, size, mtime and ctime."""
+        rec = self.refs.get(verified_ref(host, path))
+        return isinstance(rec, dict) and rec.get("sha256") == sha256 and \
+            bool(rec.get("identity")) and self.file_identity(host, path) == rec["identity"]
 
     def _source_blocks(self, host: str, path: str) -> Iterator[bytes]:
         """The file's blocks, read from ``host`` ("" for this machine)."""

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etcd_recovery.actions import CopyFile, receive_argv
-from etcd_recovery.errors import StepFailed
-from etcd_recovery.executor import Executor
+from etcd_recovery.errors import PreconditionError, StepFailed
+from etcd_recovery.executor import Executor, identity_argv, verified_ref
 from etcd_recovery.fanout import Fanout
 from etcd_recovery.inventory import Inventory, Member, SshTarget, TlsFiles
 from etcd_recovery.journal import Journal
@@ -116,7 +116,12 @@ def world(data: bytes) -> dict[str, FakeTransport]:
     for t in hosts.values():
         t.expect(["true"])
         t.expect(["sha256sum", SRC], exit_status=1)   # not there yet
+        t.expect(identity_argv(SRC), identity(t.host))
     return hosts
+
+
+def identity(host: str, ctime: str = "1796581944.903642018") -> str:
+    return f"65024:{len(host)}{ord(host[0])}:5120000:1796581944.899642018:{ctime}"
 
 
 def run_sends(hosts: dict[str, FakeTransport], tmp: Path, sha: str) -> Executor:
@@ -150,6 +155,55 @@ def test_a_group_of_sends_from_one_host_reads_it_once(tmp_path: Path) -> None:
     for n in NAMES[1:]:
         sent = [c.stdin for c in hosts[n].calls if c.args == tuple(receive_argv(SRC, 0o600, sha))]
         assert sent == [data]
+
+
+def test_a_send_journals_the_identity_of_the_file_it_checked(tmp_path: Path) -> None:
+    data = b"y" * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    hosts = world(data)
+    for n in NAMES[1:]:
+        hosts[n].expect(receive_argv(SRC, 0o600, sha))
+    ex = run_sends(hosts, tmp_path, sha)
+    assert ex.run().ok
+    refs = {e.detail["name"]: e.detail["value"] for e in ex.journal.events()
+            if e.event == "ref-resolved"}
+    assert {n: refs[verified_ref(n, SRC)] for n in NAMES[1:]} == {
+        n: {"sha256": sha, "identity": identity(n)} for n in NAMES[1:]}
+
+
+def restore_check(tmp_path: Path, now: str) -> tuple[Executor, FakeTransport, Step]:
+    """The restore's precondition on host b, whose snapshot was checked (and its identity
+    journaled) by the send; ``now`` is its identity at the check."""
+    from etcd_recovery.stepchecks.snapshot import check_snapshot_here
+
+    sha = "a" * 64
+    hosts = world(b"")
+    b = hosts["b"]
+    ex = run_sends(hosts, tmp_path, sha)
+    ex.refs[verified_ref("b", SRC)] = {"sha256": sha, "identity": identity("b")}
+    b.expect(["test", "-e", f"{ex.rdir}/restore.done"], exit_status=1)
+    b._script.pop(tuple(identity_argv(SRC)))
+    b._script.pop(("sha256sum", SRC))
+    b.expect(identity_argv(SRC), now)
+    b.expect(["test", "-f", SRC])
+    b.expect(["sha256sum", SRC], f"{'b' * 64}  {SRC}\n")    # someone wrote to it
+    step = Step(id="restore:b", phase="restore", kind=StepKind.RESTORE, host="b",
+                title="t", precondition="p", check="c",
+                params={"snapshot": SRC, "sha256": sha, "ref": ""})
+    check_snapshot_here(ex, step)
+    return ex, b, step
+
+
+def test_a_restore_trusts_a_snapshot_unchanged_since_its_check_without_reading_it(
+        tmp_path: Path) -> None:
+    _, b, _ = restore_check(tmp_path, identity("b"))
+    assert ("sha256sum", SRC) not in b.commands
+
+
+def test_a_restore_reads_again_a_snapshot_touched_since_its_check(tmp_path: Path) -> None:
+    b_now = identity("b", ctime="1796581999.000000001")
+    with pytest.raises(PreconditionError, match="not the snapshot's"):
+        restore_check(tmp_path, b_now)
 
 
 def test_a_read_that_fails_midway_is_named_as_the_sends_failure(tmp_path: Path) -> None:

@@ -703,6 +703,10 @@ def lab_down(lab_dir: LabDirOpt = Path(".lab")) -> None:
 def main() -> None:
     import logging
 
+    from .memory import tame_malloc
+
+    tame_malloc()   # before any thread starts (memory.py: 149 -> 109 MiB peak at 1 GB)
+
     # Library chatter (paramiko's channel messages) would bury what the tool itself says;
     # failures reach the operator through the tool's own errors.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)

@@ -67,7 +67,9 @@ TEXT: Mapping[str, str] = {
                        "snapshot file has the sha256 the plan names",
     "snapshot-made": "the snapshot this step copies is made and its sha256 journaled (or is "
                      "the file the plan names)",
-    "snapshot-here": "{host} holds the snapshot with its journaled sha256 (or the plan's)",
+    "snapshot-here": "{host} holds the snapshot with its journaled sha256 (or the plan's): "
+                     "the file this run checked, unchanged since (inode, size, mtime, ctime), "
+                     "else hashed again",
     "restored": "{host}'s restore finished (its run directory's restore.done exists)",
     "verified": "the verify step passed",
 }

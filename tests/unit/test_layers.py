@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 # they show a plan, a report and a run's results, and need none of the machinery that makes
 # them.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", ("", "errors", "versions", "retry", "fanout")),
+    ("core", ("", "errors", "versions", "retry", "fanout", "memory")),
     ("values and formats", ("formats", "model", "results", "hostchecks", "etcdflags",
                             "etcdlog", "actions", "conditions", "choose")),
     ("transport", ("transport", "processes")),

@@ -1,4 +1,4 @@
-"""The malloc settings a run starts with (memory.py), read back from glibc."""
+"""The malloc settings a run starts with (memory.py), seen by their effect in glibc."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 
-def test_a_run_starts_with_two_arenas_and_a_fixed_mmap_threshold() -> None:
+def test_a_run_starts_with_a_fixed_mmap_threshold() -> None:
     # In a process of its own: the settings are the process's. mallinfo2 cannot read them
     # back, so the test checks their effect: a 512 KiB block freed and taken again comes
     # from mmap (its address is page-aligned plus malloc's 16-byte header), which glibc's

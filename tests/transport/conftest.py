@@ -71,9 +71,11 @@ class SshEnv:
     user_key: Path
     target: Sshd
     jump: Sshd
+    rekeying: Sshd  # re-keys after every 64 KiB either way
 
 
-def _start_sshd(root: Path, name: str, authorized_keys: Path, log_level: str) -> Sshd:
+def _start_sshd(root: Path, name: str, authorized_keys: Path, log_level: str,
+                extra: str = "") -> Sshd:
     host_key = keygen(root / f"{name}_host_ed25519")
     port = free_port()
     config = root / f"{name}_sshd_config"
@@ -95,6 +97,7 @@ def _start_sshd(root: Path, name: str, authorized_keys: Path, log_level: str) ->
         "PrintMotd no\n"
         f"LogLevel {log_level}\n"
         "Subsystem sftp internal-sftp\n"
+        + extra
     )
     log = root / f"{name}.log"
     with open(log, "wb") as log_fh:
@@ -137,7 +140,9 @@ def ssh_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshEnv]:
     try:
         servers.append(_start_sshd(root, "target", authorized, "INFO"))
         servers.append(_start_sshd(root, "jump", authorized, "DEBUG1"))
-        yield SshEnv(root, getpass.getuser(), user_key, servers[0], servers[1])
+        servers.append(_start_sshd(root, "rekeying", authorized, "INFO",
+                                   "RekeyLimit 64K\n"))
+        yield SshEnv(root, getpass.getuser(), user_key, *servers)
     finally:
         for server in servers:
             _stop_sshd(server)
@@ -155,7 +160,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def known_hosts(ssh_env: SshEnv, tmp_path: Path) -> Path:
     path = tmp_path / "known_hosts"
-    path.write_text(ssh_env.target.known_hosts_line() + ssh_env.jump.known_hosts_line())
+    path.write_text(ssh_env.target.known_hosts_line() + ssh_env.jump.known_hosts_line()
+                    + ssh_env.rekeying.known_hosts_line())
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import stat
@@ -110,6 +111,38 @@ def test_stream_yields_output_as_it_comes_and_then_the_exit(transport: SshTransp
     assert isinstance(partial, types.GeneratorType)
     partial.close()
     assert transport.run(["echo", "still here"]).stdout == b"still here\n"
+
+
+def test_a_stream_that_ends_as_it_crosses_paramikos_rekey_limit(transport: SshTransport) -> None:
+    """paramiko's own re-key after 512 MiB, started as a command's last bytes arrive, would
+    deadlock its thread on the command's close (transport/rekey.py): 30 s, then a dead
+    connection. The client leaves re-keying to OpenSSH's limits (and the server's)."""
+    size = 512 << 20
+    for _ in range(2):  # the limit counts packet overhead too: the second stream crosses it
+        started = time.monotonic()
+        got = sum(len(b) for b in transport.stream(["head", "-c", str(size), "/dev/zero"],
+                                                   timeout=60))
+        assert got == size
+        for _ in range(3):
+            assert transport.run(["echo", "still here"], timeout=20).stdout == b"still here\n"
+        assert time.monotonic() - started < 20
+
+
+def test_a_server_that_rekeys_often(make_transport: MakeTransport, ssh_env: SshEnv,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A key exchange the server starts (here after every 64 KiB) is taken in stride: commands
+    end, stdin is sent and read back, none waits out the 30 s key-exchange timeout."""
+    caplog.set_level(logging.DEBUG, logger="paramiko.transport")
+    transport = make_transport(port=ssh_env.rekeying.port)
+    payload = os.urandom(2_000_000)
+    started = time.monotonic()
+    for _ in range(40):
+        assert len(transport.run(["head", "-c", "200000", "/dev/zero"], timeout=20).stdout) \
+            == 200_000
+    assert transport.run(["cat"], stdin=payload, timeout=20).stdout == payload
+    assert time.monotonic() - started < 20
+    # the first exchange, then the server's re-keys (2 MB and 8 MB through at 64 KiB each)
+    assert caplog.text.count("Switch to new keys") > 50
 
 
 def test_command_timeout(transport: SshTransport) -> None:

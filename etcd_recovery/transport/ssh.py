@@ -47,9 +47,9 @@ from etcd_recovery.transport.base import (
 from etcd_recovery.transport.commands import CommandTimeout, collect, kill, start_stdin_feeder
 from etcd_recovery.transport.files import SftpSource, SudoSource
 from etcd_recovery.transport.hostkeys import enforce_known_hosts, fingerprint, host_key_changed
-from etcd_recovery.transport.rekey import rekey_like_openssh
 from etcd_recovery.transport.ssh_common import READ_CHUNK, describe
 from etcd_recovery.transport.ssh_config import Endpoint, parse_jump, resolve
+from etcd_recovery.transport.tuning import rekey_like_openssh, tuned_transport
 
 __all__ = ["KEEPALIVE_S", "SshTransport", "fingerprint", "parse_jump"]
 
@@ -142,9 +142,7 @@ class SshTransport:
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
                 channel_timeout=timeout, allow_agent=t.use_agent,
                 look_for_keys=not ep.identity_files, sock=conn,
-                # 8-byte blocks: OpenSSH no longer offers it, and its re-key limit is
-                # 16-byte blocks' (transport.rekey)
-                disabled_algorithms={"ciphers": ["3des-cbc"]},
+                transport_factory=tuned_transport,  # AES-GCM first (transport.tuning)
             )
         except BaseException as exc:
             if not isinstance(exc, Exception):  # Ctrl-C and exits pass through

@@ -115,7 +115,7 @@ def test_stream_yields_output_as_it_comes_and_then_the_exit(transport: SshTransp
 
 def test_a_stream_that_ends_as_it_crosses_paramikos_rekey_limit(transport: SshTransport) -> None:
     """paramiko's own re-key after 512 MiB, started as a command's last bytes arrive, would
-    deadlock its thread on the command's close (transport/rekey.py): 30 s, then a dead
+    deadlock its thread on the command's close (transport/tuning.py): 30 s, then a dead
     connection. The client leaves re-keying to OpenSSH's limits (and the server's)."""
     size = 512 << 20
     for _ in range(2):  # the limit counts packet overhead too: the second stream crosses it
@@ -143,6 +143,15 @@ def test_a_server_that_rekeys_often(make_transport: MakeTransport, ssh_env: SshE
     assert time.monotonic() - started < 20
     # the first exchange, then the server's re-keys (2 MB and 8 MB through at 64 KiB each)
     assert caplog.text.count("Switch to new keys") > 50
+    # a server without AES-GCM gets paramiko's next choice
+    assert transport._transport().remote_cipher == "aes128-ctr"  # type: ignore[attr-defined]
+
+
+def test_aes_gcm_is_chosen_where_the_server_offers_it(transport: SshTransport) -> None:
+    """AES-GCM moves a byte for less CPU than AES-CTR with HMAC (transport/tuning.py)."""
+    transport.run(["true"])
+    t = transport._transport()
+    assert (t.local_cipher, t.remote_cipher) == ("aes128-gcm@openssh.com",) * 2  # type: ignore[attr-defined]
 
 
 def test_command_timeout(transport: SshTransport) -> None:

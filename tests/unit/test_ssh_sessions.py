@@ -114,3 +114,16 @@ def test_a_failed_open_gives_its_slot_back() -> None:
     with ssh._session(fake, "x", 1.0):  # type: ignore[arg-type]
         pass
     assert time.monotonic() - started < 0.15  # no slot was leaked: no wait for one
+
+
+def test_cipher_order_puts_aes_gcm_first_and_never_offers_3des() -> None:
+    import paramiko
+
+    from etcd_recovery.transport.tuning import TunedTransport
+
+    order = TunedTransport._preferred_ciphers
+    assert order[:2] == ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+    assert "3des-cbc" not in order
+    rest = [c for c in paramiko.Transport._preferred_ciphers  # type: ignore[attr-defined]
+            if c not in order[:2] and c != "3des-cbc"]
+    assert list(order[2:]) == rest

@@ -20,6 +20,7 @@ from etcd_recovery.executor import Executor, identity_argv, verified_ref
 from etcd_recovery.fanout import Fanout
 from etcd_recovery.inventory import Inventory, Member, SshTarget, TlsFiles
 from etcd_recovery.journal import Journal
+from etcd_recovery.plan.scripts import probe_argv
 from etcd_recovery.plan.steps import Plan, Step, StepKind
 from etcd_recovery.transport.fake import FakeTransport
 
@@ -220,3 +221,43 @@ def test_a_read_that_fails_midway_is_named_as_the_sends_failure(tmp_path: Path) 
                         stderr="sha256sum: WARNING: 1 computed checksum did NOT match")
     with pytest.raises(StepFailed, match=f"a:{SRC}: cannot read it: Input/output error"):
         run_sends(hosts, tmp_path, sha).run()
+
+
+def received(t: FakeTransport) -> list[bytes | None]:
+    """What the copy's receiving command on ``t`` was given."""
+    return [c.stdin for c in t.calls if len(c.args) > 2 and "tee" in c.args[2]]
+
+
+def resumed_sends(tmp_path: Path, b_now: str) -> tuple[dict[str, FakeTransport], Executor]:
+    """The sends run again (a resume) with host b's copy journaled as checked before; ``b_now``
+    is that file's identity now."""
+    data = b"z" * 4000
+    sha = hashlib.sha256(data).hexdigest()
+    hosts = world(data)
+    for n in NAMES[1:]:
+        hosts[n].expect(receive_argv(SRC, 0o600, sha))
+    b = hosts["b"]
+    b._script.pop(tuple(identity_argv(SRC)))
+    b.expect(identity_argv(SRC), b_now)
+    ex = run_sends(hosts, tmp_path, sha)
+    ex.resolve(verified_ref("b", SRC), {"sha256": sha, "identity": identity("b")})  # journaled
+    for t in hosts.values():  # a resume first asks that no command of the run still holds on
+        t.expect(probe_argv())
+    assert ex.run().ok
+    return hosts, ex
+
+
+def test_a_resumed_send_trusts_a_copy_unchanged_since_its_check_without_reading_it(
+        tmp_path: Path) -> None:
+    hosts, _ = resumed_sends(tmp_path, identity("b"))
+    b = hosts["b"]
+    assert ("sha256sum", SRC) not in b.commands
+    assert not received(b)                 # nothing sent to b
+    assert received(hosts["c"])            # c got its copy
+
+
+def test_a_resumed_send_checks_again_a_copy_touched_since(tmp_path: Path) -> None:
+    hosts, _ = resumed_sends(tmp_path, identity("b", ctime="1796581999.000000001"))
+    b = hosts["b"]
+    assert ("sha256sum", SRC) in b.commands    # read again: not there (exit 1), so sent
+    assert received(b)

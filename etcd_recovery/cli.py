@@ -335,9 +335,9 @@ def plan(inventory: InventoryOpt, output: PlanOutputOpt = PlanOutput.table,
     from .render import reviewed_plan
     from .runbook import plan_markdown
 
-    options = planid.Options(allow_quorum, take_over_lock, tuple(exclude or ()), etcd_image,
-                             etcd_binary, method, bump_revision, etcdutl, from_snapshot,
-                             skip_hash_check, allow_older_data)
+    options = runs.with_local_paths_resolved(planid.Options(
+        allow_quorum, take_over_lock, tuple(exclude or ()), etcd_image, etcd_binary, method,
+        bump_revision, etcdutl, from_snapshot, skip_hash_check, allow_older_data), inv)
     the_plan, report = _planned(lambda: runs.derive_plan(inv, options))
     record = planid.review(the_plan, inv, report, report.extra.get("new_binary"))
     pid = record.plan_id
@@ -393,9 +393,9 @@ def execute(inventory: InventoryOpt, plan_id: PlanIdArg = None, confirm: Confirm
     jdir = runs.journal_dir(inventory, journal_dir)
     if plan_id is not None:
         guarded(lambda: planid.check_id_form(plan_id))
-    given = planid.Options(allow_quorum, take_over_lock, tuple(exclude or ()), etcd_image,
-                           etcd_binary, method, bump_revision, etcdutl, from_snapshot,
-                           skip_hash_check, allow_older_data)
+    given = runs.with_local_paths_resolved(planid.Options(
+        allow_quorum, take_over_lock, tuple(exclude or ()), etcd_image, etcd_binary, method,
+        bump_revision, etcdutl, from_snapshot, skip_hash_check, allow_older_data), inv)
     current = guarded(lambda: Journal.current(jdir))
     if abandon:
         run_id = guarded(lambda: runs.abandon(current, jdir))

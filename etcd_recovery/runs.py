@@ -74,12 +74,32 @@ def inspection(inv: Inventory,
 
 # ----------------------------------------------------------------- deriving a plan
 
+def _host_file(given: str, inv: Inventory) -> bool:
+    """``HOST:/path`` naming an inventory member's host (--from-snapshot's other form)."""
+    host, sep, path = given.partition(":")
+    return bool(sep) and path.startswith("/") and host in {m.name for m in inv.members}
+
+
+def with_local_paths_resolved(o: planid.Options, inv: Inventory) -> planid.Options:
+    """The options with the files on this machine named as the plan records them (absolute,
+    symlinks resolved): --etcdutl, and --from-snapshot when it is not ``HOST:/path``. A
+    relative path given to ``plan`` and again to ``execute --resume`` then names the same
+    file, not a contradiction."""
+    def local(p: str | None) -> str | None:
+        return str(Path(p).resolve()) if p else p
+
+    snap = o.from_snapshot
+    return dataclasses.replace(
+        o, etcdutl=local(o.etcdutl),
+        from_snapshot=snap if snap is None or _host_file(snap, inv) else local(snap))
+
+
 def snapshot_input(given: str, inv: Inventory) -> SnapshotInput:
     """--from-snapshot FILE (on this machine) or HOST:FILE (an absolute path on the host of
     the member HOST), read and checked here: integrity hash, etcdutl's status figures, its
     sha256 for the copies, its age."""
-    host, sep, path = given.partition(":")
-    if sep and path.startswith("/") and host in {m.name for m in inv.members}:
+    if _host_file(given, inv):
+        host, _, path = given.partition(":")
         return _host_snapshot(inv.member(host), path, given)
     return _local_snapshot(given)
 

@@ -406,3 +406,26 @@ def test_the_planning_inputs_come_back_as_they_were_recorded() -> None:
     assert back == report
     assert isinstance(back.decision.minority, type(minority))
     assert isinstance(back.members[0].host_checks[0], HostCheck)
+
+
+def test_a_relative_local_path_names_the_file_the_plan_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--etcdutl and a local --from-snapshot are recorded resolved; the same relative path
+    given again (execute --resume from the same directory) is the same file, not a
+    contradiction; HOST:/path is a file on that host and stays as given."""
+    inv = pa_inventory("static-pod")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "etcdutl").write_text("")
+    (tmp_path / "snap.db").write_text("")
+    monkeypatch.chdir(tmp_path)
+    given = runs.with_local_paths_resolved(
+        planid.Options(etcdutl="bin/etcdutl", from_snapshot="./snap.db"), inv)
+    assert given.etcdutl == str(tmp_path.resolve() / "bin" / "etcdutl")
+    assert given.from_snapshot == str(tmp_path.resolve() / "snap.db")
+    planned = planid.Options(etcdutl=given.etcdutl, from_snapshot=given.from_snapshot)
+    assert planid.contradictions(planned, given) == []
+    assert planid.contradictions(planned, planid.Options(etcdutl="bin/etcdutl")) != []
+    host = inv.members[0].name
+    on_host = runs.with_local_paths_resolved(
+        planid.Options(from_snapshot=f"{host}:/var/tmp/snap.db"), inv)
+    assert on_host.from_snapshot == f"{host}:/var/tmp/snap.db"

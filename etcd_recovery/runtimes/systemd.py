@@ -31,8 +31,12 @@ class Systemd(_ConfigEdits):
 
     def start_argv(self, m: Member, staged: str) -> list[str]:
         assert m.unit
+        # reset-failed: a unit that hit systemd's start limit (an etcd that crash-looped
+        # before it was fenced, or restarts in quick succession) refuses the next start,
+        # and with --no-block that refusal is silent: etcd would never start.
         return sh('set -e; if [ -e "$1" ]; then chmod 0600 "$1"; mv "$1" "$2"; fi; '
-                  'systemctl enable --no-reload "$3"; systemctl restart --no-block "$3"',
+                  'systemctl enable --no-reload "$3"; systemctl reset-failed "$3" || :; '
+                  'systemctl restart --no-block "$3"',
                   staged, self.config_path(m), m.unit)
 
     def log_argv(self, m: Member, lines: int) -> list[str]:

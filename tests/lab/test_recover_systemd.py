@@ -12,7 +12,7 @@ import pytest
 
 from etcd_recovery.errors import EXIT_DRY_RUN
 
-from .conftest import LabHandle, cli, etcdctl
+from .conftest import LabHandle, cli, etcdctl, ssh
 from .recovery_scenario import check_recovered, inventory, run_recovery
 from .verbs import healthy
 
@@ -39,3 +39,30 @@ def test_recovery_three_members_two_lost_then_rejoin(
     res = cli("rejoin", "etcd-2", "-i", inventory(lab), "--confirm", "-o", "json")
     assert json.loads(res.stdout)["ok"]
     check_recovered(lab, ["etcd-1", "etcd-2", "etcd-3"], keys=1000, writes=150)
+
+
+def test_a_unit_that_hit_its_start_limit_is_started_all_the_same(
+        make_lab: Callable[..., LabHandle]) -> None:
+    """A unit restarted in quick succession (an etcd that crash-looped until it was fenced)
+    hits systemd's start limit; for the rest of the limit's interval systemd refuses a start,
+    silently under --no-block, and etcd never came up (a rejoin timed out so in CI). The
+    plan's start command clears that first (reset-failed)."""
+    import shlex
+
+    from etcd_recovery.inventory import load_inventory
+    from etcd_recovery.runtimes.base import runtime_for
+
+    lab = make_lab(members=3, runtime="systemd", keys=100)
+    member = load_inventory(inventory(lab)).member("etcd-2")
+    start = shlex.join(runtime_for("systemd").start_argv(member, "/nonexistent.staged"))
+    ip = lab.ip("etcd-2")
+    hit = ("for i in 1 2 3 4 5 6 7 8; do systemctl restart --no-block etcd.service; "
+           "sleep 0.3; done; systemctl stop etcd.service; ")
+    look = "sleep 2; systemctl show -p Result etcd.service; pgrep -x etcd || echo down"
+    # without the reset: refused, etcd stays down (what this test is about)
+    plain = ssh(lab.dir, ip, hit + "systemctl restart --no-block etcd.service; " + look,
+                timeout=60).stdout
+    assert "Result=start-limit-hit" in plain and plain.strip().endswith("down"), plain
+    # the plan's start, at once after the same burst: etcd runs
+    ours = ssh(lab.dir, ip, hit + start + "; " + look, timeout=60).stdout
+    assert not ours.strip().endswith("down"), ours

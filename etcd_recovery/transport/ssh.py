@@ -49,7 +49,7 @@ from etcd_recovery.transport.files import SftpSource, SudoSource
 from etcd_recovery.transport.hostkeys import enforce_known_hosts, fingerprint, host_key_changed
 from etcd_recovery.transport.ssh_common import READ_CHUNK, describe
 from etcd_recovery.transport.ssh_config import Endpoint, parse_jump, resolve
-from etcd_recovery.transport.tuning import rekey_like_openssh, tuned_transport
+from etcd_recovery.transport.tuning import tuned_transport
 
 __all__ = ["KEEPALIVE_S", "SshTransport", "fingerprint", "parse_jump"]
 
@@ -142,7 +142,8 @@ class SshTransport:
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
                 channel_timeout=timeout, allow_agent=t.use_agent,
                 look_for_keys=not ep.identity_files, sock=conn,
-                transport_factory=tuned_transport,  # AES-GCM first (transport.tuning)
+                # AES-GCM first, OpenSSH's re-key limits (transport.tuning)
+                transport_factory=tuned_transport,
             )
         except BaseException as exc:
             if not isinstance(exc, Exception):  # Ctrl-C and exits pass through
@@ -168,7 +169,6 @@ class SshTransport:
             client.close()
             raise HostUnreachable(self._label, f"{where}: no SSH session")
         transport.set_keepalive(KEEPALIVE_S)
-        rekey_like_openssh(transport)
         return client
 
     def _transport(self) -> paramiko.Transport:

@@ -33,8 +33,7 @@ from typing import Any
 
 import paramiko
 
-__all__ = ["REKEY_BYTES", "REKEY_PACKETS", "TunedTransport", "rekey_like_openssh",
-           "tuned_transport"]
+__all__ = ["REKEY_BYTES", "REKEY_PACKETS", "TunedTransport", "tuned_transport"]
 
 REKEY_BYTES = 1 << 36
 REKEY_PACKETS = 1 << 31
@@ -45,12 +44,19 @@ _PARAMIKO_ORDER: tuple[str, ...] = tuple(
 
 
 class TunedTransport(paramiko.Transport):
-    """paramiko's Transport with AES-GCM first (``SSHClient.connect``'s transport_factory).
-    Ciphers this paramiko does not know are left out, never offered by name alone."""
+    """paramiko's Transport with AES-GCM first and OpenSSH's re-key limits, both above
+    (``SSHClient.connect``'s transport_factory). Ciphers this paramiko does not know are left
+    out, never offered by name alone."""
 
     _preferred_ciphers = tuple(
         [c for c in GCM if c in _PARAMIKO_ORDER]
         + [c for c in _PARAMIKO_ORDER if c not in GCM and c not in NOT_OFFERED])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # paramiko reads the limits off the packetizer instance
+        self.packetizer.REKEY_BYTES = REKEY_BYTES
+        self.packetizer.REKEY_PACKETS = REKEY_PACKETS
 
 
 def tuned_transport(sock: Any, /, *, gss_kex: bool = False, gss_deleg_creds: bool = True,
@@ -59,9 +65,3 @@ def tuned_transport(sock: Any, /, *, gss_kex: bool = False, gss_deleg_creds: boo
     """``SSHClient.connect``'s transport_factory (GSS-API is never asked for here)."""
     return TunedTransport(sock, disabled_algorithms=disabled_algorithms)
 
-
-def rekey_like_openssh(transport: paramiko.Transport) -> None:
-    """Raise ``transport``'s re-key limits to OpenSSH's (paramiko reads them off the
-    packetizer instance)."""
-    transport.packetizer.REKEY_BYTES = REKEY_BYTES
-    transport.packetizer.REKEY_PACKETS = REKEY_PACKETS

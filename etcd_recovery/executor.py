@@ -60,7 +60,7 @@ from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client
 from .stepchecks import AFTER_RUN, CHECKS, FINISH
 from .stepchecks.base import find_member
-from .transport.base import CommandResult
+from .transport.base import CommandResult, read_through
 from .transport.factory import TransportFactory, ssh_transport
 from .watch import LOG_LINES, WATCHED, wait_watching
 
@@ -729,8 +729,12 @@ class Executor:
         names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=True))
         if not names:
             raise PreconditionError(f"{step.host}: no WAL files in {wal_dir}")
-        return read_wal([t.open_file(posixpath.join(wal_dir, n), sudo=True)
-                         for n in names[-2:]])
+        sources = [read_through(t, posixpath.join(wal_dir, n), sudo=True) for n in names[-2:]]
+        try:
+            return read_wal(sources)
+        finally:
+            for s in sources:
+                s.close()
 
     def _wal_record(self, step: Step, host: str) -> AppendWal | None:
         """The plan's align-commit decision (plan.align_decision), taken now from the fenced

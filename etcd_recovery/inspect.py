@@ -47,7 +47,7 @@ from .processes import Processes, etcd_processes, own_pid
 from .runtimes import config as rconf
 from .runtimes.base import runtime_for
 from .runtimes.config import manifest_image
-from .transport.base import Transport
+from .transport.base import Transport, read_through
 from .transport.factory import TransportFactory, ssh_transport
 
 GRPC_TIMEOUT_S = 3.0
@@ -84,11 +84,18 @@ def read_wal_tail(t: Transport, member: Member) -> tuple[WalState, int, WalTail 
     total = 0
     # The last WAL file starts with the metadata and the HardState (etcd writes both at every
     # cut); read the one before it too when the last holds no entry yet.
+    # Each file is streamed (read_through: a cat of it, several times SFTP's throughput);
+    # the reader stops at the zeros of the last file's preallocated tail, and its close ends
+    # the stream there.
     wal = None
     for count in (1, 2):
-        sources = [t.open_file(posixpath.join(wal_dir, n), sudo=sudo)
+        sources = [read_through(t, posixpath.join(wal_dir, n), sudo=sudo)
                    for n in wal_names[-count:]]
-        wal = read_wal(sources)
+        try:
+            wal = read_wal(sources)
+        finally:
+            for s in sources:
+                s.close()
         total += sum(_source_bytes(s) for s in sources)
         if wal.entry_count > 0 or len(wal_names) <= count:
             break

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from etcd_recovery.formats.source import ByteSource
+from etcd_recovery.formats.source import ByteSource, StreamedSource
 
 DEFAULT_SUDO_COMMAND: tuple[str, ...] = ("sudo", "-n")
 
@@ -134,3 +134,16 @@ class Transport(Protocol):
     def close(self) -> None:
         """Close the connection; later calls may reconnect."""
         ...
+
+
+READ_THROUGH_S = 120.0   # a file streamed by read_through, at most (a 64 MiB WAL file: 0.1 s)
+
+
+def read_through(t: Transport, path: str, *, sudo: bool = False) -> StreamedSource:
+    """``path`` on ``t``'s host, for a reader that goes from its start to its end (a WAL
+    file): its forward reads come from one ``cat`` of it, the others from ``open_file``'s
+    reader, which is opened now (so a missing file fails here, as ``open_file`` does).
+    The caller closes it."""
+    return StreamedSource(t.open_file(path, sudo=sudo),
+                          lambda: t.stream(["cat", "--", path], sudo=sudo,
+                                           timeout=READ_THROUGH_S))

@@ -25,6 +25,7 @@ from etcd_recovery.transport.base import (
     DEFAULT_SUDO_COMMAND,
     HostTarget,
     Transport,
+    read_through,
     shell_command,
 )
 from etcd_recovery.transport.files import SftpSource
@@ -247,6 +248,27 @@ def test_open_file_random_reads(transport: SshTransport, tmp_path: Path) -> None
     assert source.bytes_read == 50 + 10 + 200_000 + 70_000  # type: ignore[attr-defined]
 
 
+def test_a_file_read_through_comes_by_one_stream_that_its_close_ends(
+        transport: SshTransport, tmp_path: Path) -> None:
+    """read_through (a WAL file): forward reads from one `cat` of the file, a read behind
+    it over SFTP; closed half way, the rest is not sent and the connection goes on."""
+    data = os.urandom(8 << 20)
+    path = tmp_path / "0.wal"
+    path.write_bytes(data)
+    src = read_through(transport, str(path))
+    assert src.name == f"etcd-1:{path}" and src.size() == len(data)
+    at = 0
+    for n in (8, 4096, 1 << 20, 3 << 20):
+        assert src.read(at, n) == data[at:at + n]
+        at += n
+    assert src.streamed == at and src.read(10, 20) == data[10:30]   # behind: SFTP
+    assert src.streamed == at and src.bytes_read == at + 20
+    src.close()
+    assert transport.run(["echo", "on"], timeout=10).stdout == b"on\n"
+    with pytest.raises(TransportError, match="no such file"):
+        read_through(transport, str(tmp_path / "nope"))
+
+
 def test_open_missing_file(transport: SshTransport, tmp_path: Path) -> None:
     with pytest.raises(TransportError, match="no such file"):
         transport.open_file(str(tmp_path / "nope"))
@@ -314,6 +336,9 @@ def test_sudo_code_paths(make_transport: MakeTransport, sudo_wrapper: tuple[list
     assert source.read(1000, 3000) == data[1000:4000]
     assert source.read(len(data) - 5, 100) == data[-5:]
     assert source.bytes_read == 3005  # type: ignore[attr-defined]
+    through = read_through(transport, str(path), sudo=True)
+    assert through.read(0, 20_000) == data[:20_000] and through.streamed == 20_000
+    through.close()
     plain = make_transport()
     assert transport.list_dir(str(tmp_path / "d"), sudo=True) == \
         plain.list_dir(str(tmp_path / "d"))
@@ -326,6 +351,7 @@ def test_sudo_code_paths(make_transport: MakeTransport, sudo_wrapper: tuple[list
     logged = log.read_text()
     assert "echo as root" in logged
     assert "stat -L -c %s" in logged and "dd if=" in logged
+    assert f"cat -- {path}" in logged
     assert "find " in logged and "tee" in logged
     before = logged
     transport.run(["true"])  # sudo=False never goes through the wrapper

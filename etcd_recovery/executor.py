@@ -42,7 +42,9 @@ from .errors import (
     PreconditionError,
     RefusedError,
     StepFailed,
+    TransportError,
 )
+from .etcdlog import Cause
 from .fanout import Fanout
 from .formats.backend import read_backend
 from .formats.wal import read_wal, wal_file_names
@@ -452,14 +454,31 @@ class Executor:
         """Wait for etcd while watching it: when it exits, fail with its own fatal line within
         seconds (watch.py), not with a gRPC error at the timeout."""
         m = self.inv.member(a.host)
-        argv = runtime_for(self.inv.runtime).log_argv(m, LOG_LINES)
+        rt = runtime_for(self.inv.runtime)
+        argv = rt.log_argv(m, LOG_LINES)
+        state_argv = rt.state_argv(m)
 
         def log() -> list[str]:
             res = self.session.run(a.host, argv, check=False, timeout=10)
             return res.stdout.decode(errors="replace").splitlines()
 
+        def state() -> str:
+            if state_argv is None:
+                return ""
+            res = self.session.run(a.host, state_argv, check=False, timeout=10)
+            return res.stdout.decode(errors="replace")
+
+        try:
+            before = state()    # as the wait begins: what an earlier try left is not news
+        except TransportError:
+            before = ""
+
+        def unit(lines: list[str]) -> Cause | None:
+            return rt.state_cause(m, state(), lines, before) if state_argv else None
+
         wait_watching(lambda: self.condition(a), a.timeout_s, a.summary(),
-                      pid=lambda: self.session.etcd_pid(a.host), log=log, host=a.host)
+                      pid=lambda: self.session.etcd_pid(a.host), log=log, host=a.host,
+                      unit=unit)
 
     def await_earlier(self, step: Step, host: str) -> None:
         """Before this run's first action on ``host`` (resumed, or the lock taken over): wait

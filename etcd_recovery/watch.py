@@ -67,10 +67,13 @@ def new_fatal(lines: list[str], before: Cause | None) -> Cause | None:
 
 def wait_watching(condition: Callable[[], bool], timeout: float, what: str, *,
                   pid: Callable[[], int | None], log: Callable[[], list[str]],
-                  host: str, first: float = 0.02, cap: float = 0.1) -> None:
+                  host: str, first: float = 0.02, cap: float = 0.1,
+                  unit: Callable[[list[str]], Cause | None] | None = None) -> None:
     """Poll ``condition`` until it holds (backing off from ``first`` to ``cap``), watching
     etcd through ``pid`` and ``log``; StepFailed with etcd's fatal line as soon as it exited,
-    or after ``timeout`` with what etcd last said."""
+    or after ``timeout`` with what etcd last said. ``unit`` (given the log's lines): why etcd's
+    supervisor will not run it (systemd: a missing binary, a unit it gave up on), asked when
+    the log has no fatal line of etcd's; a cause fails the wait as etcd's fatal line does."""
     t0 = time.monotonic()
     try:
         before = fatal_cause(log())
@@ -92,7 +95,10 @@ def wait_watching(condition: Callable[[], bool], timeout: float, what: str, *,
             next_look = now + LOOK_EVERY_S
             try:
                 if watch.observe(pid(), now):
-                    cause = new_fatal(log(), before)
+                    lines = log()
+                    cause = new_fatal(lines, before)
+                    if cause is None and unit is not None:
+                        cause = unit(lines)
                     if cause is not None:
                         how = "exited" if watch.exited else "did not start"
                         raise StepFailed(f"{host}: etcd {how} {now - t0:.1f} s into the wait "
@@ -104,9 +110,13 @@ def wait_watching(condition: Callable[[], bool], timeout: float, what: str, *,
     def timed_out(_: Exception | None) -> StepFailed:
         said = ""
         try:
-            stall = stall_cause(log())
+            lines = log()
+            stall = stall_cause(lines)
             if stall is not None:
                 said = f"; etcd last said: {stall.quote()}"
+            held = unit(lines) if unit is not None else None
+            if held is not None:
+                said += f"; {held.quote()}"
         except TransportError:
             pass
         extra = f" (last error: {last_error})" if last_error else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from ..etcdlog import Cause
 from ..inventory import Member
 from . import config as rconf
 
@@ -49,6 +50,18 @@ class Runtime(Protocol):
 
     def log_argv(self, m: Member, lines: int) -> list[str]:
         """The last ``lines`` lines etcd wrote (its stderr, where it logs), newest last."""
+        ...
+
+    def state_argv(self, m: Member) -> list[str] | None:
+        """What the supervisor says of etcd's unit now (None: nothing to ask it), read when
+        a wait sees no etcd process and etcd's log says nothing fatal."""
+        ...
+
+    def state_cause(self, m: Member, state: str, log: Sequence[str],
+                    before: str = "") -> Cause | None:
+        """Why the supervisor will not run etcd, from ``state_argv``'s output and the last
+        lines of the log (None: it may still); ``before``: that output when the wait began,
+        so that what an earlier try left there is not taken for this one's cause."""
         ...
 
     def config_flags(self, text: str, file: str) -> dict[str, str]:

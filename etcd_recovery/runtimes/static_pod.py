@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 
+from ..etcdlog import Cause
 from ..inventory import Member
 from .base import _ConfigEdits, sh
 
@@ -49,3 +51,10 @@ class StaticPod(_ConfigEdits):
                   'f=$(ls -t /var/log/pods/*_etcd-*/etcd/*.log /var/log/pods/etcd.log '
                   '2>/dev/null | head -n 1); [ -n "$f" ] && tail -n "$n" "$f"; exit 0',
                   str(lines))
+
+    def state_argv(self, m: Member) -> list[str] | None:
+        return None     # the kubelet's view of the pod is not asked (yet)
+
+    def state_cause(self, m: Member, state: str, log: Sequence[str],
+                    before: str = "") -> Cause | None:
+        return None

@@ -22,7 +22,10 @@ from .recovery_scenario import check_recovered, execute_until, inventory, journa
 # What etcd says at start for each cause (its fatal line, read in the log).
 SAYS = {"address": "bind: cannot assign requested address",
         "port": "bind: address already in use",
-        "read-only": "read-only file system"}
+        "read-only": "read-only file system",
+        # systemd's, not etcd's: the unit's command cannot be run at all (the unit's state,
+        # systemctl show, says so and its journal says what)
+        "exec": "Failed at step EXEC spawning /nonexistent/etcd: No such file or directory"}
 
 
 def make_cause(lab: LabHandle, cause: str) -> Callable[[], None]:
@@ -46,6 +49,11 @@ def make_cause(lab: LabHandle, cause: str) -> Callable[[], None]:
         on(f'systemd-run --unit=er-porthog python3 -c "{hog}" && for i in $(seq 50); do '
            f"ss -Htln | grep -q '{h.peer_ip}:2380 ' && exit 0; sleep 0.1; done; exit 1")
         return lambda: on("systemctl stop er-porthog")
+    if cause == "exec":
+        drop = "/etc/systemd/system/etcd.service.d/zz-er-exec.conf"
+        on(f"mkdir -p {drop.rsplit('/', 1)[0]} && printf '[Service]\\nExecStart=\\n"
+           f"ExecStart=/nonexistent/etcd\\n' > {drop} && systemctl daemon-reload")
+        return lambda: on(f"rm -f {drop} && systemctl daemon-reload")
     on("mount --bind /var/lib/etcd /var/lib/etcd && "
        "mount -o remount,ro,bind /var/lib/etcd")
     return lambda: on("umount /var/lib/etcd")
@@ -53,7 +61,8 @@ def make_cause(lab: LabHandle, cause: str) -> Callable[[], None]:
 
 @pytest.mark.parametrize(("runtime", "version", "cause"), [
     ("static-pod", "3.6-newest", "address"), ("systemd", "3.5-old", "address"),
-    ("systemd", "3.6-newest", "port"), ("static-pod", "3.5-old", "read-only")])
+    ("systemd", "3.6-newest", "port"), ("static-pod", "3.5-old", "read-only"),
+    ("systemd", "3.6-newest", "exec")])
 def test_etcd_that_exits_at_start_fails_the_step_with_its_own_words(
         make_lab: Callable[..., LabHandle], runtime: str, version: str, cause: str) -> None:
     says = SAYS[cause]

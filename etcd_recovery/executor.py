@@ -34,6 +34,7 @@ from .actions import (
     WriteFile,
     peer_probe_argv,
     receive_argv,
+    sha256_argv,
 )
 from .conditions import KIND_CONDITIONS
 from .errors import (
@@ -587,7 +588,7 @@ class Executor:
             # journal), unchanged since, is not read again (1 GB per host at 1 GB)
             if self.still_verified(a.host, a.path, want):
                 return {"result": "already there", "sha256": want, "checked": "identity"}
-            have = self.session.run(a.host, ["sha256sum", a.path], check=False, timeout=600)
+            have = self.session.run(a.host, sha256_argv(a.path), check=False, timeout=600)
             if have.exit_status == 0 and have.stdout.decode(errors="replace")[:64] == want:
                 self.note_verified(a.host, a.path, want)
                 return {"result": "already there", "sha256": want}
@@ -659,7 +660,7 @@ class Executor:
                 raise PreconditionError(f"{path}: cannot read it: {exc.strerror or exc}") \
                     from exc
             return h.hexdigest()
-        res = self.session.run(host, ["sha256sum", path], timeout=600)
+        res = self.session.run(host, sha256_argv(path), timeout=600)
         return res.stdout.decode(errors="replace")[:64]
 
     def resolve(self, name: str, value: Any) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import etcdflags
 from . import hostchecks as hc
+from .actions import sha256_argv
 from .choose import decide
 from .crosscheck import check_member, mismatches, process_flags
 from .errors import (
@@ -453,7 +454,7 @@ def same_file_on_host(member: Member, path: str, sha256: str,
     """Whether the host has ``path`` with this sha256 (--etcdutl PATH when the hosts hold
     the same build at the same place, as a build mounted or installed everywhere does):
     then it runs in place and is not copied."""
-    out = _asked(member, ["sha256sum", path], factory)
+    out = _asked(member, sha256_argv(path), factory)
     return out is not None and out[:64] == sha256
 
 

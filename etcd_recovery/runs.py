@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from . import planid
+from .actions import SHA256_FN
 from .errors import (
     EtcdRecoveryError,
     FormatError,
@@ -139,7 +140,7 @@ def _host_snapshot(member: Member, path: str, given: str) -> SnapshotInput:
     t = ssh_transport(member)
     try:
         info = read_snapshot(t.open_file(path, sudo=True))
-        res = t.run(["sh", "-c", 'sha256sum "$1" && stat -c %Y "$1" && date +%s',
+        res = t.run(["sh", "-c", SHA256_FN + 'sha256 < "$1" && stat -c %Y "$1" && date +%s',
                      "etcd-recovery", path], sudo=True, timeout=600)
         # one line each: "<digest>  <path>" (the path may hold spaces), mtime, the host's now
         lines = res.stdout.decode(errors="replace").splitlines()
@@ -150,7 +151,7 @@ def _host_snapshot(member: Member, path: str, given: str) -> SnapshotInput:
     except FormatError as exc:
         raise UsageError(f"--from-snapshot {given}: {exc}") from exc
     except (IndexError, ValueError) as exc:
-        raise UsageError(f"--from-snapshot {given}: {member.name} answered sha256sum/stat "
+        raise UsageError(f"--from-snapshot {given}: {member.name} answered sha256/stat "
                          "with something else than a digest and a time") from exc
     finally:
         t.close()

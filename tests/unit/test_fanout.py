@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etcd_recovery.actions import CopyFile, receive_argv
+from etcd_recovery.actions import CopyFile, receive_argv, sha256_argv
 from etcd_recovery.errors import PreconditionError, StepFailed
 from etcd_recovery.executor import Executor, identity_argv, verified_ref
 from etcd_recovery.fanout import Fanout
@@ -116,7 +116,7 @@ def world(data: bytes) -> dict[str, FakeTransport]:
     hosts["a"].files[SRC] = data
     for t in hosts.values():
         t.expect(["true"])
-        t.expect(["sha256sum", SRC], exit_status=1)   # not there yet
+        t.expect(sha256_argv(SRC), exit_status=1)   # not there yet
         t.expect(identity_argv(SRC), identity(t.host))
     return hosts
 
@@ -184,10 +184,10 @@ def restore_check(tmp_path: Path, now: str) -> FakeTransport:
     ex.refs[verified_ref("b", SRC)] = {"sha256": sha, "identity": identity("b")}
     b.expect(["test", "-e", f"{ex.rdir}/restore.done"], exit_status=1)
     b._script.pop(tuple(identity_argv(SRC)))
-    b._script.pop(("sha256sum", SRC))
+    b._script.pop(tuple(sha256_argv(SRC)))
     b.expect(identity_argv(SRC), now)
     b.expect(["test", "-f", SRC])
-    b.expect(["sha256sum", SRC], f"{'b' * 64}  {SRC}\n")    # someone wrote to it
+    b.expect(sha256_argv(SRC), f"{'b' * 64}  {SRC}\n")    # someone wrote to it
     step = Step(id="restore:b", phase="restore", kind=StepKind.RESTORE, host="b",
                 title="t", precondition="p", check="c",
                 params={"snapshot": SRC, "sha256": sha, "ref": ""})
@@ -198,7 +198,7 @@ def restore_check(tmp_path: Path, now: str) -> FakeTransport:
 def test_a_restore_trusts_a_snapshot_unchanged_since_its_check_without_reading_it(
         tmp_path: Path) -> None:
     b = restore_check(tmp_path, identity("b"))
-    assert ("sha256sum", SRC) not in b.commands
+    assert tuple(sha256_argv(SRC)) not in b.commands
 
 
 def test_a_restore_reads_again_a_snapshot_touched_since_its_check(tmp_path: Path) -> None:
@@ -251,7 +251,7 @@ def test_a_resumed_send_trusts_a_copy_unchanged_since_its_check_without_reading_
         tmp_path: Path) -> None:
     hosts, _ = resumed_sends(tmp_path, identity("b"))
     b = hosts["b"]
-    assert ("sha256sum", SRC) not in b.commands
+    assert tuple(sha256_argv(SRC)) not in b.commands
     assert not received(b)                 # nothing sent to b
     assert received(hosts["c"])            # c got its copy
 
@@ -259,5 +259,5 @@ def test_a_resumed_send_trusts_a_copy_unchanged_since_its_check_without_reading_
 def test_a_resumed_send_checks_again_a_copy_touched_since(tmp_path: Path) -> None:
     hosts, _ = resumed_sends(tmp_path, identity("b", ctime="1796581999.000000001"))
     b = hosts["b"]
-    assert ("sha256sum", SRC) in b.commands    # read again: not there (exit 1), so sent
+    assert tuple(sha256_argv(SRC)) in b.commands    # read again: not there (exit 1), so sent
     assert received(b)

@@ -11,14 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from etcd_recovery.actions import CopyFile, Run, action_from_json, action_to_json, receive_argv
+from etcd_recovery.actions import (
+    CopyFile,
+    Run,
+    action_from_json,
+    action_to_json,
+    receive_argv,
+    sha256_argv,
+)
 from etcd_recovery.choose import decide
 from etcd_recovery.errors import FormatError, RefusedError, UsageError
 from etcd_recovery.inventory import Member
@@ -212,6 +221,49 @@ def test_the_receiving_end_renames_only_a_whole_checked_file(tmp_path: Path) -> 
     cut = _sh(receive_argv(str(full), 0o600, hashlib.sha256(data).hexdigest()), data)
     assert cut.returncode != 0 and b"not written whole" in cut.stderr, cut.stderr
     assert not full.exists() and not (full.parent / "snapshot.db.failed").exists()
+
+
+def _path_with(tmp_path: Path, python3: str | None) -> dict[str, str]:
+    """A PATH of the tools the host scripts use; ``python3``: None for none, "real", or a
+    script's text (a python3 without a usable hashlib)."""
+    bin_dir = tmp_path / ("bin-" + ("none" if python3 is None else str(len(python3))))
+    bin_dir.mkdir()
+    for tool in ("sh", "sha256sum", "tee", "mkdir", "dirname", "rm", "chmod", "mv", "cat"):
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (bin_dir / tool).symlink_to(found)
+    if python3 == "real":
+        (bin_dir / "python3").symlink_to(sys.executable)
+    elif python3 is not None:
+        (bin_dir / "python3").write_text(python3)
+        (bin_dir / "python3").chmod(0o755)
+    return {**os.environ, "PATH": str(bin_dir)}
+
+
+@pytest.mark.parametrize("python3", ["real", None, "#!/bin/sh\nexit 1\n"],
+                         ids=["python3", "no-python3", "python3-without-hashlib"])
+def test_the_hosts_sha256_is_sha256_with_or_without_python3(tmp_path: Path,
+                                                            python3: str | None) -> None:
+    """The host's sha256 (python3's hashlib where it works, else sha256sum) is the same
+    digest, of a file (sha256_argv) and of a copy's stream (receive_argv)."""
+    env = _path_with(tmp_path, python3)
+    data = os.urandom(3_000_000)
+    src = tmp_path / "src.db"
+    src.write_bytes(data)
+    want = hashlib.sha256(data).hexdigest()
+    got = subprocess.run(sha256_argv(str(src)), capture_output=True, env=env, timeout=30)
+    assert got.returncode == 0 and got.stdout.decode().split()[0] == want, got.stderr
+    missing = subprocess.run(sha256_argv(str(tmp_path / "nope")), capture_output=True,
+                             env=env, timeout=30)
+    assert missing.returncode != 0 and missing.stderr
+    dest = tmp_path / "d" / "snapshot.db"
+    sent = subprocess.run(receive_argv(str(dest), 0o600, want), input=data,
+                          capture_output=True, env=env, timeout=30)
+    assert sent.returncode == 0, sent.stderr
+    assert dest.read_bytes() == data
+    wrong = subprocess.run(receive_argv(str(dest) + ".2", 0o600, "0" * 64), input=data,
+                           capture_output=True, env=env, timeout=30)
+    assert wrong.returncode != 0 and f"sha256 {want}, not".encode() in wrong.stderr
 
 
 FAKE_ETCDUTL = """#!/bin/sh

@@ -18,6 +18,7 @@ out of the phase table, which counts what the run waits for (the total is the ru
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -227,17 +228,27 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    if args[:1] == ["--fill"]:
-        fill(Path(args[1]), int(args[2]))
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench", description="execute --confirm against an expert's hand "
+        "procedure (benchmarks/floor.py), on the same lab, broken the same way")
+    parser.add_argument("--shapes", default="3:static-pod,3:systemd,5:static-pod",
+                        help="MEMBERS:RUNTIME[:1g],... (:1g loads about 1 GB of values)")
+    parser.add_argument("--methods", default="force-new-cluster",
+                        help="force-new-cluster,snapshot: each shape with each method")
+    parser.add_argument("--big", action="store_true", help="add 3:static-pod:1g")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks",
+                        help="where bench.json and bench.png go")
+    parser.add_argument("--fill", nargs=2, metavar=("LAB_DIR", "MB"), help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.fill:
+        fill(Path(opts.fill[0]), int(opts.fill[1]))
         return
-    out = Path(args[args.index("--out") + 1]) if "--out" in args else ROOT / "benchmarks"
-    shapes = args[args.index("--shapes") + 1] if "--shapes" in args else \
-        "3:static-pod,3:systemd,5:static-pod"
-    if "--big" in args:
-        shapes += ",3:static-pod:1g"
-    methods = (args[args.index("--methods") + 1] if "--methods" in args
-               else "force-new-cluster").split(",")
+    out: Path = opts.out
+    shapes: str = opts.shapes + (",3:static-pod:1g" if opts.big else "")
+    methods: list[str] = opts.methods.split(",")
+    bad = [m for m in methods if m not in ("force-new-cluster", "snapshot")]
+    if bad:
+        parser.error(f"--methods: unknown method(s) {', '.join(bad)}")
     keys = 4000
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     results = []

@@ -84,8 +84,9 @@ def fence_step(rt: Runtime, m: Member, run_id: str) -> Step:
 
 def backup_step(rt: Runtime, m: Member, run_id: str, background: bool = False) -> Step:
     """Copy the member's data dir and (fenced) configuration, with a verified B2SUMS. In the
-    background it runs at a lower CPU priority (``nice``), so as not to slow the kept member's
-    restore, which runs meanwhile."""
+    background it runs at a lower CPU priority (``nice``), and the executor runs background
+    backups one at a time, so as not to slow the kept member's restore, which runs
+    meanwhile."""
     rdir = run_dir(run_id)
     bdir = posixpath.join(rdir, "backup")
     argv = backup_argv(m.data_dir, rt.fenced_config_path(m, rdir), bdir,
@@ -98,7 +99,8 @@ def backup_step(rt: Runtime, m: Member, run_id: str, background: bool = False) -
                 title=f"Back up {m.name}'s data dir"
                       + (f", WAL dir {m.wal}" if m.wal_outside_data_dir else "")
                       + f" and configuration to {bdir}"
-                      + (" (in the background, at a lower CPU priority)" if background else ""),
+                      + (" (in the background, one backup at a time, at a lower CPU "
+                         "priority)" if background else ""),
                 precondition="",
                 check="the copy is byte for byte the source (diff -r), and its B2SUMS is "
                       "written (checked with b2sum -c when a run resumes)",

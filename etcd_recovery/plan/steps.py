@@ -60,6 +60,9 @@ BACKGROUND = "background"
 RESTARTS_ETCD: frozenset[StepKind] = frozenset({
     StepKind.FORCE_NEW_CLUSTER, StepKind.RESTART_PLAIN, StepKind.START_LEARNER,
     StepKind.START_RESTORED, StepKind.STOP_KEPT})
+# Background steps of these kinds run one at a time (in the plan's order): several backups at
+# once slowed the kept member's restore beside them (same disks, same CPUs).
+ONE_AT_A_TIME: frozenset[StepKind] = frozenset({StepKind.BACKUP})
 
 # Each kind's parameters (what the executor needs beyond the actions), with their JSON types.
 _STR_LIST = "list[str]"

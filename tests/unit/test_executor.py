@@ -4,6 +4,7 @@ etcd behind the session's two seams. What runs is exactly the plan's actions, jo
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,53 @@ def test_background_steps_run_while_the_plan_goes_on(tmp_path: Path) -> None:
     assert ev.index(("step-start", "fg:a")) < ev.index(("step-done", "bg:b"))
     assert ev.index(("step-done", "bg:b")) < ev.index(("step-start", "after:b"))
     assert {t.id for t in summary.steps} == {"bg:b", "fg:a", "after:b"}
+
+
+def test_background_backups_run_one_at_a_time_beside_the_rest(tmp_path: Path) -> None:
+    """Several background backups (the other members', while the kept member is restored)
+    ran all at once and slowed the restore on the same disk and CPU: they now run one after
+    another, in the plan's order, while the other steps, background or not, go on."""
+    import dataclasses
+    import threading
+
+    w = World()
+    lock = threading.Lock()
+    running: list[str] = []
+    most = [0]
+    in_backup, other_ran = threading.Event(), threading.Event()
+
+    class Counting(FakeTransport):
+        def run(self, argv: Any, **kw: Any) -> Any:
+            sid = tuple(argv)[1] if tuple(argv)[:1] == ("record",) else ""
+            if sid.startswith("backup:"):
+                with lock:
+                    running.append(sid)
+                    most[0] = max(most[0], len(running))
+                in_backup.set()
+                assert other_ran.wait(5), "the other background step waited for a backup"
+                time.sleep(0.2)
+                with lock:
+                    running.remove(sid)
+            if sid == "up:a":
+                assert in_backup.wait(5)
+                other_ran.set()
+            return super().run(argv, **kw)
+
+    w.hosts = {n: Counting(n) for n in NAMES}
+    backups = [dataclasses.replace(record_step(f"backup:{i}", "b", "background"),
+                                   kind=StepKind.BACKUP) for i in (1, 2, 3)]
+    for st in backups:
+        w.hosts["b"].expect(["record", st.id])
+    for sid in ("up:a", "fg:a"):
+        w.hosts["a"].expect(["record", sid])
+    for n in NAMES:
+        w.hosts[n].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    steps = (*backups, record_step("up:a", "a", "background"), record_step("fg:a", "a"))
+    summary = executor(w, steps, tmp_path).run()
+    assert summary.ok and most[0] == 1
+    done = [s or "" for e, s, _ in events(tmp_path) if e == "step-done"]
+    assert [s for s in done if s and s.startswith("backup:")] == ["backup:1", "backup:2", "backup:3"]
+    assert done.index("fg:a") < done.index("backup:3")
 
 
 def test_a_background_failure_stops_the_run_before_its_host_is_touched(tmp_path: Path) -> None:

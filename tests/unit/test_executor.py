@@ -339,7 +339,8 @@ def test_background_backups_run_one_at_a_time_beside_the_rest(tmp_path: Path) ->
     summary = executor(w, steps, tmp_path).run()
     assert summary.ok and most[0] == 1
     done = [s or "" for e, s, _ in events(tmp_path) if e == "step-done"]
-    assert [s for s in done if s and s.startswith("backup:")] == ["backup:1", "backup:2", "backup:3"]
+    assert [s for s in done if s.startswith("backup:")] == [
+        "backup:1", "backup:2", "backup:3"]
     assert done.index("fg:a") < done.index("backup:3")
 
 

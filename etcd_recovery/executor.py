@@ -63,7 +63,7 @@ from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client
 from .stepchecks import AFTER_RUN, CHECKS, FINISH
 from .stepchecks.base import find_member
-from .transport.base import CommandResult, read_through
+from .transport.base import CommandResult, read_through_all
 from .transport.factory import TransportFactory, ssh_transport
 from .watch import LOG_LINES, WATCHED, wait_watching
 
@@ -164,7 +164,7 @@ class Executor:
         # Background steps of ONE_AT_A_TIME's kinds (backups) run one at a time, in the
         # plan's order: several at once competed for the disk and the CPU with the kept
         # member's restore, which runs meanwhile.
-        self._bg_backups = threading.Semaphore(1)
+        self._one_at_a_time = threading.Semaphore(1)
         self._bg_timings: list[StepTiming] = []
         # A resumed run (or one that took the lock over) first waits, on each host, for the
         # guarded commands an earlier run left running there (plan.COMMANDS_LOCK).
@@ -297,10 +297,10 @@ class Executor:
             self._bg_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="background")
         self.log(f"[{n}/{total}] {step.id}: runs in the background from here")
         if step.kind in ONE_AT_A_TIME:
-            def backup() -> StepTiming:
-                with self._bg_backups:
+            def in_turn() -> StepTiming:
+                with self._one_at_a_time:
                     return self.one_step(n, total, step, acts_done, t0)
-            future = self._bg_pool.submit(backup)
+            future = self._bg_pool.submit(in_turn)
         else:
             future = self._bg_pool.submit(self.one_step, n, total, step, acts_done, t0)
         with self._bg_lock:
@@ -473,19 +473,21 @@ class Executor:
             res = self.session.run(a.host, argv, check=False, timeout=10)
             return res.stdout.decode(errors="replace").splitlines()
 
-        def state() -> str:
-            if state_argv is None:
-                return ""
-            res = self.session.run(a.host, state_argv, check=False, timeout=10)
-            return res.stdout.decode(errors="replace")
+        unit: Callable[[list[str]], Cause | None] | None = None
+        if state_argv is not None:
+            show = state_argv
 
-        try:
-            before = state()    # as the wait begins: what an earlier try left is not news
-        except TransportError:
-            before = ""
+            def state() -> str:
+                res = self.session.run(a.host, show, check=False, timeout=10)
+                return res.stdout.decode(errors="replace")
 
-        def unit(lines: list[str]) -> Cause | None:
-            return rt.state_cause(m, state(), lines, before) if state_argv else None
+            try:
+                before = state()    # as the wait begins: what an earlier try left is not news
+            except TransportError:
+                before = ""
+
+            def unit(lines: list[str]) -> Cause | None:
+                return rt.state_cause(m, state(), lines, before)
 
         wait_watching(lambda: self.condition(a), a.timeout_s, a.summary(),
                       pid=lambda: self.session.etcd_pid(a.host), log=log, host=a.host,
@@ -759,12 +761,9 @@ class Executor:
         names = wal_file_names(f.name for f in t.list_dir(wal_dir, sudo=True))
         if not names:
             raise PreconditionError(f"{step.host}: no WAL files in {wal_dir}")
-        sources = [read_through(t, posixpath.join(wal_dir, n), sudo=True) for n in names[-2:]]
-        try:
+        with read_through_all(t, [posixpath.join(wal_dir, n) for n in names[-2:]],
+                              sudo=True) as sources:
             return read_wal(sources)
-        finally:
-            for s in sources:
-                s.close()
 
     def _wal_record(self, step: Step, host: str) -> AppendWal | None:
         """The plan's align-commit decision (plan.align_decision), taken now from the fenced

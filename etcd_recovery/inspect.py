@@ -48,7 +48,7 @@ from .processes import Processes, etcd_processes, own_pid
 from .runtimes import config as rconf
 from .runtimes.base import runtime_for
 from .runtimes.config import manifest_image
-from .transport.base import Transport, read_through
+from .transport.base import Transport, read_through_all
 from .transport.factory import TransportFactory, ssh_transport
 
 GRPC_TIMEOUT_S = 3.0
@@ -90,13 +90,9 @@ def read_wal_tail(t: Transport, member: Member) -> tuple[WalState, int, WalTail 
     # the stream there.
     wal = None
     for count in (1, 2):
-        sources = [read_through(t, posixpath.join(wal_dir, n), sudo=sudo)
-                   for n in wal_names[-count:]]
-        try:
+        with read_through_all(t, [posixpath.join(wal_dir, n) for n in wal_names[-count:]],
+                              sudo=sudo) as sources:
             wal = read_wal(sources)
-        finally:
-            for s in sources:
-                s.close()
         total += sum(_source_bytes(s) for s in sources)
         if wal.entry_count > 0 or len(wal_names) <= count:
             break

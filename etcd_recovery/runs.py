@@ -142,7 +142,7 @@ def _host_snapshot(member: Member, path: str, given: str) -> SnapshotInput:
         info = read_snapshot(t.open_file(path, sudo=True))
         res = t.run(["sh", "-c", SHA256_FN + 'sha256 < "$1" && stat -c %Y "$1" && date +%s',
                      "etcd-recovery", path], sudo=True, timeout=600)
-        # one line each: "<digest>  <path>" (the path may hold spaces), mtime, the host's now
+        # one line each: "<digest>  -" (the file is read on stdin), mtime, the host's now
         lines = res.stdout.decode(errors="replace").splitlines()
         digest, mtime, now = lines[0].split(" ", 1)[0], int(lines[1]), int(lines[2])
     except TransportError as exc:   # (a RemoteCommandError too)

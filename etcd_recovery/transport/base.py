@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -147,3 +147,16 @@ def read_through(t: Transport, path: str, *, sudo: bool = False) -> StreamedSour
     return StreamedSource(t.open_file(path, sudo=sudo),
                           lambda: t.stream(["cat", "--", path], sudo=sudo,
                                            timeout=READ_THROUGH_S))
+
+
+@contextmanager
+def read_through_all(t: Transport, paths: Sequence[str], *,
+                     sudo: bool = False) -> Iterator[list[StreamedSource]]:
+    """``read_through`` of each path (a member's last WAL files, in order), all closed when
+    the block ends, however it ends."""
+    sources = [read_through(t, p, sudo=sudo) for p in paths]
+    try:
+        yield sources
+    finally:
+        for s in sources:
+            s.close()

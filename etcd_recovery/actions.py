@@ -24,6 +24,7 @@ nothing else (unknown kinds, wrong types or extra fields are a :class:`FormatErr
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -242,6 +243,24 @@ SHA256_PY = ('import hashlib,sys\nh=hashlib.sha256()\nr=sys.stdin.buffer.raw.rea
              'print(h.hexdigest() + "  -")')
 SHA256_FN = ("sha256() { if python3 -c 'import hashlib; hashlib.sha256()' 2>/dev/null; "
              f"then python3 -c '{SHA256_PY}'; else sha256sum; fi; }}; ")
+
+
+def db_path(data_dir: str) -> str:
+    """A member's bbolt file under its data dir."""
+    return posixpath.join(data_dir, "member", "snap", "db")
+
+
+def read_in_order_argv(path: str) -> list[str]:
+    """Read a member's db file once, front to back, and throw the bytes away: it puts the
+    file in the host's page cache before HashKV reads it. bbolt maps the file with
+    ``madvise(MADV_RANDOM)`` (go.etcd.io/bbolt bolt_unix.go ``mmap``, v1.3.12 and v1.4.3),
+    so the kernel reads no further ahead than the page a fault asks for; HashKV then walks
+    every key and value (server/mvcc/hash.go ``unsafeHashByRev``, etcd v3.5.35), and a db
+    that is not in the cache is read 4 KiB at a time. Measured on the lab, 5 members, 1 GB,
+    default method: the learners' db files left the page cache as fast as they were written
+    (fincore), the final HashKVs took 12-35 s each, and 0.3-2.4 s after this read (which
+    took 4 s for the four hosts at once, at 0.6-1.2 GB/s)."""
+    return ["dd", f"if={path}", "of=/dev/null", "bs=1M", "status=none"]
 
 
 def sha256_argv(path: str) -> list[str]:

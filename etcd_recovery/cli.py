@@ -466,7 +466,8 @@ def verify(inventory: InventoryOpt, output: OutputOpt = Output.table) -> None:
     """Check that the cluster is whole and consistent.
 
     The membership as a member reads it; on each member of it: voting, a leader, no errors,
-    the same revision and equal HashKV, no alarms, no --force-new-cluster left. Exit 0 when
+    the same revision and equal HashKV (each host reads its member's db in order first, into
+    the page cache), no alarms, no --force-new-cluster left. Exit 0 when
     every member of the membership was checked and all of it holds; 1 when something does
     not, or a member of the membership could not be checked.
     """

@@ -12,7 +12,16 @@ from __future__ import annotations
 import shlex
 
 from . import etcdflags_sh
-from .actions import Action, Run, WriteFile, peer_probe_argv, receive_argv, shell_join
+from .actions import (
+    Action,
+    Run,
+    WriteFile,
+    db_path,
+    peer_probe_argv,
+    read_in_order_argv,
+    receive_argv,
+    shell_join,
+)
 from .inventory import Inventory, Member
 from .plan.scripts import COMMANDS_LOCK
 from .plan.steps import BACKGROUND, Plan, StepKind, run_dir
@@ -181,6 +190,9 @@ def _verify_block(plan: Plan, inv: Inventory, members: list[str]) -> list[str]:
              + " ".join(f"{m.name}={m.peer_url}" for m in ms),
              "! etcdctl --endpoints=\"$KEPT\" member list | grep -q ', true$'",
              *(f"retry 60 voting_healthy {m.client_url}" for m in ms),
+             *(f"on {m.name} {shell_join(read_in_order_argv(db_path(m.data_dir)))} &"
+               for m in ms),
+             "wait",
              "retry 30 same_hashkv",
              "test -z \"$(etcdctl --endpoints=\"$KEPT\" alarm list)\""]
     for m in ms:

@@ -64,7 +64,8 @@ def unlock_step(run_id: str, members: Sequence[Member]) -> Step:
 def verify_step(expected: Sequence[str], keys_before: int | None) -> Step:
     return Step(id="verify", phase="verify", kind=StepKind.VERIFY, host=None, mutating=False,
                 title="Verify: expected voting members only, all healthy, same revision, "
-                      "equal HashKV, no alarms, no --force-new-cluster left, keys all there",
+                      "equal HashKV (each host reads its member's db in order first), no "
+                      "alarms, no --force-new-cluster left, keys all there",
                 precondition="", check="all of the above hold",
                 params={"members": list(expected), "keys_before": keys_before})
 

@@ -63,13 +63,6 @@ RESTARTS_ETCD: frozenset[StepKind] = frozenset({
 # Background steps of these kinds run one at a time (in the plan's order): several backups at
 # once slowed the kept member's restore beside them (same disks, same CPUs).
 ONE_AT_A_TIME: frozenset[StepKind] = frozenset({StepKind.BACKUP})
-# Steps of these kinds do not wait for the background steps on their host: a send writes
-# only the snapshot file into the run's directory (STATE_DIR), which no background step
-# reads or writes (a backup reads the data dir; an etcdutl upload writes its own file). The
-# restore on the host, which moves the data, still waits for them all. With the backups one
-# at a time, a send used to wait for its host's backup to get its turn and end: 5 members,
-# 1 GB, the sends started 8.6 s after the snapshot was made.
-BESIDE_BACKGROUND: frozenset[StepKind] = frozenset({StepKind.SNAPSHOT_SEND})
 
 # Each kind's parameters (what the executor needs beyond the actions), with their JSON types.
 _STR_LIST = "list[str]"
@@ -112,8 +105,7 @@ class Step:
     mutating: bool = True
     # Consecutive steps of one group touch different hosts and run at the same time. Steps of
     # the group BACKGROUND start and the run goes on: each is waited for before the next step
-    # on its host (or on every host; not by steps of BESIDE_BACKGROUND's kinds) and before
-    # the run ends.
+    # on its host (or on every host) and before the run ends.
     group: str | None = None
 
     def to_json(self) -> dict[str, Any]:

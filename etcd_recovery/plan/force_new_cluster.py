@@ -183,18 +183,17 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                       Wait("members-are", chosen.name, chosen.client_url, 30.0,
                            common.members_arg([(chosen.name, chosen.peer_url)])))))
 
-    # 5. every peer's old data moved aside at once; then the peers come back one at a time
-    #    as learners (one learner at a time is all etcd 3.4/3.5 allow)
+    # 5. the peers come back one at a time as learners (one learner at a time is all etcd
+    #    3.4/3.5 allow), each one's old data moved aside just before it is added: a move-aside
+    #    waits for its host's background backup, and the backups run one at a time, so
+    #    moving every peer aside at once waited for the last backup before any learner began
+    #    (5 members, 1 GB: 11 s with no step running)
     others = [m for m in reachable if m.name != chosen.name]
     current = [(chosen.name, chosen.peer_url)]
-    later: list[Step] = []
     for m in others:
-        move, *rest = rejoin_steps(rt, m, configs[m.name], run_id, chosen, current,
-                                   unknown=m.name in exclude)
-        add(replace(move, group="move-aside"))
-        later.extend(rest)
+        steps.extend(rejoin_steps(rt, m, configs[m.name], run_id, chosen, current,
+                                  unknown=m.name in exclude))
         current = [*current, (m.name, m.peer_url)]
-    steps.extend(later)
 
     # 6. verify and release
     expected = [chosen.name, *[m.name for m in others]]

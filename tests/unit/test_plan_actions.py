@@ -112,12 +112,11 @@ def test_golden_shape_of_a_recovery(runtime: str) -> None:
         ("verify", []),
         ("unlock", ["run", "run"]),
     ]
-    # Fences of the other members and all move-asides run together; the member to keep is
-    # fenced alone, last, since etcd-3 still runs and could send it entries; its backup runs
-    # alone, the others' in the background.
+    # Fences of the other members run together; the member to keep is fenced alone, last,
+    # since etcd-3 still runs and could send it entries; its backup runs alone, the others'
+    # in the background. A peer's move-aside runs alone, just before its learner is added.
     assert [(s.id, s.group) for s in plan.steps if s.group or s.kind.value == "fence"] == [
-        ("fence:etcd-3", "fence"), ("fence:etcd-1", None), ("backup:etcd-3", "background"),
-        ("move-aside:etcd-3", "move-aside")]
+        ("fence:etcd-3", "fence"), ("fence:etcd-1", None), ("backup:etcd-3", "background")]
     # With no other member running etcd, all are fenced at once.
     quiet = make_plan(inventory(runtime), replace(report(), members=(
         *report().members[:2], replace(report().members[2], etcd_running=False,

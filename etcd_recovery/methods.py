@@ -76,11 +76,14 @@ def derive(inv: Inventory, report: InspectReport, configs: Mapping[str, str], ru
 # A db this size or more, streamed through this machine to every host, is named as a cost of
 # the snapshot method (the default method's learners get it from the kept member directly).
 BIG_DB_BYTES = 512 << 20
-# What the snapshot method's sends take, per host, all at once (measured on the lab with
-# benchmarks/bench.py: 1 GB to 2 hosts in 38 s, to 3 in 40 s: about 27 MB/s each), and what
-# each learner add after the first waits in the default method (etcd's strict
-# reconfiguration check: 5 s).
-STREAM_BYTES_PER_S = 27e6
+# The rate at which sending the db to every host costs the snapshot method what the default
+# method's learner waits cost it (each learner add after the first waits out etcd's strict
+# reconfiguration check: 5 s). Measured with benchmarks/bench.py, 5 members, one run
+# (benchmarks/bench-methods.json): the snapshot method took 8.2 s less than the default at
+# 16 MiB and 7.2 s more at 1 GB, a crossover near 550 MB, which 15 s of waits give at 37 MB/s.
+# (The sends alone ran at 58-80 MB/s per host there, 1 GB to 3 hosts at once in 13.3-18.4 s;
+# the default method's learners also copy the db, from the kept member, host to host.)
+STREAM_BYTES_PER_S = 37e6
 LEARNER_WAIT_S = 5.0
 
 

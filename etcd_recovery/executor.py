@@ -56,7 +56,7 @@ from .model import InspectReport, WalTail
 from .plan.force_new_cluster import align_decision
 from .plan.scripts import is_guarded, lock_argv
 from .plan.snapshot import file_given
-from .plan.steps import BACKGROUND, ONE_AT_A_TIME, RESTARTS_ETCD, Plan, Step, StepKind, run_dir
+from .plan.steps import BACKGROUND, RESTARTS_ETCD, Plan, Step, StepKind, run_dir
 from .results import StepTiming, Summary
 from .retry import Backoff, poll, retry
 from .runtimes.base import runtime_for
@@ -161,9 +161,9 @@ class Executor:
         self._fanouts: dict[tuple[str, str], Fanout] = {}
         self._bg: list[tuple[Step, Future[StepTiming]]] = []
         self._bg_lock = threading.Lock()
-        # Background steps of ONE_AT_A_TIME's kinds (backups) run one at a time, in the
-        # plan's order: several at once competed for the disk and the CPU with the kept
-        # member's restore, which runs meanwhile.
+        # Background backups the plan marks in_turn run one at a time, in the plan's order:
+        # several at once competed for the disk and the CPU with the kept member's restore,
+        # which runs meanwhile (plan.common.backups_in_turn).
         self._one_at_a_time = threading.Semaphore(1)
         self._bg_timings: list[StepTiming] = []
         # A resumed run (or one that took the lock over) first waits, on each host, for the
@@ -296,7 +296,7 @@ class Executor:
         if self._bg_pool is None:
             self._bg_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="background")
         self.log(f"[{n}/{total}] {step.id}: runs in the background from here")
-        if step.kind in ONE_AT_A_TIME:
+        if step.params.get("in_turn") is True:
             def in_turn() -> StepTiming:
                 with self._one_at_a_time:
                     return self.one_step(n, total, step, acts_done, t0)

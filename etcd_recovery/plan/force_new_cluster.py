@@ -116,9 +116,10 @@ def make_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
     #    runs in the background while the kept member is restored (their data is untouched
     #    until their move-aside, which waits for it)
     add(common.backup_step(rt, chosen, run_id))
+    in_turn = common.backups_in_turn(states[m.name] for m in reachable if m.name != chosen.name)
     for m in reachable:
         if m.name != chosen.name:
-            add(common.backup_step(rt, m, run_id, background=True))
+            add(common.backup_step(rt, m, run_id, background=True, in_turn=in_turn))
 
     # 4. align the kept member's WAL commit, force a new cluster from it, then restart it
     #    without the flag

@@ -476,8 +476,9 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
                      "skip_hash_check": skip_hash_check}),
         common.lock_step(run_id, reachable, take_over_lock)]
     steps += [replace(common.fence_step(rt, m, run_id), group="fence") for m in reachable]
-    steps += [replace(common.backup_step(rt, m, run_id, background=True), group=BACKGROUND)
-              for m in reachable]
+    in_turn = common.backups_in_turn(states[m.name] for m in reachable)
+    steps += [replace(common.backup_step(rt, m, run_id, background=True, in_turn=in_turn),
+                      group=BACKGROUND) for m in reachable]
     steps += _tools_steps(reachable, tools, run_id)
     for m in reachable:
         steps.append(Step(id=f"send:{m.name}", phase="restore", kind=StepKind.SNAPSHOT_SEND,

@@ -60,9 +60,6 @@ BACKGROUND = "background"
 RESTARTS_ETCD: frozenset[StepKind] = frozenset({
     StepKind.FORCE_NEW_CLUSTER, StepKind.RESTART_PLAIN, StepKind.START_LEARNER,
     StepKind.START_RESTORED, StepKind.STOP_KEPT})
-# Background steps of these kinds run one at a time (in the plan's order): several backups at
-# once slowed the kept member's restore beside them (same disks, same CPUs).
-ONE_AT_A_TIME: frozenset[StepKind] = frozenset({StepKind.BACKUP})
 
 # Each kind's parameters (what the executor needs beyond the actions), with their JSON types.
 _STR_LIST = "list[str]"
@@ -71,6 +68,8 @@ STEP_PARAMS: dict[StepKind, dict[str, str]] = {
                          "exclude": _STR_LIST},
     StepKind.PREFLIGHT_REJOIN: {"via": "str", "name": "str"},
     StepKind.LOCK: {"path": "str", "members": _STR_LIST},
+    # in_turn: a background backup that runs one at a time (plan.common.backups_in_turn)
+    StepKind.BACKUP: {"in_turn": "bool"},
     StepKind.VERIFY: {"members": _STR_LIST, "keys_before": "int|None"},
     StepKind.ALIGN_COMMIT: {"wal_dir": "str", "db": "str", "target": "str",
                              "commit_fix": "bool"},

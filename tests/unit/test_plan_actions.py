@@ -144,6 +144,25 @@ def test_golden_shape_of_a_recovery(runtime: str) -> None:
     assert add.result == promote.member_ref == "learner-id:etcd-3"
 
 
+@pytest.mark.parametrize(("db", "in_turn"), [(16 << 20, False), (1 << 30, True),
+                                            (None, True)])
+def test_background_backups_run_one_at_a_time_only_where_a_db_is_big(
+        db: int | None, in_turn: bool) -> None:
+    """Big dbs (or a size not read): the other members' backups one at a time, as the title
+    says; small ones beside each other. The kept member's own backup is never in a turn."""
+    rep = report()
+    members = tuple(replace(m, db_size_bytes=db) if m.reachable else m for m in rep.members)
+    plan = make_plan(inventory("systemd"), replace(rep, members=members), configs("systemd"),
+                     "r")
+    by_id = {s.id: s for s in plan.steps}
+    assert by_id["backup:etcd-1"].params == {"in_turn": False}
+    other = by_id["backup:etcd-3"]
+    assert other.group == "background" and other.params == {"in_turn": in_turn}
+    assert ("one backup at a time" in other.title) is in_turn
+    assert ("beside the other backups" in other.title) is not in_turn
+    assert Plan.from_json(json.loads(json.dumps(plan.to_json()))).steps == plan.steps
+
+
 def test_the_hardstate_record_is_computed_when_planning() -> None:
     plan = plan_for("systemd")
     step = next(s for s in plan.steps if s.id == "align-commit:etcd-1")

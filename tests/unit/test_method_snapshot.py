@@ -15,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -221,6 +222,31 @@ def test_the_receiving_end_renames_only_a_whole_checked_file(tmp_path: Path) -> 
     cut = _sh(receive_argv(str(full), 0o600, hashlib.sha256(data).hexdigest()), data)
     assert cut.returncode != 0 and b"not written whole" in cut.stderr, cut.stderr
     assert not full.exists() and not (full.parent / "snapshot.db.failed").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")
+def test_the_receiving_end_asks_for_a_1_mib_pipe(tmp_path: Path) -> None:
+    """With python3, the receiving end grows the pipe it reads from to 1 MiB (reads of up to
+    1 MiB instead of 64 KiB: 1 GB to three hosts at once took 7.3-8.2 s against 11.4-11.8 s),
+    and writes and hashes what comes through it."""
+    import fcntl
+
+    dest = tmp_path / "d" / "snapshot.db"
+    data = os.urandom(3_000_000)
+    r, w = os.pipe()
+    assert fcntl.fcntl(w, 1032) < 1 << 20   # F_GETPIPE_SZ: the kernel's default
+    proc = subprocess.Popen(receive_argv(str(dest), 0o600, hashlib.sha256(data).hexdigest()),
+                            stdin=r, stderr=subprocess.PIPE)
+    os.close(r)
+    deadline = time.monotonic() + 20
+    while fcntl.fcntl(w, 1032) < 1 << 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    grown = fcntl.fcntl(w, 1032)
+    with os.fdopen(w, "wb") as f:
+        f.write(data)
+    _, err = proc.communicate(timeout=30)
+    assert grown == 1 << 20
+    assert proc.returncode == 0 and dest.read_bytes() == data, err
 
 
 def _path_with(tmp_path: Path, python3: str | None) -> dict[str, str]:

@@ -112,14 +112,15 @@ def backup_step(rt: Runtime, m: Member, run_id: str, background: bool = False,
         argv = ["nice", "-n", "10", *argv]
     argv = guarded(run_id, f"backup:{m.name}", argv, 1800.0)
     in_turn = background and in_turn
+    how = ""
+    if background:
+        turn = "one backup at a time" if in_turn else "beside the other backups"
+        how = f" (in the background, {turn}, at a lower CPU priority)"
     return Step(id=f"backup:{m.name}", phase="backup", kind=StepKind.BACKUP, host=m.name,
                 group=BACKGROUND if background else None, params={"in_turn": in_turn},
                 title=f"Back up {m.name}'s data dir"
                       + (f", WAL dir {m.wal}" if m.wal_outside_data_dir else "")
-                      + f" and configuration to {bdir}"
-                      + ((" (in the background, one backup at a time, at a lower CPU "
-                          "priority)" if in_turn else " (in the background, beside the other "
-                          "backups, at a lower CPU priority)") if background else ""),
+                      + f" and configuration to {bdir}" + how,
                 precondition="",
                 check="the copy is byte for byte the source (diff -r), and its B2SUMS is "
                       "written (checked with b2sum -c when a run resumes)",

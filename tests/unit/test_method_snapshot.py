@@ -234,14 +234,14 @@ def test_the_receiving_end_asks_for_a_1_mib_pipe(tmp_path: Path) -> None:
     dest = tmp_path / "d" / "snapshot.db"
     data = os.urandom(3_000_000)
     r, w = os.pipe()
-    assert fcntl.fcntl(w, 1032) < 1 << 20   # F_GETPIPE_SZ: the kernel's default
+    assert fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) < 1 << 20   # the kernel's default
     proc = subprocess.Popen(receive_argv(str(dest), 0o600, hashlib.sha256(data).hexdigest()),
                             stdin=r, stderr=subprocess.PIPE)
     os.close(r)
     deadline = time.monotonic() + 20
-    while fcntl.fcntl(w, 1032) < 1 << 20 and time.monotonic() < deadline:
+    while fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) < 1 << 20 and time.monotonic() < deadline:
         time.sleep(0.01)
-    grown = fcntl.fcntl(w, 1032)
+    grown = fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)
     with os.fdopen(w, "wb") as f:
         f.write(data)
     _, err = proc.communicate(timeout=30)

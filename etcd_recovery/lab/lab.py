@@ -41,6 +41,12 @@ SSH_UP_S = 60.0       # a host's sshd up after its container starts (systemd boo
 SSH_BANNER_S = 5.0    # one connection's wait for sshd's banner
 WAIT_BACKOFF = Backoff(first=0.05, factor=2.0, cap=0.5)      # sshd up, etcd up or down, a host gone
 HEALTHY_BACKOFF = Backoff(first=0.1, factor=1.5, cap=1.0)   # every member's endpoint health
+# Root's inotify instances a host's systemd holds while it boots (measured on the lab's image:
+# 6 per host at boot, 5 once up). A systemd that cannot get one exits at once, status 255,
+# and says nothing; the instances are counted per user, so every lab's hosts share
+# fs.inotify.max_user_instances (128 by default).
+INOTIFY_PER_HOST = 6
+INOTIFY_SYSCTL = "/proc/sys/fs/inotify/max_user_instances"
 
 Log = Callable[[str], None]
 
@@ -66,6 +72,50 @@ def docker_client() -> Any:
     except Exception as exc:  # docker raises many types; one message for all
         raise LabError("cannot reach the Docker engine (is it running? scripts/dockerd-up "
                        f"starts one): {exc}") from exc
+
+
+def free_inotify_instances(up_to: int, init: Callable[[int], int] | None = None,
+                           close: Callable[[int], None] = os.close) -> int | None:
+    """How many inotify instances this user can still make, counted up to ``up_to`` by
+    making them (``init``: libc's inotify_init1) and closing them again; None where that
+    cannot be asked (no libc with inotify_init1)."""
+    if init is None:
+        import ctypes
+        try:
+            init = ctypes.CDLL(None, use_errno=True).inotify_init1
+        except (OSError, AttributeError):
+            return None
+    fds: list[int] = []
+    try:
+        while len(fds) < up_to:
+            fd = init(os.O_CLOEXEC)
+            if fd < 0:
+                break
+            fds.append(fd)
+    finally:
+        for fd in fds:
+            close(fd)
+    return len(fds)
+
+
+def inotify_shortfall(hosts: int) -> str:
+    """Why ``hosts`` more hosts' systemd would not boot, or "" when they would (or when this
+    process does not run as root, whose instances the hosts use, and cannot tell)."""
+    if os.geteuid() != 0:
+        return ""
+    need = hosts * INOTIFY_PER_HOST
+    free = free_inotify_instances(need)
+    if free is None or free >= need:
+        return ""
+    try:
+        limit = Path(INOTIFY_SYSCTL).read_text().strip()
+    except OSError:
+        limit = "?"
+    return (f"{hosts} hosts need about {need} of root's inotify instances to boot, and "
+            f"{free} are free (fs.inotify.max_user_instances = {limit}, shared by every "
+            "container's systemd); take other labs down (their containers: docker ps "
+            f"--filter label={LABEL}) or raise the limit: "
+            "sysctl -w fs.inotify.max_user_instances=1024")
 
 
 # ------------------------------------------------------------------------------- the lab
@@ -127,6 +177,9 @@ class Lab:
                 "would write over them; give `--dir` a directory of its own")
         owned = ([] if self.dir.exists() else ["./"]) + [
             f"{d}/" for d in ("pki", "ssh") if not (self.dir / d).exists()] + files
+        short = inotify_shortfall(members)
+        if short:
+            raise LabError(f"refusing to make a lab in {self.dir}: {short}")
         t0 = time.monotonic()
         client = self.client
         tag = image.ensure_image(client, self.log)
@@ -483,7 +536,9 @@ class Lab:
                 continue
             c.reload()
             if c.status != "running":
-                out.append(f"{h.name}: container {c.status}")
+                code = (c.attrs.get("State") or {}).get("ExitCode")
+                out.append(f"{h.name}: container {c.status}"
+                           + (f" (status {code})" if c.status == "exited" else ""))
                 continue
             _, text = self.exec(h, ["sh", "-c", "systemctl is-system-running; "
                                     "systemctl is-active ssh; systemctl --failed "

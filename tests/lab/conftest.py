@@ -85,8 +85,8 @@ class LabHandle:
         return self.state.host(name).client_url
 
 
-@pytest.fixture(scope="module")
-def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LabHandle]]:
+def _lab_factory(tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[Callable[..., LabHandle]]:
     """Bring labs up through the CLI; every lab made here is taken down afterwards."""
     if shutil.which("docker") is None:
         pytest.fail("docker is not installed: run scripts/setup")
@@ -110,3 +110,19 @@ def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...,
     yield make
     for lab_dir in made:
         cli("lab", "down", "--dir", str(lab_dir), check=False)
+
+
+@pytest.fixture
+def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LabHandle]]:
+    """Labs for one test, taken down when it ends. Not kept for the module: a CI run lost
+    three labs at once when the labs a module had made were all still up. Each running host's
+    systemd holds five or six of root's inotify instances (fs.inotify.max_user_instances, 128
+    by default), and a systemd that cannot get one exits at boot (status 255)."""
+    yield from _lab_factory(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def make_module_lab(tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[Callable[..., LabHandle]]:
+    """Labs shared by a module's tests, taken down when the module ends."""
+    yield from _lab_factory(tmp_path_factory)

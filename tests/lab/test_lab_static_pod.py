@@ -22,8 +22,8 @@ from .verbs import (  # noqa: F401 - collected here, run against this module's l
 
 
 @pytest.fixture(scope="module")
-def lab(make_lab: Callable[..., LabHandle]) -> LabHandle:
-    return make_lab(members=3, runtime="static-pod", version="3.5-old")
+def lab(make_module_lab: Callable[..., LabHandle]) -> LabHandle:
+    return make_module_lab(members=3, runtime="static-pod", version="3.5-old")
 
 
 def etcd_pid(lab: LabHandle, name: str) -> str:

@@ -20,8 +20,8 @@ from .verbs import (  # noqa: F401 - collected here, run against this module's l
 
 
 @pytest.fixture(scope="module")
-def lab(make_lab: Callable[..., LabHandle]) -> LabHandle:
-    return make_lab(members=3, runtime="systemd", version="3.4")
+def lab(make_module_lab: Callable[..., LabHandle]) -> LabHandle:
+    return make_module_lab(members=3, runtime="systemd", version="3.4")
 
 
 def test_etcd_is_a_real_systemd_service(lab: LabHandle) -> None:

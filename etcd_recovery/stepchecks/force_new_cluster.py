@@ -7,7 +7,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import choose
-from ..actions import AppendWal, EtcdCall, Wait
+from ..actions import AppendWal, EtcdCall, Run, Wait
 from ..errors import (
     PreconditionError,
 )
@@ -37,18 +37,37 @@ def prepare_align_commit(ex: Runner, step: Step) -> dict[int, str]:
     return {}
 
 
+def start_made(ex: Runner, step: Step) -> bool:
+    """Has an earlier run of this step started etcd (its last Run before the wait, journaled
+    done)? Then the kept member's supervisor holds the forced configuration: a failed start
+    is retried by it (the kubelet without end, systemd up to its start limit), and once the
+    cause is fixed it starts etcd by itself, at any moment."""
+    wait = next((i for i, a in enumerate(step.actions, 1) if isinstance(a, Wait)), 0)
+    runs = [i for i, a in enumerate(step.actions[:max(0, wait - 1)], 1) if isinstance(a, Run)]
+    return bool(runs) and any(
+        e.event == "action-done" and e.step == step.id and e.detail.get("action") == runs[-1]
+        for e in ex.journal.events())
+
+
 def prepare_force_new_cluster(ex: Runner, step: Step) -> dict[int, str]:
     name = step.host or ""
 
-    def resumed() -> dict[int, str]:
+    def resumed(why: str) -> dict[int, str]:
         # Resumed after the start: the restore is under way; only wait for it.
         check_others_fenced(ex, step)
-        why = "etcd already runs with --force-new-cluster (resumed)"
         wait = next(i for i, a in enumerate(step.actions, 1) if isinstance(a, Wait))
         return {i: why for i in range(1, wait)}
 
     if ex.session.runs_without_force(name) is False:
-        return resumed()
+        return resumed("etcd already runs with --force-new-cluster (resumed)")
+    if start_made(ex, step):
+        # The choice was checked on the fenced disks before that start, and it holds: the
+        # others are still fenced (checked) and the kept member's disk is the restore's own
+        # from then on. Not read again: etcd may start on it between a look for its process
+        # and the read (a CI run read a WAL that ended at index 12 beside a db etcd had
+        # already moved to 14, and refused the resume).
+        return resumed("an earlier run started etcd with --force-new-cluster; its "
+                       "supervisor starts it again (resumed)")
     # Every member must be stopped, and then its disk is authoritative: the member to keep
     # is decided again, by the same function that chose it for the plan. Each host is
     # checked and read at the same time.
@@ -68,7 +87,7 @@ def prepare_force_new_cluster(ex: Runner, step: Step) -> dict[int, str]:
         read = list(pool.map(fenced_disk, names))
     states = [s for s in read if s is not None]
     if len(states) < len(read):
-        return resumed()
+        return resumed("etcd already runs with --force-new-cluster (resumed)")
     require_kept(states, name, ex.plan.inventory)
     return {}
 

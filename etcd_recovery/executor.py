@@ -56,7 +56,15 @@ from .model import InspectReport, WalTail
 from .plan.force_new_cluster import align_decision
 from .plan.scripts import is_guarded, lock_argv
 from .plan.snapshot import file_given
-from .plan.steps import BACKGROUND, RESTARTS_ETCD, Plan, Step, StepKind, run_dir
+from .plan.steps import (
+    BACKGROUND,
+    BESIDE_BACKGROUND,
+    RESTARTS_ETCD,
+    Plan,
+    Step,
+    StepKind,
+    run_dir,
+)
 from .results import StepTiming, Summary
 from .retry import Backoff, poll, retry
 from .runtimes.base import runtime_for
@@ -155,7 +163,8 @@ class Executor:
         self.fresh_at = time.monotonic()
         self.on_step = on_step or (lambda _event, _step: None)  # a live status line's feed
         # Steps of the "background" group run while the plan goes on; each is waited for
-        # before the next step on its host (or on every host) and before the run ends.
+        # before the next step on its host (or on every host; not by BESIDE_BACKGROUND's
+        # kinds: a snapshot's copy) and before the run ends.
         self._bg_pool: ThreadPoolExecutor | None = None
         # A group's sends of one host's file share one read of it (fanout.py)
         self._fanouts: dict[tuple[str, str], Fanout] = {}
@@ -341,7 +350,7 @@ class Executor:
 
     def one_step(self, n: int, total: int, step: Step, acts_done: set[tuple[str, int]],
                  t0: float) -> StepTiming:
-        if step.group != BACKGROUND:
+        if step.group != BACKGROUND and step.kind not in BESIDE_BACKGROUND:
             self._join_background(step.host)
         s0 = time.monotonic()
         self.log(f"[{n}/{total}] {step.id}: {step.title}")

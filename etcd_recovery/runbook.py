@@ -225,8 +225,9 @@ def plan_markdown(plan: Plan, inv: Inventory, plan_id: str | None = None,
                 f"- Step id: `{s.id}`; host: `{s.host or 'every reachable member'}`",
                 f"- Before: {s.precondition}", f"- After (check): {s.check}",
                 *(["- The tool runs this step in the background while the next steps go on, "
-                   "and waits for it before touching this host again; by hand, run it now "
-                   "(or in a second terminal)."] if s.group == BACKGROUND else []), ""]
+                   "and waits for it before touching this host again (except to copy the "
+                   "snapshot into the run's directory); by hand, run it now (or in a second "
+                   "terminal)."] if s.group == BACKGROUND else []), ""]
         block: list[str] = []
         if s.kind is StepKind.PREFLIGHT and not s.params["allow_quorum"]:
             eps = " ".join(inv.member(n).client_url for n in s.params["members"])

@@ -349,6 +349,44 @@ def test_background_backups_run_one_at_a_time_beside_the_rest(tmp_path: Path,
     assert done.index("fg:a") < done.index("backup:3")
 
 
+def test_a_snapshot_send_goes_on_beside_its_host_s_backup_and_the_restore_waits(
+        tmp_path: Path) -> None:
+    """With the backups one at a time, a send waited for its host's backup to get its turn
+    and end (8.6 s after the snapshot was made, 5 members at 1 GB). A send writes only the
+    snapshot file into the run's directory, so it no longer waits; the restore does."""
+    import dataclasses
+    import threading
+
+    w = World()
+    send_ran = threading.Event()
+
+    class Ordered(FakeTransport):
+        def run(self, argv: Any, **kw: Any) -> Any:
+            sid = tuple(argv)[1] if tuple(argv)[:1] == ("record",) else ""
+            if sid == "backup:b":
+                assert send_ran.wait(5), "the send waited for the backup"
+            if sid == "send:b":
+                send_ran.set()
+            return super().run(argv, **kw)
+
+    w.hosts = {n: Ordered(n) for n in NAMES}
+    backup = dataclasses.replace(record_step("backup:b", "b", "background"),
+                                 kind=StepKind.BACKUP)
+    send = dataclasses.replace(record_step("send:b", "b", "send"),
+                               kind=StepKind.SNAPSHOT_SEND)
+    restore = record_step("restore:b", "b")
+    for sid in ("backup:b", "send:b", "restore:b"):
+        w.hosts["b"].expect(["record", sid])
+    for n in NAMES:
+        w.hosts[n].expect(["pgrep", "-x", "etcd"], exit_status=1)
+    summary = executor(w, (backup, send, restore), tmp_path).run()
+    assert summary.ok, summary.message
+    ev = [(e, s) for e, s, _ in events(tmp_path) if e in ("step-start", "step-done")]
+    # (the backup's command ran only once the send's had: it cannot have waited for it)
+    assert ev.index(("step-start", "send:b")) < ev.index(("step-done", "backup:b"))
+    assert ev.index(("step-done", "backup:b")) < ev.index(("step-start", "restore:b"))
+
+
 def test_a_background_failure_stops_the_run_before_its_host_is_touched(tmp_path: Path) -> None:
     w = World()
     w.hosts["b"].expect(["record", "bg:b"], exit_status=1, stderr="disk full")

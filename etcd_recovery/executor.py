@@ -69,7 +69,7 @@ from .results import StepTiming, Summary
 from .retry import Backoff, poll, retry
 from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client
-from .stepchecks import AFTER_RUN, CHECKS, FINISH
+from .stepchecks import AFTER_RUN, AFTERMATH, CHECKS, FINISH
 from .stepchecks.base import find_member
 from .transport.base import CommandResult, read_through_all
 from .transport.factory import TransportFactory, ssh_transport
@@ -291,13 +291,20 @@ class Executor:
                 raise StepFailed(f"step {sid} failed: {exc}. Nothing had been changed; the "
                                  "run is closed, so the next execute starts afresh") from exc
             raise StepFailed(f"step {sid} failed: {exc}. Nothing after it was done; fix the "
-                             "cause and run again with --resume") from exc
+                             f"cause and run again with --resume{self._aftermath(current)}"
+                             ) from exc
         if not isinstance(exc, Exception):  # SystemExit and the like pass through
             raise exc
         # a bug must not leave a traceback and an open run behind
         self.journal.append("step-failed", sid, error=f"internal error: {exc!r}")
         raise StepFailed(f"step {sid} failed with an internal error ({exc!r}); the journal "
                          "says where; run again with --resume once the cause is fixed") from exc
+
+    def _aftermath(self, step: Step | None) -> str:
+        """What the failed ``step`` left going, as its kind's module says (stepchecks)."""
+        say = AFTERMATH.get(step.kind) if step is not None else None
+        said = say(self, step) if say is not None and step is not None else ""
+        return f". {said}" if said else ""
 
     # ------------------------------------------------------------------ background steps
     def _start_background(self, n: int, total: int, step: Step,

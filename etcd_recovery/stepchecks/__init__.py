@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from ..plan import StepKind
 from . import common, force_new_cluster, rejoin, snapshot
-from .base import AfterRun, Checker, Finisher, Runner, merged
+from .base import Aftermath, AfterRun, Checker, Finisher, Runner, merged
 
 CHECKS: dict[str, Checker] = merged(common.CHECKS, force_new_cluster.CHECKS, rejoin.CHECKS,
                                     snapshot.CHECKS)
 FINISH: dict[StepKind, Finisher] = merged(common.FINISH, force_new_cluster.FINISH,
                                           snapshot.FINISH)
 AFTER_RUN: dict[StepKind, AfterRun] = merged(common.AFTER_RUN, snapshot.AFTER_RUN)
+AFTERMATH: dict[StepKind, Aftermath] = merged(force_new_cluster.AFTERMATH)
 
-__all__ = ["AFTER_RUN", "CHECKS", "FINISH", "AfterRun", "Checker", "Finisher", "Runner"]
+__all__ = ["AFTERMATH", "AFTER_RUN", "CHECKS", "FINISH", "Aftermath", "AfterRun", "Checker",
+           "Finisher", "Runner"]

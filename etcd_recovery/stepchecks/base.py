@@ -53,6 +53,8 @@ class Runner(Protocol):
 
 Checker = Callable[[Runner, Step], dict[int, str]]
 Finisher = Callable[[Runner, Step], None]
+# What a failed step of a kind leaves behind, for its error ("" when nothing to say)
+Aftermath = Callable[[Runner, Step], str]
 AfterRun = Callable[[Runner, Step, int, Run, CommandResult], None]
 
 

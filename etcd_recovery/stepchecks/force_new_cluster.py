@@ -14,7 +14,7 @@ from ..errors import (
 from ..inspect import read_disk
 from ..model import MemberState, Quorum
 from ..plan import Step, StepKind
-from .base import Checker, Finisher, Runner
+from .base import Aftermath, Checker, Finisher, Runner
 from .common import check_kept_healthy, check_others_fenced
 
 
@@ -92,6 +92,17 @@ def prepare_force_new_cluster(ex: Runner, step: Step) -> dict[int, str]:
     return {}
 
 
+def after_failed_start(ex: Runner, step: Step) -> str:
+    """A failed forced start's supervisor keeps the forced configuration and starts etcd from
+    it by itself once the cause is fixed."""
+    if not start_made(ex, step):
+        return ""
+    return (f"Meanwhile {step.host}'s supervisor keeps trying to start etcd with "
+            "--force-new-cluster from this step's configuration and will succeed once the "
+            "cause is fixed; --resume then waits for it. Do not plan again from another "
+            f"member while it may: fence {step.host} first")
+
+
 def finish_force_new_cluster(ex: Runner, step: Step) -> None:
     keys = ex.session.client(step.host or "").count_keys()
     ex.log(f"      {step.host} holds {keys} keys after the restore")
@@ -139,3 +150,4 @@ CHECKS: dict[str, Checker] = {
     "wal-as-planned": prepare_align_commit, "kept-newest": prepare_force_new_cluster,
     "kept-healthy-or-plain": prepare_restart_plain, "no-unknown-members": prepare_remove_stale}
 FINISH: dict[StepKind, Finisher] = {K.FORCE_NEW_CLUSTER: finish_force_new_cluster}
+AFTERMATH: dict[StepKind, Aftermath] = {K.FORCE_NEW_CLUSTER: after_failed_start}

@@ -103,6 +103,8 @@ def test_etcd_that_exits_at_start_fails_the_step_with_its_own_words(
     assert res.returncode == EXIT_FAILED, said[-2000:]
     assert says in said and f"step {ids[fnc]} failed" in said and "--resume" in said, said
     assert "Traceback" not in said
+    # what the failed start leaves going: its supervisor retries it, with the flag
+    assert "etcd-1's supervisor keeps trying to start etcd with --force-new-cluster" in said, said
     # The start itself (the supervisor's first try) comes within a second or two of the
     # resume; the wait's timeout is a minute and more.
     assert took < 20, (took, said[-1000:])

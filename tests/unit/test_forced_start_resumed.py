@@ -99,3 +99,21 @@ def test_before_the_forced_start_every_fenced_disk_is_read(tmp_path: Path,
     assert not start_made(ex, fnc_step())  # type: ignore[arg-type]
     with pytest.raises(DiskRead):
         prepare_force_new_cluster(ex, fnc_step())  # type: ignore[arg-type]
+
+
+def test_a_failed_forced_start_says_its_supervisor_keeps_trying(tmp_path: Path) -> None:
+    from etcd_recovery.executor import Executor
+    from etcd_recovery.plan.steps import StepKind as K
+
+    from .test_executor import World, executor
+
+    step = fnc_step()
+    ex: Executor = executor(World(), (step,), tmp_path)
+    assert ex._aftermath(step) == ""           # the start not made yet
+    ex.journal.append("action-done", SID, action=2)
+    said = ex._aftermath(step)
+    assert "a's supervisor keeps trying to start etcd with --force-new-cluster" in said
+    assert "fence a first" in said
+    other = Step(id="remove-flag:a", phase="restore", kind=K.RESTART_PLAIN, host="a",
+                 title="t", precondition="", check="c", actions=step.actions)
+    assert ex._aftermath(other) == ""

@@ -50,7 +50,7 @@ from .fanout import Fanout
 from .formats.backend import read_backend
 from .formats.wal import read_wal, wal_file_names
 from .inventory import Inventory
-from .journal import Event, Journal, done_steps
+from .journal import Event, Journal, done_actions, done_steps
 from .live import ERR_LEARNER_NOT_READY, ERR_TOO_MANY_LEARNERS, ERR_UNHEALTHY
 from .model import InspectReport, WalTail
 from .plan.force_new_cluster import align_decision
@@ -123,12 +123,6 @@ def fanouts_for(steps: list[Step], blocks: Callable[[str, str], Iterator[bytes]]
                 to.setdefault(source_of(a), []).append(a.host)
     return {src: Fanout(hosts, functools.partial(blocks, *src)) for src, hosts in to.items()
             if len(hosts) > 1 and len(set(hosts)) == len(hosts)}
-
-
-def done_actions(events: list[Event]) -> set[tuple[str, int]]:
-    return {(e.step, int(e.detail["action"])) for e in events
-            if e.event in ("action-done", "action-skipped") and e.step
-            and isinstance(e.detail.get("action"), int)}
 
 
 def resolved_refs(events: list[Event]) -> dict[str, Any]:
@@ -302,8 +296,9 @@ class Executor:
 
     def _aftermath(self, step: Step | None) -> str:
         """What the failed ``step`` left going, as its kind's module says (stepchecks)."""
-        say = AFTERMATH.get(step.kind) if step is not None else None
-        said = say(self, step) if say is not None and step is not None else ""
+        if step is None or (say := AFTERMATH.get(step.kind)) is None:
+            return ""
+        said = say(self, step)
         return f". {said}" if said else ""
 
     # ------------------------------------------------------------------ background steps

@@ -71,6 +71,13 @@ def done_steps(events: list[Event]) -> set[str]:
     return {e.step for e in events if e.event == "step-done" and e.step}
 
 
+def done_actions(events: list[Event]) -> set[tuple[str, int]]:
+    """(step, action number) of every action done or found already in effect (skipped)."""
+    return {(e.step, int(e.detail["action"])) for e in events
+            if e.event in ("action-done", "action-skipped") and e.step
+            and isinstance(e.detail.get("action"), int)}
+
+
 class Journal:
     def __init__(self, directory: str | Path, run_id: str) -> None:
         self.dir = Path(directory)

@@ -12,6 +12,7 @@ from ..errors import (
     PreconditionError,
 )
 from ..inspect import read_disk
+from ..journal import done_actions
 from ..model import MemberState, Quorum
 from ..plan import Step, StepKind
 from .base import Aftermath, Checker, Finisher, Runner
@@ -37,16 +38,23 @@ def prepare_align_commit(ex: Runner, step: Step) -> dict[int, str]:
     return {}
 
 
+RUNS_FORCED = "etcd already runs with --force-new-cluster (resumed)"
+
+
+def _wait_at(step: Step) -> int:
+    """The number of the step's first Wait (its start's actions come before it); 0: none."""
+    return next((i for i, a in enumerate(step.actions, 1) if isinstance(a, Wait)), 0)
+
+
 def start_made(ex: Runner, step: Step) -> bool:
     """Has an earlier run of this step started etcd (its last Run before the wait, journaled
-    done)? Then the kept member's supervisor holds the forced configuration: a failed start
-    is retried by it (the kubelet without end, systemd up to its start limit), and once the
-    cause is fixed it starts etcd by itself, at any moment."""
-    wait = next((i for i, a in enumerate(step.actions, 1) if isinstance(a, Wait)), 0)
-    runs = [i for i, a in enumerate(step.actions[:max(0, wait - 1)], 1) if isinstance(a, Run)]
-    return bool(runs) and any(
-        e.event == "action-done" and e.step == step.id and e.detail.get("action") == runs[-1]
-        for e in ex.journal.events())
+    done, or skipped as already in effect)? Then the kept member's supervisor holds the
+    forced configuration: a failed start is retried by it (the kubelet without end, systemd
+    up to its start limit), and once the cause is fixed it starts etcd by itself, at any
+    moment."""
+    runs = [i for i, a in enumerate(step.actions[:max(0, _wait_at(step) - 1)], 1)
+            if isinstance(a, Run)]
+    return bool(runs) and (step.id, runs[-1]) in done_actions(ex.journal.events())
 
 
 def prepare_force_new_cluster(ex: Runner, step: Step) -> dict[int, str]:
@@ -55,11 +63,10 @@ def prepare_force_new_cluster(ex: Runner, step: Step) -> dict[int, str]:
     def resumed(why: str) -> dict[int, str]:
         # Resumed after the start: the restore is under way; only wait for it.
         check_others_fenced(ex, step)
-        wait = next(i for i, a in enumerate(step.actions, 1) if isinstance(a, Wait))
-        return {i: why for i in range(1, wait)}
+        return {i: why for i in range(1, _wait_at(step))}
 
     if ex.session.runs_without_force(name) is False:
-        return resumed("etcd already runs with --force-new-cluster (resumed)")
+        return resumed(RUNS_FORCED)
     if start_made(ex, step):
         # The choice was checked on the fenced disks before that start, and it holds: the
         # others are still fenced (checked) and the kept member's disk is the restore's own
@@ -87,7 +94,7 @@ def prepare_force_new_cluster(ex: Runner, step: Step) -> dict[int, str]:
         read = list(pool.map(fenced_disk, names))
     states = [s for s in read if s is not None]
     if len(states) < len(read):
-        return resumed("etcd already runs with --force-new-cluster (resumed)")
+        return resumed(RUNS_FORCED)
     require_kept(states, name, ex.plan.inventory)
     return {}
 

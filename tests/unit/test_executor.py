@@ -352,7 +352,7 @@ def test_background_backups_run_one_at_a_time_beside_the_rest(tmp_path: Path,
 def test_a_snapshot_send_goes_on_beside_its_host_s_backup_and_the_restore_waits(
         tmp_path: Path) -> None:
     """With the backups one at a time, a send waited for its host's backup to get its turn
-    and end (8.6 s after the snapshot was made, 5 members at 1 GB). A send writes only the
+    and end (5 members at 1 GB: the sends waited 4.4 s for the last one). A send writes only the
     snapshot file into the run's directory, so it no longer waits; the restore does."""
     import dataclasses
     import threading

@@ -107,9 +107,9 @@ def kept_of(d: Path) -> str:
 
 # the snapshot method's steps grouped into SnapshotFloor's phases
 SNAPSHOT_PHASES = {"preflight": "stop", "lock": "stop", "fence": "stop", "backup": "backup",
-                   "align-commit": "snapshot", "force-new-cluster": "snapshot",
-                   "stop": "snapshot", "snapshot": "snapshot", "etcdutl": "copy",
-                   "send": "copy", "restore": "restore", "start": "start",
+                   "log-check": "snapshot", "align-commit": "snapshot",
+                   "force-new-cluster": "snapshot", "stop": "snapshot", "snapshot": "snapshot",
+                   "etcdutl": "copy", "send": "copy", "restore": "restore", "start": "start",
                    "cluster-up": "start"}
 
 

@@ -50,6 +50,8 @@ TEXT: Mapping[str, str] = {
     "kept-newest": "{host} is fenced and, read from every member's disk, still has the most "
                    "up-to-date log (or already runs with --force-new-cluster: resumed, only the "
                    "wait runs)",
+    "kept-newest-fenced": "{host} is fenced and, read from every member's disk, still has the "
+                          "most up-to-date log",
     "kept-healthy-or-plain": "{host} leads as a one-member cluster and serves a linearizable "
                              "read (or already runs without --force-new-cluster: resumed)",
     "kept-healthy": "{host} leads and serves a linearizable read",
@@ -94,6 +96,7 @@ KIND_CONDITIONS: Mapping[str, tuple[str, ...]] = {
     "unlock": ("verified",),
     "preflight_snapshot": ("as-planned-file",),
     "stop_kept": ("reachable",),
+    "log_check": ("others-fenced", "kept-newest-fenced"),
     "snapshot_make": ("etcd-stopped", "backed-up"),
     "snapshot_send": ("snapshot-made",),
     "restore": ("etcd-stopped", "backed-up", "snapshot-here"),

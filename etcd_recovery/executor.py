@@ -69,7 +69,7 @@ from .results import StepTiming, Summary
 from .retry import Backoff, poll, retry
 from .runtimes.base import runtime_for
 from .session import ClientFactory, Session, tunnel_client
-from .stepchecks import AFTER_RUN, AFTERMATH, CHECKS, FINISH
+from .stepchecks import AFTER_RUN, AFTERMATH, CHECKS, FINISH, SKIPS
 from .stepchecks.base import find_member
 from .transport.base import CommandResult, read_through_all
 from .transport.factory import TransportFactory, ssh_transport
@@ -422,6 +422,15 @@ class Executor:
         return in_effect
 
     def run_step(self, step: Step, acts_done: set[tuple[str, int]]) -> None:
+        whole = next((why for skip in SKIPS if (why := skip(self, step))), "")
+        if whole:
+            # skipped whole, as an earlier step decided and journaled: nothing of it runs,
+            # not even its checks
+            self.log(f"      skipped: {whole}")
+            for n in range(1, len(step.actions) + 1):
+                if (step.id, n) not in acts_done:
+                    self.journal.append("action-skipped", step.id, action=n, why=whole)
+            return
         in_effect = self.preconditions(step)
         for n, action in enumerate(step.actions, 1):
             if (step.id, n) in acts_done:

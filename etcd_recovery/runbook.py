@@ -227,7 +227,11 @@ def plan_markdown(plan: Plan, inv: Inventory, plan_id: str | None = None,
                 *(["- The tool runs this step in the background while the next steps go on, "
                    "and waits for it before touching this host again (except to copy the "
                    "snapshot into the run's directory); by hand, run it now (or in a second "
-                   "terminal)."] if s.group == BACKGROUND else []), ""]
+                   "terminal)."] if s.group == BACKGROUND else []),
+                *([f"- By hand, do {', '.join(s.params['skips'])} anyway: the tool reads the "
+                   "consistent index out of the backend (bbolt) to tell whether they are "
+                   "needed, and they are safe either way."] if s.kind is StepKind.LOG_CHECK
+                  else []), ""]
         block: list[str] = []
         if s.kind is StepKind.PREFLIGHT and not s.params["allow_quorum"]:
             eps = " ".join(inv.member(n).client_url for n in s.params["members"])

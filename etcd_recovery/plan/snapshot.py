@@ -340,6 +340,24 @@ def _restore_check(ref: str, revision: int, bump: int) -> Step:
                 params={"ref": ref, "revision": revision, "bump_revision": bump})
 
 
+def log_check_step(m: Member, run_id: str, skips: Sequence[str]) -> Step:
+    """Read the fenced kept member's WAL and backend: when the backend already holds the
+    whole log (consistent index >= the WAL's last index), the steps ``skips`` (align-commit,
+    the forced start and the stop after it) are skipped, every action journaled as skipped
+    with the figures. The snapshot step proves the same on the copy itself either way."""
+    sid = f"log-check:{m.name}"
+    return Step(
+        id=sid, phase="restore", kind=StepKind.LOG_CHECK, host=m.name, mutating=False,
+        title=f"Read {m.name}'s WAL and backend now that it is fenced: when the backend holds "
+              f"its whole log (consistent index >= the WAL's last index), {', '.join(skips)} "
+              "are skipped (no forced start needed)",
+        precondition="",
+        check=f"the consistent index and the WAL's last index go into the journal as "
+              f"log:{m.name}",
+        params={"wal_dir": m.wal, "db": posixpath.join(m.data_dir, "member", "snap", "db"),
+                "ref": f"log:{m.name}", "skips": list(skips)})
+
+
 def make_snapshot_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
                        run_id: str, tools: Mapping[str, Etcdutl], keys_before: int | None = None,
                        allow_quorum: bool = False, take_over_lock: bool = False,
@@ -376,17 +394,28 @@ def make_snapshot_plan(inv: Inventory, report: InspectReport, configs: Mapping[s
                + (f"consistent index {st.consistent_index} < the WAL's last index "
                   f"{st.last_index}" if st.source == "disk" else "etcd ran when this plan was "
                   "made") + "): it first runs alone with --force-new-cluster, which applies "
-               "its whole log, and is stopped again; then its db is copied")
-        steps.append(by_kind[StepKind.ALIGN_COMMIT])
-        steps.append(by_kind[StepKind.FORCE_NEW_CLUSTER])
+               "its whole log, and is stopped again"
+               + ("" if st.source == "disk" else f", unless log-check:{chosen.name} finds "
+                  "the backend holding the whole log once it is fenced")
+               + "; then its db is copied")
         sid = f"stop:{chosen.name}"
-        steps.append(Step(id=sid, phase="restore", kind=StepKind.STOP_KEPT, host=chosen.name,
-                          title=f"Stop {chosen.name} again, its log applied",
-                          precondition="", check=f"no etcd process on {chosen.name}",
-                          actions=(Run(chosen.name, tuple(guarded(
-                              run_id, sid, rt.stop_argv(chosen, rdir), 120.0)), 120.0),
-                              Wait("etcd-stopped", chosen.name, chosen.client_url, 60.0),
-                              host_record(chosen.name, run_id, sid))))
+        forced = [by_kind[StepKind.ALIGN_COMMIT], by_kind[StepKind.FORCE_NEW_CLUSTER],
+                  Step(id=sid, phase="restore", kind=StepKind.STOP_KEPT, host=chosen.name,
+                       title=f"Stop {chosen.name} again, its log applied",
+                       precondition="", check=f"no etcd process on {chosen.name}",
+                       actions=(Run(chosen.name, tuple(guarded(
+                           run_id, sid, rt.stop_argv(chosen, rdir), 120.0)), 120.0),
+                           Wait("etcd-stopped", chosen.name, chosen.client_url, 60.0),
+                           host_record(chosen.name, run_id, sid)))]
+        if st.source != "disk":
+            # etcd ran when planned: whether its backend lags its log is known only once it
+            # is fenced. Stopped cleanly, it does not (etcd commits the backend, consistent
+            # index included, as it stops), and the forced start is then not needed.
+            check = log_check_step(chosen, run_id, [s.id for s in forced])
+            steps.append(check)
+            forced = [replace(s, title=f"{s.title} (skipped when {check.id} finds the "
+                                       "backend holding the whole log)") for s in forced]
+        steps += forced
     etcdutl = tools[chosen.name].path
     steps.append(Step(
         id=f"snapshot:{chosen.name}", phase="restore", kind=StepKind.SNAPSHOT_MAKE,

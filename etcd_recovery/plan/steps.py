@@ -45,6 +45,7 @@ class StepKind(StrEnum):
     # the snapshot method (plan/snapshot.py)
     PREFLIGHT_SNAPSHOT = "preflight_snapshot"
     STOP_KEPT = "stop_kept"
+    LOG_CHECK = "log_check"
     SNAPSHOT_MAKE = "snapshot_make"
     SNAPSHOT_SEND = "snapshot_send"
     RESTORE = "restore"
@@ -88,6 +89,8 @@ STEP_PARAMS: dict[StepKind, dict[str, str]] = {
     StepKind.SNAPSHOT_MAKE: {"snapshot": "str", "wal_dir": "str", "ref": "str",
                              "min_revision": "int"},
     StepKind.SNAPSHOT_SEND: {"snapshot": "str"},
+    # skips: the steps skipped when the kept member's fenced disk holds its whole log
+    StepKind.LOG_CHECK: {"wal_dir": "str", "db": "str", "ref": "str", "skips": _STR_LIST},
     StepKind.RESTORE: {"snapshot": "str", "ref": "str", "sha256": "str",
                        "bump_revision": "int", "token": "str", "etcdutl": "str",
                        "etcdutl_flag": "bool", "skip_hash_check": "bool"},

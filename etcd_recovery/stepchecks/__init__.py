@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..plan import StepKind
 from . import common, force_new_cluster, rejoin, snapshot
-from .base import Aftermath, AfterRun, Checker, Finisher, Runner, merged
+from .base import Aftermath, AfterRun, Checker, Finisher, Runner, Skipper, merged
 
 CHECKS: dict[str, Checker] = merged(common.CHECKS, force_new_cluster.CHECKS, rejoin.CHECKS,
                                     snapshot.CHECKS)
@@ -15,6 +15,7 @@ FINISH: dict[StepKind, Finisher] = merged(common.FINISH, force_new_cluster.FINIS
                                           snapshot.FINISH)
 AFTER_RUN: dict[StepKind, AfterRun] = merged(common.AFTER_RUN, snapshot.AFTER_RUN)
 AFTERMATH: dict[StepKind, Aftermath] = merged(force_new_cluster.AFTERMATH)
+SKIPS: tuple[Skipper, ...] = snapshot.SKIPS
 
-__all__ = ["AFTERMATH", "AFTER_RUN", "CHECKS", "FINISH", "Aftermath", "AfterRun", "Checker",
-           "Finisher", "Runner"]
+__all__ = ["AFTERMATH", "AFTER_RUN", "CHECKS", "FINISH", "SKIPS", "Aftermath", "AfterRun",
+           "Checker", "Finisher", "Runner", "Skipper"]

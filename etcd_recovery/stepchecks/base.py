@@ -2,8 +2,10 @@
 
 A checker (a precondition's, ``conditions.KIND_CONDITIONS``) takes the run and the step and
 returns the actions it found already in effect ({action number: why}, for a resumed run), or
-raises PreconditionError/RefusedError. A finisher runs after a step's actions, its check. An
-after-run hook reads one Run action's result (the preflight's free space, the lock's refusal).
+raises PreconditionError/RefusedError. A finisher runs after a step's actions, its check. A
+skipper says why a step is skipped whole, from what an earlier step journaled (the snapshot
+method's log check). An after-run hook reads one Run action's result (the preflight's free
+space, the lock's refusal).
 The executor (:mod:`..executor`) is the one Runner; the checkers never import it.
 """
 
@@ -56,6 +58,9 @@ Finisher = Callable[[Runner, Step], None]
 # What a failed step of a kind leaves behind, for its error ("" when nothing to say)
 Aftermath = Callable[[Runner, Step], str]
 AfterRun = Callable[[Runner, Step, int, Run, CommandResult], None]
+# Why a step is skipped whole, as an earlier step of the run decided and journaled ("" when
+# it runs): every action of it is then journaled as skipped, with this reason
+Skipper = Callable[[Runner, Step], str]
 
 
 def find_member(members: Iterable[MemberInfo], peer_url: str) -> MemberInfo | None:

@@ -75,9 +75,17 @@ def prepare_force_new_cluster(ex: Runner, step: Step) -> dict[int, str]:
         # already moved to 14, and refused the resume).
         return resumed("an earlier run started etcd with --force-new-cluster; its "
                        "supervisor starts it again (resumed)")
-    # Every member must be stopped, and then its disk is authoritative: the member to keep
-    # is decided again, by the same function that chose it for the plan. Each host is
-    # checked and read at the same time.
+    if fenced_states(ex, name, forced_kept=True) is None:
+        return resumed(RUNS_FORCED)
+    return {}
+
+
+def fenced_states(ex: Runner, name: str, forced_kept: bool = False) -> list[MemberState] | None:
+    """Every member must be stopped, and then its disk is authoritative: the member to keep
+    (``name``) is decided again, by the same function that chose it for the plan
+    (``require_kept``). Each host is checked and read at the same time. ``forced_kept``: the
+    forced start's own check, where etcd on ``name`` running with --force-new-cluster is the
+    step under way (None is returned), not a member that escaped its fence."""
     names = ex.plan.steps[0].params["members"]
 
     def fenced_disk(n: str) -> MemberState | None:
@@ -85,7 +93,7 @@ def prepare_force_new_cluster(ex: Runner, step: Step) -> dict[int, str]:
             # After a failed start, the kept member's supervisor restarts etcd with the
             # step's --force-new-cluster (a crash loop); a start between the first look
             # and this one is the step under way, not a member that escaped its fence.
-            if n == name and ex.session.runs_without_force(n) is False:
+            if forced_kept and n == name and ex.session.runs_without_force(n) is False:
                 return None
             raise PreconditionError(f"{n}: etcd is running although it was fenced")
         return read_disk(ex.session.t(n), ex.session.m(n))
@@ -94,9 +102,9 @@ def prepare_force_new_cluster(ex: Runner, step: Step) -> dict[int, str]:
         read = list(pool.map(fenced_disk, names))
     states = [s for s in read if s is not None]
     if len(states) < len(read):
-        return resumed(RUNS_FORCED)
+        return None
     require_kept(states, name, ex.plan.inventory)
-    return {}
+    return states
 
 
 def after_failed_start(ex: Runner, step: Step) -> str:

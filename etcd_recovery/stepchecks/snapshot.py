@@ -16,12 +16,14 @@ from ..errors import (
     StepFailed,
 )
 from ..formats.backend import read_backend
-from ..inspect import inspect_cluster
+from ..inspect import inspect_cluster, read_disk
+from ..model import MemberState
 from ..plan import Step, StepKind, fingerprint
 from ..plan.snapshot import file_given
 from ..transport.base import CommandResult
-from .base import FRESH_S, AfterRun, Checker, Finisher, Runner
+from .base import FRESH_S, AfterRun, Checker, Finisher, Runner, Skipper
 from .common import space_read
+from .force_new_cluster import fenced_states
 
 
 # ------------------------------------------------------------------ the snapshot method
@@ -136,6 +138,50 @@ def finish_snapshot_make(ex: Runner, step: Step) -> None:
     ex.resolve(step.params["ref"], value)
 
 
+def check_kept_newest_fenced(ex: Runner, step: Step) -> dict[int, str]:
+    """The forced start's own check of the choice, for the log check that may skip that
+    start: every member fenced and read from its disk, and the kept member still the one to
+    keep. Its disk's state is kept for the step's finisher."""
+    name = step.host or ""
+    states = fenced_states(ex, name) or []   # (None only where the kept may run forced)
+    kept = next((s for s in states if s.name == name), None)
+    if kept is None:
+        raise PreconditionError(f"{name}: its disk was not read")
+    ex.notes[step.id] = kept
+    return {}
+
+
+def finish_log_check(ex: Runner, step: Step) -> None:
+    """Journal the fenced kept member's consistent index and WAL's last index (read by the
+    step's check), and whether the backend holds the whole log, as the step's named
+    reference: the steps it names are skipped when it does (``skipped_by_log_check``)."""
+    name = step.host or ""
+    st = ex.notes.get(step.id)
+    if not isinstance(st, MemberState):
+        st = read_disk(ex.session.t(name), ex.session.m(name))
+    cindex, last = st.consistent_index, st.last_index
+    applied = cindex is not None and last is not None and cindex >= last
+    ex.log(f"      {name}: consistent index {cindex}, the WAL's last index {last}: "
+           + ("the backend holds the whole log; skipping " + ", ".join(step.params["skips"])
+              if applied else "the backend lacks entries of the log; the forced start runs"))
+    ex.resolve(step.params["ref"], {"consistent_index": cindex, "last_index": last,
+                                    "applied": applied})
+
+
+def skipped_by_log_check(ex: Runner, step: Step) -> str:
+    """Why ``step`` is skipped: a log check of this run named it and found the backend
+    holding the whole log (its journaled reference); "" otherwise."""
+    for check in ex.plan.steps:
+        if check.kind is not StepKind.LOG_CHECK or step.id not in check.params["skips"]:
+            continue
+        ref = ex.refs.get(check.params["ref"])
+        if isinstance(ref, dict) and ref.get("applied") is True:
+            return (f"{check.host}'s backend holds its whole log (consistent index "
+                    f"{ref['consistent_index']} >= the WAL's last index {ref['last_index']}, "
+                    f"read fenced by {check.id}): no forced start needed")
+    return ""
+
+
 def finish_restore_check(ex: Runner, step: Step) -> None:
     bump = int(step.params["bump_revision"])
     if step.params["ref"]:
@@ -183,8 +229,11 @@ def status_read(ex: Runner, step: Step, n: int, a: Run, res: CommandResult) -> N
 
 CHECKS: dict[str, Checker] = {
     "as-planned-file": prepare_preflight_file, "snapshot-made": check_snapshot_made,
-    "snapshot-here": check_snapshot_here, "restored": check_restored}
+    "snapshot-here": check_snapshot_here, "restored": check_restored,
+    "kept-newest-fenced": check_kept_newest_fenced}
 FINISH: dict[StepKind, Finisher] = {K.SNAPSHOT_MAKE: finish_snapshot_make,
+                                    K.LOG_CHECK: finish_log_check,
                                     K.RESTORE_CHECK: finish_restore_check}
 AFTER_RUN: dict[StepKind, AfterRun] = {K.PREFLIGHT_SNAPSHOT: space_read,
                                        K.SNAPSHOT_MAKE: status_read}
+SKIPS: tuple[Skipper, ...] = (skipped_by_log_check,)

@@ -21,12 +21,13 @@ import pytest
 from etcd_recovery.lab import builds
 from etcd_recovery.lab.lab import KEY_PREFIX
 
-from .conftest import LabHandle, cli, etcdctl, ssh
+from .conftest import LabHandle, cli, etcdctl, etcdctl_txn, ssh
 from .recovery_scenario import (
     AFTER,
     assert_journal_matches_plan,
     check_recovered,
     inventory,
+    journal_events,
     key_count,
     lose_quorum,
 )
@@ -119,6 +120,35 @@ def test_snapshot_method_restores_five_members_three_lost(
     watch = etcdctl(lab.dir, "watch --rev=2 /etcd-recovery/probe", lab.client_url("etcd-5"),
                     timeout=30)
     assert "compacted" in watch.stdout + watch.stderr, watch
+
+
+def test_a_kept_member_still_running_is_read_once_fenced_and_needs_no_forced_start(
+        make_lab: Callable[..., LabHandle]) -> None:
+    """etcd 3.6 on systemd: etcd-2's host is gone and etcd on etcd-3 has stopped; etcd-1 still
+    runs, alone, when the plan is made, so whether its backend holds its whole log is known
+    only once it is fenced. Fenced (stopped cleanly), it does: the log check journals its
+    figures and the forced start is skipped whole, every action journaled as skipped."""
+    lab = make_lab(members=3, runtime="systemd", version="3.6-newest", keys=300)
+    res = etcdctl_txn(lab.dir, [(f"{AFTER}{i:05d}", f"v{i}") for i in range(50)],
+                      endpoint=lab.client_url("etcd-1"))
+    assert "SUCCESS" in res.stdout, res.stderr
+    cli("lab", "kill-host", "etcd-2", "--dir", str(lab.dir))
+    cli("lab", "stop-etcd", "etcd-3", "--dir", str(lab.dir))
+    plan = plan_and_execute(lab, "--method", "snapshot")
+    ids = [s["id"] for s in plan["steps"]]
+    forced = ["align-commit:etcd-1", "force-new-cluster:etcd-1", "stop:etcd-1"]
+    at = ids.index("log-check:etcd-1")
+    assert ids[at + 1:at + 4] == forced
+    events = journal_events(lab)
+    ref = next(e["detail"]["value"] for e in events if e["event"] == "ref-resolved"
+               and e["detail"]["name"] == "log:etcd-1")
+    assert ref["applied"] is True and ref["consistent_index"] >= ref["last_index"] > 0, ref
+    skipped = {e["step"] for e in events if e["event"] == "action-skipped"
+               and "no forced start needed" in e["detail"]["why"]}
+    assert skipped == set(forced)
+    assert not any(e["event"] == "action-start" and e["step"] in forced for e in events)
+    check_recovered(lab, ["etcd-1", "etcd-3"], keys=300, writes=50)
+    assert revision(lab, "etcd-3") >= BUMP
 
 
 # Cells: the file on this machine or on a host (static pod, 3.6, etcdutl copied from this

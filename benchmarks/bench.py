@@ -169,6 +169,7 @@ def shape(members: int, runtime: str, keys: int, d: Path, big_mb: int = 0,
     execute["total"] = summary["total_s"]
     steps = [(s["id"], s["seconds"]) for s in summary["steps"]
              if groups.get(s["id"]) != "background"]
+    timeline = journal_timeline(d / ".etcd-recovery" / f"{summary['run_id']}.journal.jsonl")
     size = f", {big_mb // 1024} GB of values" if big_mb >= 1024 else ""
     return {"shape": f"{members} members, {runtime}, etcd {version}{size}, {method}",
             "method": method, "kept": kept,
@@ -176,7 +177,22 @@ def shape(members: int, runtime: str, keys: int, d: Path, big_mb: int = 0,
             "execute": execute,
             "wall_s": seconds, "rss_kib": rss, "rss_plan_kib": rss_plan,
             "inspect_s": t_inspect, "plan_s": t_plan, "steps": steps,
-            "floor_phases": list(floor.items())}
+            "floor_phases": list(floor.items()), "timeline": timeline}
+
+
+def journal_timeline(path: Path) -> list[tuple[str, float, float]]:
+    """Each step's start and end, in seconds from the run's start, from its journal: where
+    the run waited between steps (for a background step) shows as a gap."""
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    t0 = next(e["ts"] for e in events if e["event"] == "run-start")
+    start: dict[str, float] = {}
+    out = []
+    for e in events:
+        if e["event"] == "step-start":
+            start[e["step"]] = e["ts"] - t0
+        elif e["event"] == "step-done" and e["step"] in start:
+            out.append((e["step"], round(start[e["step"]], 2), round(e["ts"] - t0, 2)))
+    return sorted(out, key=lambda x: x[1])
 
 
 def table(r: dict[str, Any]) -> str:
@@ -187,6 +203,8 @@ def table(r: dict[str, Any]) -> str:
                     else f"| {p} | {f:.2f} s | {e:.2f} s | - |")
     rows += ["", "execute, step by step: " + ", ".join(f"{sid} {sec:.2f}"
                                                    for sid, sec in r["steps"])]
+    rows += ["", "timeline (s from the run's start): " + ", ".join(
+        f"{sid} {a:.1f}-{b:.1f}" for sid, a, b in r.get("timeline", []))]
     rows += ["", f"execute wall clock {r['wall_s']:.1f} s; peak RSS {r['rss_kib'] / 1024:.0f} "
              f"MiB (plan {r['rss_plan_kib'] / 1024:.0f} MiB); inspect {r['inspect_s']:.2f} s, "
              f"plan {r['plan_s']:.2f} s on the broken lab", ""]

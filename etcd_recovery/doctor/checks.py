@@ -65,6 +65,17 @@ CERT_WARN = dt.timedelta(days=30)
 CERT_FAIL = dt.timedelta(days=7)
 SOFT_RETRIES = 3                     # etcd-diagnosis epstatus maxRetries
 SOFT_RETRY_WAIT_S = 1.0              # etcd-diagnosis epstatus time.Sleep(time.Second)
+# The storage version is the one hard field that differs for a while on a healthy etcd 3.6
+# cluster: each member writes its own, from the cluster version, when it applies a change of
+# that and at its monitor's tick (server/etcdserver/server.go at v3.6.16,
+# monitorStorageVersion; version/monitor.go, UpdateStorageVersionIfNeeded), and the leader
+# sets the cluster version at its own tick, to 3.0 while a peer does not answer yet
+# (decideClusterVersion). The tick is monitorVersionInterval, 4 s (rafthttp's 5 s
+# ConnWriteTimeout less 1 s). Until then a member reports "3.5.0" (a backend with no storage
+# version, schema.UnsafeDetectSchemaVersion) or, before its first backend commit, none: seen
+# for 1-4 s beside "3.6.0" right after a 3.6.16 cluster started with one member 3 s late.
+# When only the storage version differs, the statuses are taken again, 1 s apart, for 6 s.
+STORAGE_RETRIES = 7
 
 
 
@@ -213,15 +224,26 @@ def soft_mismatch(statuses: Mapping[str, LiveStatus]) -> list[str]:
     return [n for n, s in items[1:] if _soft(s) != _soft(items[0][1])] if items else []
 
 
-def should_retry_soft(rounds: Sequence[Mapping[str, LiveStatus]]) -> bool:
-    """etcd-diagnosis' rule: take the statuses again while the soft fields differ, the hard
-    ones agree and no member reported errors, at most 3 rounds in all."""
-    if not rounds or len(rounds) >= SOFT_RETRIES:
+def storage_only_mismatch(statuses: Mapping[str, LiveStatus]) -> bool:
+    """The hard fields differ, in the storage version only (cluster IDs and versions agree)."""
+    items = list(statuses.values())
+    return bool(hard_mismatch(statuses)) and all(
+        (s.cluster_id, s.version) == (items[0].cluster_id, items[0].version) for s in items)
+
+
+def should_retry_status(rounds: Sequence[Mapping[str, LiveStatus]]) -> bool:
+    """Take the statuses again? etcd-diagnosis' rule: while the soft fields differ, the hard
+    ones agree and no member reported errors, at most 3 rounds in all. And while only the
+    storage version differs (etcd 3.6 sets it a tick after the cluster version), at most
+    ``STORAGE_RETRIES`` rounds."""
+    if not rounds:
         return False
     last = rounds[-1]
-    if any(s.errors for s in last.values()) or hard_mismatch(last):
+    if any(s.errors for s in last.values()):
         return False
-    return bool(soft_mismatch(last))
+    if hard_mismatch(last):
+        return storage_only_mismatch(last) and len(rounds) < STORAGE_RETRIES
+    return bool(soft_mismatch(last)) and len(rounds) < SOFT_RETRIES
 
 
 def check_status_fields(r: ClusterReadings) -> list[Check]:
@@ -236,9 +258,11 @@ def check_status_fields(r: ClusterReadings) -> list[Check]:
         s0 = last[first]
         diff = "; ".join(f"{n}: cluster {_hex(last[n].cluster_id)} version {last[n].version} "
                          f"storage {last[n].storage_version or '-'}" for n in hard)
+        after = f" (after {len(r.status_rounds)} tries, {len(r.status_rounds) - 1} s)" \
+            if len(r.status_rounds) > 1 and storage_only_mismatch(last) else ""
         out.append(Check("status-hard", None, FAIL, f"{len(hard)} differ",
                          f"{first}: cluster {_hex(s0.cluster_id)} version {s0.version} storage "
-                         f"{s0.storage_version or '-'}; {diff}"))
+                         f"{s0.storage_version or '-'}; {diff}{after}"))
     else:
         s0 = last[first]
         out.append(Check("status-hard", None, OK,

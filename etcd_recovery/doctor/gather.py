@@ -396,7 +396,7 @@ def gather(inv: Inventory, names: Sequence[str] = (), factory: TransportFactory 
         # what endpoint-status shows.
         first = _status_round(live, [m.name for m in inv.members])
         rounds = [first or {m.name: m.status for m in members if m.status is not None}]
-        while checks.should_retry_soft(rounds):
+        while checks.should_retry_status(rounds):
             sleep(checks.SOFT_RETRY_WAIT_S)
             rounds.append(_status_round(live, [m.name for m in inv.members]))
         timings["status_rounds"] = float(len(rounds))

@@ -19,9 +19,10 @@ from etcd_recovery.doctor import output
 from etcd_recovery.doctor.checks import (
     CHECK_NAMES,
     CHECKS,
+    STORAGE_RETRIES,
     advisories_for,
     run_checks,
-    should_retry_soft,
+    should_retry_status,
 )
 from etcd_recovery.doctor.gather import metrics_url, parse_host_script
 from etcd_recovery.doctor.model import SCHEMA, Check, Report, Status
@@ -280,11 +281,11 @@ def test_fragmentation_as_etcd_diagnosis_judges_it(size: int, in_use: int,
 def test_soft_fields_retried_then_warned_hard_fields_fail_at_once() -> None:
     a = {n: status(n) for n in IDS}
     b = {**a, "etcd-3": status("etcd-3", revision=51)}
-    assert should_retry_soft([b]) and should_retry_soft([b, b])
-    assert not should_retry_soft([b, b, b])  # 3 rounds in all
-    assert not should_retry_soft([a])
+    assert should_retry_status([b]) and should_retry_status([b, b])
+    assert not should_retry_status([b, b, b])  # 3 rounds in all
+    assert not should_retry_status([a])
     hard = {**b, "etcd-2": status("etcd-2", version="3.5.35")}
-    assert not should_retry_soft([hard])     # hard fields differ: no retry
+    assert not should_retry_status([hard])     # hard fields differ: no retry
     rep = report(cluster(status_rounds=(b, b, b)))
     assert one(rep, "status-soft").status is Status.warn
     assert one(rep, "status-soft").figure == "differ after 3"
@@ -293,6 +294,30 @@ def test_soft_fields_retried_then_warned_hard_fields_fail_at_once() -> None:
     rep = report(cluster(status_rounds=(hard,)))
     assert one(rep, "status-hard").status is Status.fail
     assert "3.5.35" in one(rep, "status-hard").message
+
+
+def test_a_storage_version_a_tick_behind_is_taken_again_before_it_fails() -> None:
+    """etcd 3.6 writes a member's storage version a monitor tick (4 s) after the cluster
+    version: right after a start, "3.5.0" (or none) beside "3.6.0" is no fault yet."""
+    a = {n: status(n) for n in IDS}
+    for behind in ("3.5.0", ""):
+        b = {**a, "etcd-2": status("etcd-2", storage_version=behind)}
+        rounds = [b]
+        while should_retry_status(rounds):
+            rounds.append(b)
+        assert len(rounds) == STORAGE_RETRIES == 7   # 6 s at 1 s apart: past one tick
+        rep = report(cluster(status_rounds=tuple(rounds)))
+        hard = one(rep, "status-hard")
+        assert hard.status is Status.fail and "after 7 tries" in hard.message, hard.message
+        settled = report(cluster(status_rounds=(b, b, a)))
+        assert one(settled, "status-hard").status is Status.ok
+    # a version or cluster ID that differs is no transient: it fails at once, storage or not
+    for other in (status("etcd-2", version="3.5.35", storage_version="3.5.0"),
+                  status("etcd-2", cluster_id=0xC2, storage_version="3.5.0")):
+        assert not should_retry_status([{**a, "etcd-2": other}])
+    # a member reporting errors is not waited for either
+    assert not should_retry_status([{**a, "etcd-2": status("etcd-2", storage_version="",
+                                                           errors=("CORRUPT",))}])
 
 
 def test_status_errors_and_no_leader_fail_endpoint_status() -> None:

@@ -41,6 +41,7 @@ from etcd_recovery.plan.snapshot import (
     extract_argv,
     image_version,
     make_file_plan,
+    make_snapshot_argv,
     make_snapshot_plan,
     restore_argv,
 )
@@ -222,6 +223,33 @@ def test_the_receiving_end_renames_only_a_whole_checked_file(tmp_path: Path) -> 
     cut = _sh(receive_argv(str(full), 0o600, hashlib.sha256(data).hexdigest()), data)
     assert cut.returncode != 0 and b"not written whole" in cut.stderr, cut.stderr
     assert not full.exists() and not (full.parent / "snapshot.db.failed").exists()
+
+
+def test_the_snapshot_is_a_hard_link_to_the_db_else_a_copy(tmp_path: Path) -> None:
+    """On the data dir's file system the snapshot is the stopped member's db itself, linked
+    (nothing written); where ``ln`` cannot link (another file system), a copy. Rerun, either
+    way it is made again, whole."""
+    db = tmp_path / "data" / "member" / "snap" / "db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(os.urandom(50_000))
+    snap = tmp_path / "run" / "snapshot.db"
+    for _ in range(2):
+        made = _sh(make_snapshot_argv(str(db), str(snap)))
+        assert made.returncode == 0, made.stderr
+        assert snap.stat().st_ino == db.stat().st_ino and snap.read_bytes() == db.read_bytes()
+        assert not snap.with_name("snapshot.db.partial").exists()
+    # a file system that refuses the link (EXDEV): a PATH whose ln fails, as it then does
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ln").write_text("#!/bin/sh\necho 'ln: Invalid cross-device link' >&2\nexit 1\n")
+    (bin_dir / "ln").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    snap = tmp_path / "run-elsewhere" / "snapshot.db"
+    copied = subprocess.run(make_snapshot_argv(str(db), str(snap)), capture_output=True,
+                            timeout=30, env=env)
+    assert copied.returncode == 0, copied.stderr
+    assert snap.stat().st_ino != db.stat().st_ino and snap.read_bytes() == db.read_bytes()
+    assert stat.S_IMODE(snap.stat().st_mode) == 0o600 and b"cross-device" not in copied.stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")

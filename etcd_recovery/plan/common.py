@@ -90,6 +90,8 @@ def fence_step(rt: Runtime, m: Member, run_id: str) -> Step:
 # forced start 11.7-14.0 s -> 6.8 s). Smaller ones run all at once: one after another, three
 # backups of 16 MiB dbs (each with its 64 MiB WAL segment) outlasted the kept member's
 # snapshot, and the sends, which wait for their host's backup, waited for the last one.
+# (The snapshot method's backups go all at once where no forced start is certain:
+# plan/snapshot.py, make_snapshot_plan.)
 IN_TURN_BYTES = 256 << 20
 
 

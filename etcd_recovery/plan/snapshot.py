@@ -394,6 +394,16 @@ def make_snapshot_plan(inv: Inventory, report: InspectReport, configs: Mapping[s
     db = posixpath.join(chosen.data_dir, "member", "snap", "db")
     covered = (st.source == "disk" and st.consistent_index is not None
                and st.last_index is not None and st.consistent_index >= st.last_index)
+    if covered or st.source != "disk":
+        # The backups go one at a time only to spare the kept member's forced start
+        # (common.IN_TURN_BYTES). Where none is needed, or it is likely skipped (etcd ran
+        # when planned: stopped by its fence, it leaves its whole log in its backend), they
+        # go all at once: 5 members, 1 GB, the forced start skipped, one at a time the last
+        # ended at 30.6 s and the run at 34.8 s; all at once they ended by 24.4 s, the run at
+        # 30.8 s.
+        head = [common.backup_step(rt, inv.member(s.host or ""), run_id, background=True,
+                                   in_turn=False) if s.group == BACKGROUND else s
+                for s in head]
     # etcdutl is on every host before the first step that runs it (the snapshot's status).
     steps = [*head, *_tools_steps(reachable, tools, run_id, chosen.name)]
     if covered:
@@ -517,8 +527,8 @@ def make_file_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, 
                      "skip_hash_check": skip_hash_check}),
         common.lock_step(run_id, reachable, take_over_lock)]
     steps += [replace(common.fence_step(rt, m, run_id), group="fence") for m in reachable]
-    in_turn = common.backups_in_turn(states[m.name] for m in reachable)
-    steps += [replace(common.backup_step(rt, m, run_id, background=True, in_turn=in_turn),
+    # all at once: no forced start to spare (common.IN_TURN_BYTES, make_snapshot_plan)
+    steps += [replace(common.backup_step(rt, m, run_id, background=True, in_turn=False),
                       group=BACKGROUND) for m in reachable]
     steps += _tools_steps(reachable, tools, run_id)
     for m in reachable:

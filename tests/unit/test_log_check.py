@@ -189,3 +189,19 @@ def test_a_backend_behind_its_log_runs_the_steps(tmp_path: Path) -> None:
     assert ran == [("stop", "one:a"), ("record", "one:a"), ("stop", "two:a"),
                    ("record", "two:a")]
     assert not any(e == "action-skipped" for e, _, _ in events(tmp_path))
+
+
+@pytest.mark.parametrize(("kept_live", "in_turn"), [(True, False), (False, True)])
+def test_big_backups_go_one_at_a_time_only_beside_a_certain_forced_start(
+        kept_live: bool, in_turn: bool) -> None:
+    """1 GB dbs: the background backups take turns to spare the kept member's forced start;
+    where it is likely skipped (etcd ran when planned), they all go at once."""
+    from dataclasses import replace
+
+    rep = versioned(report(kept_live=kept_live))
+    rep = replace(rep, members=tuple(replace(m, db_size_bytes=1 << 30) for m in rep.members))
+    plan = make_snapshot_plan(inventory("systemd"), rep, configs("systemd"), "r1", TOOLS)
+    background = [s for s in plan.steps if s.kind is StepKind.BACKUP and s.group]
+    assert background and all(s.params["in_turn"] is in_turn for s in background)
+    assert all(("one backup at a time" in s.title) is in_turn for s in background)
+    assert ("log-check:etcd-1" in [s.id for s in plan.steps]) is kept_live

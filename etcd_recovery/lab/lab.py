@@ -111,7 +111,8 @@ def inotify_shortfall(hosts: int) -> str:
         limit = Path(INOTIFY_SYSCTL).read_text().strip()
     except OSError:
         limit = "?"
-    return (f"{hosts} hosts need about {need} of root's inotify instances to boot, and "
+    return (f"{hosts} host{'s' if hosts != 1 else ''} need{'' if hosts != 1 else 's'} about "
+            f"{need} of root's inotify instances to boot, and "
             f"{free} are free (fs.inotify.max_user_instances = {limit}, shared by every "
             "container's systemd); take other labs down (their containers: docker ps "
             f"--filter label={LABEL}) or raise the limit: "
@@ -684,6 +685,9 @@ class Lab:
         if c is None:
             raise LabError(f"{name}: no such container {h.container}")
         if c.status != "running":
+            short = inotify_shortfall(1)
+            if short:
+                raise LabError(f"refusing to boot {name} again: {short}")
             c.start()
             for cut in state.hosts:
                 if self.partitioned(cut):

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from etcd_recovery.errors import LabError
 from etcd_recovery.lab import lab
 
 
@@ -60,3 +61,36 @@ def test_not_root_is_not_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(lab, "free_inotify_instances", lambda up_to: 0)
     assert lab.inotify_shortfall(5) == ""
+
+
+def test_a_killed_host_is_not_booted_again_without_the_instances_it_needs(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """``lab revive-host`` makes the same check as ``lab up`` before it starts the container
+    (a systemd without an instance exits at once, status 255, nothing logged)."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(lab, "free_inotify_instances", lambda up_to: min(up_to, 2))
+    started: list[str] = []
+
+    class Container:
+        status = "exited"
+
+        def start(self) -> None:
+            started.append("start")
+
+    class Host:
+        container = "lab-etcd-2"
+
+    class State:
+        hosts: list[object] = []
+
+        def host(self, name: str) -> Host:
+            return Host()
+
+    the_lab = lab.Lab(str(tmp_path))
+    monkeypatch.setattr(the_lab, "state", lambda: State())
+    monkeypatch.setattr(the_lab, "container", lambda h: Container())
+    with pytest.raises(LabError) as err:
+        the_lab.revive_host("etcd-2")
+    assert str(err.value).startswith("refusing to boot etcd-2 again: 1 host needs about 6 of "
+                                     "root's inotify instances to boot, and 2 are free")
+    assert started == []

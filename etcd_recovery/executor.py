@@ -427,9 +427,9 @@ class Executor:
             # skipped whole, as an earlier step decided and journaled: nothing of it runs,
             # not even its checks
             self.log(f"      skipped: {whole}")
-            for n in range(1, len(step.actions) + 1):
-                if (step.id, n) not in acts_done:
-                    self.journal.append("action-skipped", step.id, action=n, why=whole)
+            self.journal.append_many([("action-skipped", step.id, {"action": n, "why": whole})
+                                      for n in range(1, len(step.actions) + 1)
+                                      if (step.id, n) not in acts_done])
             return
         in_effect = self.preconditions(step)
         for n, action in enumerate(step.actions, 1):

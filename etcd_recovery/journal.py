@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,14 +127,25 @@ class Journal:
         return parse_events(text, str(self.path))
 
     def append(self, event: str, step: str | None = None, **detail: Any) -> None:
-        if event == "run-start":
-            detail = {**self.start_detail, **detail}
-        line = json.dumps({"ts": round(time.time(), 3), "run": self.run_id, "event": event,
-                           "step": step, "detail": detail}, sort_keys=True)
+        self.append_many([(event, step, detail)])
+
+    def append_many(self, records: Sequence[tuple[str, str | None, Mapping[str, Any]]]
+                    ) -> None:
+        """Journal several events with one write and one fsync (the actions of a step skipped
+        whole: an fsync beside 1 GB backups on the same disk took about 0.1 s). A kill in the
+        middle leaves whole lines and at most a torn last one, which is ignored: as if it had
+        come between two appends."""
+        lines = []
+        for event, step, detail in records:
+            if event == "run-start":
+                detail = {**self.start_detail, **detail}
+            lines.append(json.dumps({"ts": round(time.time(), 3), "run": self.run_id,
+                                     "event": event, "step": step, "detail": dict(detail)},
+                                    sort_keys=True) + "\n")
         with _APPEND_LOCK:  # steps of one group journal from several threads
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, (line + "\n").encode())
+                os.write(fd, "".join(lines).encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)

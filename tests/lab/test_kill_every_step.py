@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from .conftest import LabHandle, cli
+from .conftest import LabHandle, cli, etcdctl_txn
 from .recovery_scenario import (
+    AFTER,
     check_recovered,
     execute,
     execute_until,
@@ -23,11 +24,21 @@ def test_kill_in_every_step_then_resume(make_lab: Callable[..., LabHandle]) -> N
                        "step-start")
 
 
-def kill_at_every_step(lab: LabHandle, event: str, *flags: str) -> list[str]:
+def kill_at_every_step(lab: LabHandle, event: str, *flags: str,
+                       kept_running: bool = False) -> list[str]:
     """Kill the CLI when the journal shows ``event`` for each step in turn, resuming each
     time; the final --resume completes and every key is there. ``flags``: the plan's (the
-    method); a resume takes them from the journal. Returns the plan's step IDs."""
-    lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=100)
+    method); a resume takes them from the journal. ``kept_running``: etcd-1 takes the writes
+    and still runs, alone, when the plan is made (etcd-2's host gone, etcd on etcd-3 stopped);
+    else etcd-1 has crashed, etcd-3 stale. Returns the plan's step IDs."""
+    if kept_running:
+        res = etcdctl_txn(lab.dir, [(f"{AFTER}{i:05d}", f"v{i}") for i in range(100)],
+                          endpoint=lab.client_url("etcd-1"))
+        assert "SUCCESS" in res.stdout, res.stderr
+        cli("lab", "kill-host", "etcd-2", "--dir", str(lab.dir))
+        cli("lab", "stop-etcd", "etcd-3", "--dir", str(lab.dir))
+    else:
+        lose_quorum(lab, newest="etcd-1", stale="etcd-3", gone=["etcd-2"], writes=100)
     plan = json.loads(cli("plan", "-i", inventory(lab), *flags, "-o", "json").stdout)
     ids = [s["id"] for s in plan["steps"]]
     assert len(ids) >= 14

@@ -205,3 +205,18 @@ def test_big_backups_go_one_at_a_time_only_beside_a_certain_forced_start(
     assert background and all(s.params["in_turn"] is in_turn for s in background)
     assert all(("one backup at a time" in s.title) is in_turn for s in background)
     assert ("log-check:etcd-1" in [s.id for s in plan.steps]) is kept_live
+
+
+def test_a_skipped_steps_actions_are_journaled_in_one_write_and_a_cut_one_reads_whole(
+        tmp_path: Path) -> None:
+    from etcd_recovery.journal import Journal, done_actions
+
+    plan = live_plan()
+    j = Journal.create(tmp_path, plan)
+    j.append_many([("action-skipped", "stop:etcd-1", {"action": n, "why": "w"})
+                   for n in (1, 2, 3)])
+    assert done_actions(j.events()) == {("stop:etcd-1", n) for n in (1, 2, 3)}
+    # a kill in the middle of such a write: the whole lines count, the torn one does not
+    text = j.path.read_text()
+    j.path.write_text(text[: text.rindex('"action": 3') + 5])
+    assert done_actions(j.events()) == {("stop:etcd-1", 1), ("stop:etcd-1", 2)}

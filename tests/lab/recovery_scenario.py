@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from typing import Any
 
@@ -97,9 +98,11 @@ def execute_until(lab: LabHandle, event: str, step: str, *extra: str,
     """Start `execute --confirm`, SIGKILL it as soon as the journal shows ``event`` for
     ``step`` (an event this run wrote: earlier runs' events in the journal do not count)."""
     before = len(journal_events(lab))
+    # stderr to a file, not a pipe: execute writes the plan and its progress there (72 KB for
+    # a snapshot plan on static pods), and a pipe nobody reads holds it at 64 KB
+    err = tempfile.TemporaryFile()
     proc = subprocess.Popen([CLI, "execute", "-i", inventory(lab), "--confirm", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -109,15 +112,18 @@ def execute_until(lab: LabHandle, event: str, step: str, *extra: str,
                 proc.wait()
                 return
             if proc.poll() is not None:
-                why = proc.stderr.read().decode() if proc.stderr else ""
+                err.seek(0)
                 raise AssertionError(f"execute ended (rc {proc.returncode}) before {event} "
-                                     f"{step}: {why}")
+                                     f"{step}: {err.read().decode(errors='replace')[-3000:]}")
             time.sleep(0.02)
-        raise AssertionError(f"no {event} {step} within {timeout} s")
+        err.seek(0)
+        raise AssertionError(f"no {event} {step} within {timeout} s: "
+                             f"{err.read().decode(errors='replace')[-3000:]}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        err.close()
 
 
 def assert_journal_matches_plan(lab: LabHandle, run_id: str) -> None:

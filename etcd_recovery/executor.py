@@ -352,10 +352,25 @@ class Executor:
 
     def one_step(self, n: int, total: int, step: Step, acts_done: set[tuple[str, int]],
                  t0: float) -> StepTiming:
-        if step.group != BACKGROUND and step.kind not in BESIDE_BACKGROUND:
-            self._join_background(step.host)
+        whole = next((why for skip in SKIPS if (why := skip(self, step))), "")
+        if step.group != BACKGROUND and step.kind not in BESIDE_BACKGROUND and not whole:
+            self._join_background(step.host)   # (a step skipped whole touches no host)
         s0 = time.monotonic()
         self.log(f"[{n}/{total}] {step.id}: {step.title}")
+        if whole:
+            # Skipped whole, as an earlier step decided and journaled: nothing of it runs, not
+            # even its checks. Its start, every action skipped and its end go into the journal
+            # in one write (an fsync beside three 1 GB backups on the same disk: 0.1-0.3 s).
+            self.log(f"      skipped: {whole}")
+            self.on_step("start", step)
+            self.on_step("end", step)
+            self.journal.append_many([
+                ("step-start", step.id, {}),
+                *(("action-skipped", step.id, {"action": i, "why": whole})
+                  for i in range(1, len(step.actions) + 1) if (step.id, i) not in acts_done),
+                ("step-done", step.id, {"seconds": round(time.monotonic() - s0, 3)})])
+            self.log(f"[{n}/{total}] {step.id}: skipped")
+            return StepTiming(step.id, time.monotonic() - s0)
         self.on_step("start", step)
         self.journal.append("step-start", step.id)
         try:
@@ -422,15 +437,6 @@ class Executor:
         return in_effect
 
     def run_step(self, step: Step, acts_done: set[tuple[str, int]]) -> None:
-        whole = next((why for skip in SKIPS if (why := skip(self, step))), "")
-        if whole:
-            # skipped whole, as an earlier step decided and journaled: nothing of it runs,
-            # not even its checks
-            self.log(f"      skipped: {whole}")
-            self.journal.append_many([("action-skipped", step.id, {"action": n, "why": whole})
-                                      for n in range(1, len(step.actions) + 1)
-                                      if (step.id, n) not in acts_done])
-            return
         in_effect = self.preconditions(step)
         for n, action in enumerate(step.actions, 1):
             if (step.id, n) in acts_done:

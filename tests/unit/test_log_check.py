@@ -164,7 +164,18 @@ def resumed_after_the_check(tmp: Path, w: World, applied: bool) -> Any:
 
 def test_a_resumed_run_skips_what_the_journaled_check_skips(tmp_path: Path) -> None:
     w = World()   # (a host command other than the probes would fail: none is expected)
-    assert resumed_after_the_check(tmp_path, w, applied=True).run().ok
+    ex = resumed_after_the_check(tmp_path, w, applied=True)
+    writes: list[list[str]] = []
+    many = ex.journal.append_many
+
+    def counted(records: Any) -> None:
+        writes.append([str(r[1]) for r in records])
+        many(records)
+
+    ex.journal.append_many = counted
+    assert ex.run().ok
+    # each skipped step is one write (one fsync): its start, its actions, its end
+    assert [w for w in writes if set(w) & {"one:a", "two:a"}] == [["one:a"] * 5, ["two:a"] * 5]
     assert {c[0] for c in w.hosts["a"].commands} <= {"true", probe_argv()[0]}
     skipped = [(s, d["action"], d["why"]) for e, s, d in events(tmp_path)
                if e == "action-skipped"]

@@ -78,13 +78,16 @@ def derive(inv: Inventory, report: InspectReport, configs: Mapping[str, str], ru
 BIG_DB_BYTES = 512 << 20
 # The rate at which sending the db to every host costs the snapshot method what the default
 # method's learner waits cost it (each learner add after the first waits out etcd's strict
-# reconfiguration check: 5 s). Measured with benchmarks/bench.py, 5 members, in three runs of
-# both methods (the last is benchmarks/bench-methods.json): the snapshot method took 8.2, 10.4
-# and 11.7 s less than the default at 16 MiB and 7.2, 6.9 and 3.1 s more at 1 GB, crossovers
-# near 550, 620 and 820 MB, which 15 s of waits give at 37, 41 and 54 MB/s; the lowest is
-# kept. (The sends alone ran at 58-119 MB/s per host, 1 GB to 3 hosts at once in 9.0-18.4 s;
-# the default method's learners also copy the db, from the kept member, host to host.)
-STREAM_BYTES_PER_S = 37e6
+# reconfiguration check: 5 s). Measured with benchmarks/bench.py, 5 members (4 to bring back:
+# 10 s of waits), both methods in one run (benchmarks/bench-methods.json): the snapshot method
+# took 11.2 s less than the default at 16 MiB and 2.8 s less at 1 GB, a crossover near 1.4 GB,
+# which 10 s of waits give at 143 MB/s; a second run of the 1 GB cells had it 17.1 s less
+# (29.3 s against 46.4 s). 100 MB/s is kept, erring toward the default method. (Runs before
+# the snapshot method skipped a needless forced start and took its backups all at once put
+# the crossover at 550-820 MB, 37-54 MB/s. The sends alone ran at 58-119 MB/s per host, 1 GB
+# to 3 hosts at once in 9.0-18.4 s; the default method's learners also copy the db, from the
+# kept member, host to host.)
+STREAM_BYTES_PER_S = 100e6
 LEARNER_WAIT_S = 5.0
 
 

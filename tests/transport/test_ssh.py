@@ -230,7 +230,11 @@ def test_a_long_read_in_steps_does_not_pile_up_in_memory(transport: SshTransport
         tracemalloc.stop()
         source.close()
     assert digest.digest() == hashlib.sha256(body).digest()
-    assert held < 2 << 20 and peak < 8 << 20, (held, peak)
+    # Nothing is left behind, and at the peak at most what one handle serves before it is
+    # reopened (8 MiB) with the block read and the packets in flight: 8.8 MiB was seen in a
+    # full CI run with both cores busy (the reader lags the transport's thread); without the
+    # reopen the 48 MiB read would end holding about 10 MiB (14 MiB of 64, measured).
+    assert held < 2 << 20 and peak < 12 << 20, (held, peak)
 
 
 def test_open_file_random_reads(transport: SshTransport, tmp_path: Path) -> None:

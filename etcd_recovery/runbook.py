@@ -14,6 +14,7 @@ import shlex
 from . import etcdflags_sh
 from .actions import (
     Action,
+    AppendWal,
     Run,
     WriteFile,
     db_path,
@@ -107,7 +108,15 @@ def heredoc_terminator(content: str) -> str:
 
 def show_action(a: Action) -> str:
     """The action's shell, as ``a.show()`` gives it, except that a file's content is quoted
-    with a here-document terminator that does not occur in it."""
+    with a here-document terminator that does not occur in it, and that a WAL record the tool
+    computes once the member is fenced (etcd ran when the plan was made) stops the runbook
+    with what to do: its bytes and offset exist only then, and are not guessed."""
+    if isinstance(a, AppendWal) and a.offset < 0:
+        why = (f"align-commit: etcd ran on {a.host} when this plan was made, so the WAL record "
+               "to append (its bytes and offset) can only be read from its disk now that it "
+               "is fenced. Make the runbook again from a plan made now: it gives the exact dd. "
+               "Then go on from this step")
+        return f"{{ echo {shlex.quote(why)} >&2; false; }}"
     text = a.show()
     if not isinstance(a, WriteFile):
         return text

@@ -81,6 +81,12 @@ def test_the_runbook_does_the_forced_start_by_hand_either_way() -> None:
     fnc = next(s for s in plan.steps if s.id == "force-new-cluster:etcd-1")
     start = next(a for a in fnc.actions if isinstance(a, Run))
     assert start.show() in md
+    # align-commit's record is known only once etcd-1 is fenced: no dd with made-up bytes, a
+    # stop that says what to do
+    assert "seek=-1" not in md
+    align = md[md.index("## 10. "):md.index("## 11. ")]
+    assert "{ echo 'align-commit: etcd ran on etcd-1 when this plan was made" in align
+    assert "Make the runbook again from a plan made now" in align and "; false; }" in align
 
 
 class Ex:

@@ -351,6 +351,15 @@ def _restore_check(ref: str, revision: int, bump: int) -> Step:
                 params={"ref": ref, "revision": revision, "bump_revision": bump})
 
 
+def holds_whole_log(st: MemberState) -> bool:
+    """Whether a member's backend, read from its disk with etcd stopped, holds its whole log:
+    its consistent index (the last entry applied) is at least the WAL's last index. Decided
+    once here, for the plan (the disk read when planning) and for the log check (the disk
+    read once fenced)."""
+    return (st.consistent_index is not None and st.last_index is not None
+            and st.consistent_index >= st.last_index)
+
+
 def log_check_step(m: Member, run_id: str, skips: Sequence[str]) -> Step:
     """Read the fenced kept member's WAL and backend: when the backend already holds the
     whole log (consistent index >= the WAL's last index), the steps ``skips`` (align-commit,
@@ -365,8 +374,7 @@ def log_check_step(m: Member, run_id: str, skips: Sequence[str]) -> Step:
         precondition="",
         check=f"the consistent index and the WAL's last index go into the journal as "
               f"log:{m.name}",
-        params={"wal_dir": m.wal, "db": posixpath.join(m.data_dir, "member", "snap", "db"),
-                "ref": f"log:{m.name}", "skips": list(skips)})
+        params={"ref": f"log:{m.name}", "skips": list(skips)})
 
 
 def make_snapshot_plan(inv: Inventory, report: InspectReport, configs: Mapping[str, str],
@@ -392,8 +400,7 @@ def make_snapshot_plan(inv: Inventory, report: InspectReport, configs: Mapping[s
     snap = _snapshot_path(run_id)
     ref = f"snapshot:{chosen.name}"
     db = posixpath.join(chosen.data_dir, "member", "snap", "db")
-    covered = (st.source == "disk" and st.consistent_index is not None
-               and st.last_index is not None and st.consistent_index >= st.last_index)
+    covered = st.source == "disk" and holds_whole_log(st)
     if covered or st.source != "disk":
         # The backups go one at a time only to spare the kept member's forced start
         # (common.IN_TURN_BYTES). Where none is needed, or it is likely skipped (etcd ran

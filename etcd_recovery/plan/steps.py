@@ -90,7 +90,7 @@ STEP_PARAMS: dict[StepKind, dict[str, str]] = {
                              "min_revision": "int"},
     StepKind.SNAPSHOT_SEND: {"snapshot": "str"},
     # skips: the steps skipped when the kept member's fenced disk holds its whole log
-    StepKind.LOG_CHECK: {"wal_dir": "str", "db": "str", "ref": "str", "skips": _STR_LIST},
+    StepKind.LOG_CHECK: {"ref": "str", "skips": _STR_LIST},
     StepKind.RESTORE: {"snapshot": "str", "ref": "str", "sha256": "str",
                        "bump_revision": "int", "token": "str", "etcdutl": "str",
                        "etcdutl_flag": "bool", "skip_hash_check": "bool"},

@@ -16,10 +16,10 @@ from ..errors import (
     StepFailed,
 )
 from ..formats.backend import read_backend
-from ..inspect import inspect_cluster, read_disk
+from ..inspect import inspect_cluster
 from ..model import MemberState
 from ..plan import Step, StepKind, fingerprint
-from ..plan.snapshot import file_given
+from ..plan.snapshot import file_given, holds_whole_log
 from ..transport.base import CommandResult
 from .base import FRESH_S, AfterRun, Checker, Finisher, Runner, Skipper
 from .common import space_read
@@ -156,11 +156,9 @@ def finish_log_check(ex: Runner, step: Step) -> None:
     step's check), and whether the backend holds the whole log, as the step's named
     reference: the steps it names are skipped when it does (``skipped_by_log_check``)."""
     name = step.host or ""
-    st = ex.notes.get(step.id)
-    if not isinstance(st, MemberState):
-        st = read_disk(ex.session.t(name), ex.session.m(name))
+    st: MemberState = ex.notes[step.id]   # (check_kept_newest_fenced, just before)
     cindex, last = st.consistent_index, st.last_index
-    applied = cindex is not None and last is not None and cindex >= last
+    applied = holds_whole_log(st)
     ex.log(f"      {name}: consistent index {cindex}, the WAL's last index {last}: "
            + ("the backend holds the whole log; skipping " + ", ".join(step.params["skips"])
               if applied else "the backend lacks entries of the log; the forced start runs"))
